@@ -1,0 +1,67 @@
+"""Typed entry points to the fused kernels (SPEC section 5), with their fake kernels and autograd registration.
+
+The kernels live in ``csrc/`` (CPU) and ``cuda/`` (CUDA) and are registered with the PyTorch dispatcher as
+``torch.ops.inspo.*``; their pure-PyTorch definitions are in :mod:`inspo.reference`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+import inspo._extension  # noqa: F401  (loads the library that registers torch.ops.inspo)
+
+__all__ = ["advantage_weights", "masked_softmax_stats"]
+
+
+def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
+                      tau: float, beta: float, rho_max: float = 100.0, z_max: float = 10.0) -> tuple[Tensor, Tensor]:
+    """Teammate importance ratio ``rho`` and exponentiated advantage ``expadv`` (forward only, no gradient).
+
+    See :func:`inspo.reference.advantage_weights` for the definition and shapes.
+    """
+    return torch.ops.inspo.advantage_weights.default(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max)
+
+
+def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-probability of ``actions`` and entropy under the softmax of ``logits`` restricted to ``avail``.
+
+    Differentiable with respect to ``logits``. See :func:`inspo.reference.masked_softmax_stats`.
+    """
+    return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
+
+
+@torch.library.register_fake("inspo::advantage_weights")
+def _(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max):
+    torch._check(logp_pi.dim() == 2, lambda: f"logp_pi must be [N, B], got shape {tuple(logp_pi.shape)}")
+    shape = logp_pi.shape if agent == -1 else logp_pi.shape[1:]
+    return logp_pi.new_empty(shape), logp_pi.new_empty(shape)
+
+
+@torch.library.register_fake("inspo::masked_softmax_stats")
+def _(logits, avail, actions):
+    torch._check(logits.dim() >= 1, lambda: "logits must be [..., A]")
+    return logits.new_empty(logits.shape[:-1]), logits.new_empty(logits.shape[:-1])
+
+
+@torch.library.register_fake("inspo::masked_softmax_stats_backward")
+def _(grad_logp, grad_entropy, logits, avail, actions):
+    return torch.empty_like(logits)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, avail, actions = inputs
+    ctx.save_for_backward(logits, avail, actions)
+
+
+def _backward(ctx, grad_logp, grad_entropy):
+    logits, avail, actions = ctx.saved_tensors
+    # Autograd passes None for an output that did not reach the loss.
+    if grad_logp is None:
+        grad_logp = logits.new_zeros(actions.shape)
+    if grad_entropy is None:
+        grad_entropy = logits.new_zeros(actions.shape)
+    grad = torch.ops.inspo.masked_softmax_stats_backward.default(grad_logp, grad_entropy, logits, avail, actions)
+    return grad, None, None
+
+
+torch.library.register_autograd("inspo::masked_softmax_stats", _backward, setup_context=_setup_context)
