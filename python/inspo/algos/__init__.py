@@ -1,0 +1,1 @@
+"""Offline MARL algorithms sharing one set of networks, data handling and evaluation."""

@@ -1,0 +1,202 @@
+"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025), as reconstructed in SPEC section 1.
+
+Read top to bottom: behaviour cloning of mu (once), then per iteration
+  1. policy evaluation: joint critic Q(s, a) by TD to V(s'), in-sample V(s) by the exponential loss;
+  2. a sequential pass over the agents in a fresh random order; agent i
+     - takes the teammate ratio rho_i = prod_{j != i} pi_j / mu_j at the dataset actions from the log-prob stack
+       (its predecessors already hold their updated rows),
+     - fits its local critic Qloc_i(s, .) to Qbar(s, a) on rows resampled in proportion to rho_i,
+     - weights the rows by exp((Qloc_i - Vloc_i) / tau - (beta / tau) log mu_i), Vloc_i being the exact local soft
+       value, and takes a weighted log-likelihood step on its own policy,
+     - refreshes its row of the log-prob stack.
+The ratios and weights come from the fused kernels of :mod:`inspo.ops` (``backend="fused"``) or from their
+pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from inspo import ops, reference
+from inspo.algos.networks import AgentPolicies, JointCritic, mlp
+from inspo.config import TrainConfig
+
+
+@dataclass
+class Batch:
+    """Transitions on the training device; ``logp_mu`` is ``[N, B]`` (agent-major, as the kernels take it)."""
+
+    obs: Tensor  # [B, N, obs_dim]
+    state: Tensor  # [B, state_dim]
+    avail: Tensor  # [B, N, A]
+    actions: Tensor  # [B, N]
+    reward: Tensor  # [B]
+    terminated: Tensor  # [B] float
+    next_state: Tensor  # [B, state_dim]
+    logmu_all: Tensor  # [B, N, A], -inf where unavailable
+    logp_mu: Tensor  # [N, B]
+
+
+def _backend(name: str):
+    return ops if name == "fused" else reference
+
+
+class BehaviourCloning:
+    """Per-agent behaviour cloning of the data's policy mu, by masked log-likelihood."""
+
+    def __init__(self, cfg: TrainConfig, n_agents: int, obs_dim: int, n_actions: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.k = _backend(cfg.backend)
+        self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
+        self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr_policy)
+
+    def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> float:
+        """One step on a batch ``[B, N, ...]``; returns the negative log-likelihood per agent and row."""
+        logits = self.policy.all_logits(obs)
+        logp, _ = self.k.masked_softmax_stats(logits, avail, actions)
+        loss = -logp.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+class InSPO:
+    """The InSPO learner; ``mu`` is the behaviour-cloned policy (frozen), ``pi`` starts as a copy of it."""
+
+    def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.cfg = cfg
+        self.k = _backend(cfg.backend)
+        self.gen = generator
+        self.n_agents = mu.n_agents
+        n_actions = mu.nets[0][-1].out_features
+        self.tau = cfg.alpha + cfg.beta
+        self.pi = copy.deepcopy(mu)
+        self.pi_opts = [torch.optim.Adam(self.pi.agent_parameters(i), lr=cfg.lr_policy)
+                        for i in range(1 if cfg.shared_policy else self.n_agents)]
+        self.q = JointCritic(state_dim, self.n_agents, n_actions, cfg.hidden).to(device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.v = mlp(state_dim, cfg.hidden, 1).to(device)
+        self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.v.parameters()], lr=cfg.lr_critic)
+        self.local_q = nn.ModuleList([mlp(state_dim, cfg.hidden, n_actions) for _ in range(self.n_agents)]).to(device)
+        self.local_opts = [torch.optim.Adam(net.parameters(), lr=cfg.lr_critic) for net in self.local_q]
+
+    # -- 1. policy evaluation -------------------------------------------------------------------------------
+    def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """One step on Q and V; returns ``(Qbar(s, a) of the batch, Q loss, V loss)``."""
+        cfg, tau = self.cfg, self.tau
+        with torch.no_grad():
+            target = b.reward + cfg.gamma * (1.0 - b.terminated) * self.v(b.next_state).squeeze(-1)
+            qbar = self.q_target(b.state, b.actions)
+        q_loss = (self.q(b.state, b.actions) - target).pow(2).mean()
+        v = self.v(b.state).squeeze(-1)
+        # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
+        z = torch.clamp((qbar - v) / tau - (cfg.beta / tau) * b.logp_mu.sum(0), max=cfg.z_max)
+        v_loss = torch.exp(z).mean() + v.mean() / tau
+        self.critic_opt.zero_grad(set_to_none=True)
+        (q_loss + v_loss).backward()
+        self.critic_opt.step()
+        with torch.no_grad():
+            for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
+                pt.lerp_(p, cfg.polyak)
+        return qbar, q_loss.detach(), v_loss.detach()
+
+    # -- 2. the sequential pass -----------------------------------------------------------------------------
+    def agent_logp(self, b: Batch, agent: int) -> tuple[Tensor, Tensor]:
+        """Log-prob of the dataset action and entropy of ``agent``'s current policy, ``[B]`` each."""
+        logits = self.pi.logits(b.obs[:, agent], agent)
+        return self.k.masked_softmax_stats(logits, b.avail[:, agent], b.actions[:, agent])
+
+    def order(self) -> Tensor:
+        if self.cfg.order == "random":
+            return torch.randperm(self.n_agents, generator=self.gen)
+        return torch.arange(self.n_agents)
+
+    def policy_pass(self, b: Batch, qbar: Tensor) -> dict[str, Tensor]:
+        """Update every agent once, in this iteration's order; returns loss and weight statistics."""
+        cfg, tau, n = self.cfg, self.tau, self.n_agents
+        rows = qbar.shape[0]
+        with torch.no_grad():
+            logp_pi = torch.stack([self.agent_logp(b, i)[0] for i in range(n)])  # [N, B], the log-prob stack
+        sequential = cfg.order != "simultaneous"
+        if not sequential and cfg.use_rho:
+            # Every agent sees the pre-iteration teammates: all ratios in one kernel call.
+            rho_all, _ = self.k.advantage_weights(qbar, qbar, logp_pi, b.logp_mu, None, -1, tau, cfg.beta,
+                                                  cfg.rho_max, cfg.z_max)
+        stats = {"policy_loss": qbar.new_zeros(()), "local_q_loss": qbar.new_zeros(()),
+                 "entropy": qbar.new_zeros(()), "weight_max": qbar.new_zeros(())}
+        for i in self.order().tolist():
+            if not cfg.use_rho:
+                rho = torch.ones_like(qbar)
+            elif sequential:
+                # Only rho is used here (it picks the local critic's rows); q and v are placeholders.
+                rho, _ = self.k.advantage_weights(qbar, qbar, logp_pi, b.logp_mu, None, i, tau, cfg.beta,
+                                                  cfg.rho_max, cfg.z_max)
+            else:
+                rho = rho_all[i]
+            if cfg.weighting == "resample":
+                sel = torch.multinomial(rho, rows, replacement=True, generator=self.gen)
+                row_w = None
+            else:
+                sel = torch.arange(rows, device=qbar.device)
+                row_w = rho
+            state, a_i, target = b.state[sel], b.actions[sel, i], qbar[sel]
+
+            # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
+            for _ in range(cfg.local_critic_steps):
+                err = (self.local_q[i](state).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
+                lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
+                self.local_opts[i].zero_grad(set_to_none=True)
+                lq_loss.backward()
+                self.local_opts[i].step()
+
+            with torch.no_grad():
+                qloc = self.local_q[i](b.state)  # [B, A]
+                # Exact soft value over the agent's own actions; -inf (unavailable) entries drop out.
+                vloc = tau * torch.logsumexp((cfg.alpha / tau) * b.logmu_all[:, i] + qloc / tau, dim=-1)
+                q_a = qloc.gather(-1, b.actions[:, i, None]).squeeze(-1)
+                _, expadv = self.k.advantage_weights(q_a, vloc, logp_pi, b.logp_mu, None, i, tau, cfg.beta,
+                                                     cfg.rho_max, cfg.z_max)
+                w = expadv[sel] if row_w is None else expadv * row_w
+
+            logits = self.pi.logits(b.obs[sel, i], i)
+            logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel, i], a_i)
+            loss = -(w * logp).sum() / w.sum()
+            opt = self.pi_opts[0 if self.pi.shared else i]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+            if sequential:
+                with torch.no_grad():
+                    if self.pi.shared:  # a shared network moved every agent's policy
+                        logp_pi = torch.stack([self.agent_logp(b, j)[0] for j in range(n)])
+                    else:
+                        logp_pi[i] = self.agent_logp(b, i)[0]
+            stats["policy_loss"] += loss.detach() / n
+            stats["local_q_loss"] += lq_loss.detach() / n
+            stats["entropy"] += entropy.detach().mean() / n
+            stats["weight_max"] = torch.maximum(stats["weight_max"], w.max())
+        return stats
+
+    def update(self, b: Batch) -> dict[str, Tensor]:
+        """One InSPO iteration on a uniformly sampled batch."""
+        qbar, q_loss, v_loss = self.critic_step(b)
+        stats = self.policy_pass(b, qbar)
+        stats.update(q_loss=q_loss, v_loss=v_loss)
+        return stats
+
+
+def behaviour_log_probs(mu: AgentPolicies, obs: Tensor, avail: Tensor, chunk: int = 65536) -> Tensor:
+    """``log mu_i(b | o_i)`` for every row, agent and action, ``[T, N, A]``, -inf where unavailable."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, obs.shape[0], chunk):
+            logits = mu.all_logits(obs[s:s + chunk]).masked_fill(~avail[s:s + chunk], -math.inf)
+            out.append(torch.log_softmax(logits, dim=-1))
+    return torch.cat(out)

@@ -1,0 +1,180 @@
+"""The ``inspo`` command line: train, evaluate, datasets, reproduce."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from inspo.config import PRESETS, TrainConfig
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--lr-policy`` for ``lr_policy``), so the CLI never lags the config."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "env_options":
+            p.add_argument("--env-option", dest="env_options", action="append", metavar="KEY=VALUE",
+                           help="environment option for evaluation (repeatable)")
+        elif hints[f.name] is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {int: int, float: float}.get(hints[f.name], str)
+            if f.name == "eval_episode_limit":
+                kind = int
+            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper())
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = dict(PRESETS[args.preset])
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    for f in dataclasses.fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is None:
+            continue
+        if f.name == "env_options":
+            opts = dict(values.get("env_options", {}))
+            for item in given:
+                key, sep, raw = item.partition("=")
+                if not sep:
+                    raise SystemExit(f"--env-option expects KEY=VALUE, got {item!r}")
+                opts[key] = _parse_value(raw)
+            given = opts
+        values[f.name] = given
+    if "dataset" not in values:
+        raise SystemExit("inspo train: --dataset DIR is required (or a --config file that sets it)")
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise SystemExit(f"inspo train: {exc}") from exc
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from inspo.training import train
+
+    cfg = _config_from_args(args)
+    result = train(cfg, progress=True)
+    summary = {"final_return": result.final_return, "best_return": result.best_return,
+               "behaviour_return": result.behaviour_return, "updates_per_second": round(result.updates_per_second, 1),
+               "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
+               "metrics": result.metrics_path}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from inspo.training import evaluate
+
+    res = evaluate(args.checkpoint, env=args.env, episodes=args.episodes, seed=args.seed,
+                   episode_limit=args.episode_limit, greedy=args.greedy)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _summary(path: str, ds) -> dict[str, Any]:
+    m = ds.manifest
+    return {"path": path, "env": m["env"]["id"], "env_options": m["env"]["options"], "counts": m["counts"],
+            "returns": m["returns"], "behaviour": m["behaviour"], "seed": m["seed"], "source": m["source"]}
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from inspo import data
+
+    if args.action == "list":
+        root = Path(args.path)
+        found = sorted(p.parent for p in root.glob("**/manifest.json")) if root.is_dir() else []
+        for path in found:
+            try:
+                ds = data.load_dataset(path, verify=False)
+                m = ds.manifest
+                print(f"{path}  env={m['env']['id']}  episodes={m['counts']['episodes']}  "
+                      f"return={m['returns']['mean']:.4f}")
+            except data.DatasetError as exc:
+                print(f"{path}  INVALID: {exc}")
+        print("generator presets: " + ", ".join(sorted(data.MATRIX_PRESETS)))
+        return 0
+    if args.action == "generate":
+        ds = data.generate_matrix(args.env, args.preset, args.episodes, args.seed, episode_limit=args.episode_limit)
+    elif args.action == "import":
+        ds = data.import_pymarl(args.src, args.env)
+    else:
+        ds = data.load_dataset(args.path, env=args.env)
+        print(json.dumps({"ok": True, **_summary(args.path, ds)} if args.action == "verify"
+                         else {**_summary(args.path, ds), "files": ds.manifest["files"]}, indent=2))
+        return 0
+    out = data.save_dataset(ds, args.out, overwrite=args.overwrite)
+    print(json.dumps(_summary(str(out), ds), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inspo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a method on an offline dataset")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="inspo",
+                   help="method or ablation (default: inspo); flags override it")
+    p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved policy")
+    p.add_argument("checkpoint")
+    p.add_argument("--env", default=None, help="environment (default: the one it was trained on)")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episode-limit", type=int, default=None)
+    p.add_argument("--greedy", action="store_true", help="act by argmax instead of sampling")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("datasets", help="generate, import, verify and inspect datasets")
+    dsub = p.add_subparsers(dest="action", required=True)
+    q = dsub.add_parser("list", help="datasets under a directory, and the generator presets")
+    q.add_argument("path", nargs="?", default="runs/data")
+    q = dsub.add_parser("generate", help="sample a matrix-game dataset (deterministic per seed)")
+    q.add_argument("--env", required=True, choices=["xor", "mne"])
+    q.add_argument("--preset", required=True, help="joint-action distribution, e.g. mne-imbalanced")
+    q.add_argument("--episodes", type=int, default=5000)
+    q.add_argument("--episode-limit", type=int, default=1)
+    q.add_argument("--seed", type=int, default=0)
+    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data)")
+    q.add_argument("src")
+    q.add_argument("--env", required=True)
+    for q in dsub.choices["generate"], dsub.choices["import"]:
+        q.add_argument("--out", required=True, help="dataset directory to write (atomically)")
+        q.add_argument("--overwrite", action="store_true")
+    for action in ("verify", "info"):
+        q = dsub.add_parser(action, help=f"{action} a dataset (checksums, shapes, content)")
+        q.add_argument("path")
+        q.add_argument("--env", default=None, help="also check that the data fits this environment")
+    p.set_defaults(func=_cmd_datasets)
+
+    from inspo import reproduce
+
+    reproduce.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # DatasetError is a ValueError
+        print(f"inspo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
