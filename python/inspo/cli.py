@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     result = train(cfg, progress=True)
     summary = {"final_return": result.final_return, "best_return": result.best_return,
-               "behaviour_return": result.behaviour_return, "updates_per_second": round(result.updates_per_second, 1),
+               "behaviour_return": result.behaviour_return, "optimum": result.optimum, "updates_per_second": round(result.updates_per_second, 1),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
                "metrics": result.metrics_path}
     print(json.dumps(summary, indent=2))

@@ -8,9 +8,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-import inspo._extension  # noqa: F401  (loads the library that registers torch.ops.inspo)
+from inspo._extension import built_with_cuda  # importing it loads the library that registers torch.ops.inspo
 
 __all__ = ["advantage_weights", "masked_softmax_stats"]
+
+
+def _check_cuda_build(t: Tensor) -> None:
+    # Without this the dispatcher's "could not run ... with arguments from the 'CUDA' backend" is all one sees.
+    if t.is_cuda and not built_with_cuda():
+        raise RuntimeError("inspo was built without its CUDA kernels but got a CUDA tensor; rebuild with a CUDA "
+                           "torch and nvcc: INSPO_CUDA=ON pip install --no-build-isolation --force-reinstall .")
 
 
 def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
@@ -19,6 +26,7 @@ def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, ma
 
     See :func:`inspo.reference.advantage_weights` for the definition and shapes.
     """
+    _check_cuda_build(logp_pi)
     return torch.ops.inspo.advantage_weights.default(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max)
 
 
@@ -27,6 +35,7 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
 
     Differentiable with respect to ``logits``. See :func:`inspo.reference.masked_softmax_stats`.
     """
+    _check_cuda_build(logits)
     return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
 
 

@@ -23,17 +23,10 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike
 
+from inspo.data.generate import MATRIX_PRESETS
+from inspo.envs.matrix import MNE_PAYOFF, XOR_PAYOFF
+
 __all__ = ["MNE_PAYOFF", "ORDERS", "RHO_MAX", "XOR_PAYOFF", "mne_imbalanced_probs", "solve"]
-
-XOR_PAYOFF: np.ndarray = np.array([[0.0, 1.0], [1.0, -2.0]])
-"""XOR game (2 agents x actions A, B; row = agent 1): optimum 1 at (A,B) or (B,A), -2 when both play B."""
-
-MNE_PAYOFF: np.ndarray = np.array([[10.0, -5.0, -5.0], [-5.0, 2.0, 0.0], [-5.0, 0.0, 5.0]])
-"""Multi-equilibrium game (2 agents x actions A, B, C): optimal (A,A) = 10, sub-optimal equilibrium (C,C) = 5."""
-
-# Shared module-level constants: a caller mutating one in place would silently change every later experiment.
-XOR_PAYOFF.setflags(write=False)
-MNE_PAYOFF.setflags(write=False)
 
 ORDERS: tuple[str, ...] = ("random", "fixed", "simultaneous")
 """Agent orders accepted by :func:`solve`."""
@@ -45,18 +38,12 @@ _INIT_NOISE = 1e-3
 
 
 def mne_imbalanced_probs() -> np.ndarray:
-    """The *imbalanced* M-NE dataset distribution (SPEC section 2).
+    """The *imbalanced* M-NE dataset distribution (SPEC section 2) as a fresh normalised ``[3, 3]`` array.
 
-    Relative weights 80 on (C,C), 2 on (A,A) and 1 on each of the other seven joint actions, normalised to sum to
-    1 (actions A, B, C are indices 0, 1, 2). The dominant sub-optimal equilibrium is what makes plain
-    behaviour-regularised learning (``beta = 0``) settle on (C,C).
-
-    Returns:
-        A fresh ``[3, 3]`` float array.
+    The dominant sub-optimal equilibrium (C,C) is what makes plain behaviour-regularised learning (``beta = 0``)
+    settle there.
     """
-    weights = np.ones((3, 3))
-    weights[2, 2] = 80.0
-    weights[0, 0] = 2.0
+    weights = np.array(MATRIX_PRESETS["mne-imbalanced"][1], dtype=np.float64)
     return weights / weights.sum()
 
 

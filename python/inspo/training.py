@@ -18,7 +18,7 @@ from inspo.algos.inspo import Batch, BehaviourCloning, InSPO, behaviour_log_prob
 from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
-from inspo.envs import MultiAgentEnv, make
+from inspo.envs import MultiAgentEnv, make, optimum
 
 __all__ = ["TrainResult", "train", "evaluate", "policy_return"]
 
@@ -30,6 +30,7 @@ class TrainResult:
     final_return: float
     best_return: float
     behaviour_return: float | None
+    optimum: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
     metrics_path: str | None = None
@@ -107,7 +108,8 @@ def _eval_env(cfg: TrainConfig, env_name: str, data_options: dict[str, Any]) -> 
 
 
 def _to_device(ds, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    f = lambda x, dt=dtype: torch.as_tensor(np.asarray(x)).to(device=device, dtype=dt)  # noqa: E731
+    # torch.tensor copies: the arrays are read-only memory maps.
+    f = lambda x, dt=dtype: torch.tensor(np.asarray(x), device=device, dtype=dt)  # noqa: E731
     return {
         "obs": f(ds.obs), "state": f(ds.state), "avail": f(ds.avail, torch.bool),
         "actions": f(ds.actions, torch.int64), "reward": f(ds.reward), "terminated": f(ds.terminated),
@@ -219,7 +221,7 @@ def train(config: TrainConfig, progress: bool = False) -> TrainResult:
     wall = time.perf_counter() - started
     result = TrainResult(
         final_return=curve[-1]["return"], best_return=best[0],
-        behaviour_return=ds.manifest.get("returns", {}).get("mean"), curve=curve, wall_time=wall,
+        behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=curve, wall_time=wall,
         updates_per_second=(cfg.iters / update_time) if cfg.algo == "inspo" and update_time > 0 else 0.0)
     if out is not None:
         final_path = out / "final.pt"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "make", "known_envs"]
+__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "make", "known_envs", "optimum"]
 
 Observation = tuple[np.ndarray, np.ndarray, np.ndarray]
 """`(obs[N, obs_dim] float32, state[state_dim] float32, avail[N, A] bool)`."""
@@ -140,8 +140,8 @@ class MultiAgentEnv(abc.ABC):
 
 
 # The concrete environments subclass MultiAgentEnv, so they can only be imported once it exists.
-from inspo.envs.bridge import BridgeEnv  # noqa: E402
-from inspo.envs.matrix import make_mne, make_xor  # noqa: E402
+from inspo.envs.bridge import BridgeEnv, bridge_optimum  # noqa: E402
+from inspo.envs.matrix import MatrixGame, make_mne, make_xor  # noqa: E402
 
 
 def _unavailable(prefix: str, hint: str) -> Callable[..., MultiAgentEnv]:
@@ -180,3 +180,12 @@ def make(name: str, **options: Any) -> MultiAgentEnv:
             raise ValueError(f"environment name '{name}' lacks a map: expected '{prefix}:<map>'")
         return _PREFIXED[prefix](map_name, **options)
     raise ValueError(f"unknown environment '{name}'; known: {', '.join(known_envs())}")
+
+
+def optimum(env: MultiAgentEnv) -> float | None:
+    """The optimal expected undiscounted return of ``env`` where it is known exactly, else None."""
+    if isinstance(env, MatrixGame):
+        return float(env.payoff.max()) * env.info.episode_limit
+    if isinstance(env, BridgeEnv):
+        return bridge_optimum(env.info.episode_limit)
+    return None

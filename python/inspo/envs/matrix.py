@@ -14,6 +14,10 @@ XOR_PAYOFF = np.array([[0.0, 1.0], [1.0, -2.0]])
 MNE_PAYOFF = np.array([[10.0, -5.0, -5.0], [-5.0, 2.0, 0.0], [-5.0, 0.0, 5.0]])
 """Multi-equilibrium game (our own instance): optimum 10 at (A,A), sub-optimal equilibria at (B,B) and (C,C)."""
 
+# Shared module-level constants: a caller mutating one in place would silently change every later experiment.
+XOR_PAYOFF.setflags(write=False)
+MNE_PAYOFF.setflags(write=False)
+
 # The public AlberDICE XOR buffers record this constant vector as every observation and state;
 # reproducing it keeps our datasets and the imported ones interchangeable.
 _OBS = np.array([0.0, 1.0, 0.0, 1.0], dtype=np.float32)
