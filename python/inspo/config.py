@@ -23,7 +23,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. ``dataset`` is a directory in the project format (SPEC 4)."""
+    """Everything a training run depends on. ``dataset`` is a directory in the project format (SPEC 4).
+
+    ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
+    synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
+    """
 
     dataset: str
     env_options: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +51,7 @@ class TrainConfig:
     shared_policy: bool = False
     backend: str = "fused"
     device: str = "cpu"
+    threads: int | None = 1
     dtype: str = "float32"
     seed: int = 0
     eval_every: int = 500
@@ -79,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"config.gamma must be in [0, 1], got {self.gamma}")
         if not 0 < self.polyak <= 1:
             raise ValueError(f"config.polyak must be in (0, 1], got {self.polyak}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"config.threads must be >= 1 or None (keep torch's setting), got {self.threads}")
         if self.eval_episode_limit is not None and self.eval_episode_limit < 1:
             raise ValueError(f"config.eval_episode_limit must be >= 1 or None, got {self.eval_episode_limit}")
 

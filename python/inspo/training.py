@@ -148,8 +148,17 @@ def _checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, ite
 
 def train(config: TrainConfig, progress: bool = False) -> TrainResult:
     """Train ``config.algo`` on ``config.dataset``; write metrics and checkpoints to ``config.out`` if set."""
-    cfg = config
-    cfg.validate()
+    config.validate()
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, progress: bool) -> TrainResult:
     device = torch.device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(cfg.seed)
