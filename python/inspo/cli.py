@@ -62,10 +62,22 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from inspo.training import train
+    from inspo import checkpoint
+    from inspo.training import TrainingInterrupted, train
 
-    cfg = _config_from_args(args)
-    result = train(cfg, progress=True)
+    if args.resume:
+        saved = checkpoint.load(Path(args.resume) / "checkpoint.pt")
+        cfg = TrainConfig.from_dict({**saved["config"], "out": args.resume})
+    else:
+        cfg = _config_from_args(args)
+    try:
+        result = train(cfg, progress=True, resume=bool(args.resume))
+    except TrainingInterrupted as exc:
+        print(f"inspo train: {exc}", file=sys.stderr)
+        return 130
+    except FloatingPointError as exc:
+        print(f"inspo train: {exc}", file=sys.stderr)
+        return 3
     summary = {"final_return": result.final_return, "best_return": result.best_return,
                "behaviour_return": result.behaviour_return, "optimum": result.optimum, "updates_per_second": round(result.updates_per_second, 1),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
@@ -127,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="inspo",
                    help="method or ablation (default: inspo); flags override it")
     p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -171,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # DatasetError is a ValueError
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:  # DatasetError is a ValueError
         print(f"inspo {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

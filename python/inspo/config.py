@@ -58,6 +58,7 @@ class TrainConfig:
     eval_episodes: int = 100
     eval_episode_limit: int | None = None
     eval_greedy: bool = False
+    checkpoint_every: int = 500
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "eval_episodes", "eval_every",
-                    "local_critic_steps")
+                    "local_critic_steps", "checkpoint_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")

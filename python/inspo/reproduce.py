@@ -1,10 +1,388 @@
-"""``inspo reproduce``: the known-answer tables (placeholder until the experiments land)."""
+"""``inspo reproduce``: the known-answer tables, written to ``<out>/<suite>.md`` and ``<out>/<suite>.json``.
+
+- ``matrix``: every row of the SPEC section 3 table (plus the rho-disabled ablation), from the exact tabular solver
+  (:func:`inspo.tabular.solve`) and from the neural trainer (:func:`inspo.train`) side by side, mean ± std over
+  seeds. The neural runs train on one-step episodes sampled from the row's joint-action distribution (the data
+  seed is the run seed, so the spread includes the sampling of the data) and report the exact expected payoff J
+  of the final (and best) policy.
+- ``bridge``: InSPO and behaviour cloning on the public AlberDICE Bridge buffers, imported into a cache under the
+  output folder; final and best return over sampled evaluation episodes, next to the data's own return and the
+  dynamic-programming optimum.
+
+Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
+committed; the tables are.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspo.config import TrainConfig
+from inspo.data import MATRIX_PRESETS, DatasetError, generate_matrix, import_pymarl, load_dataset, save_dataset
+from inspo.envs.bridge import bridge_optimum
+
+__all__ = ["BRIDGE_DATASETS", "MATRIX_CASES", "MatrixCase", "add_parser", "reproduce_bridge", "reproduce_matrix"]
+
+
+@dataclass(frozen=True)
+class MatrixCase:
+    """One row of the matrix table: a game, a joint-action distribution of the data, and a method setting."""
+
+    game: str  # "xor" or "mne"
+    preset: str  # a key of inspo.data.MATRIX_PRESETS
+    data: str  # how the table names the data
+    setting: str  # how the table names the method
+    alpha: float
+    beta: float
+    order: str = "random"
+    use_rho: bool = True
+    spec_j: float | None = None  # the SPEC section 3 value; None where the SPEC has no entry
+
+
+MATRIX_CASES: tuple[MatrixCase, ...] = (
+    MatrixCase("xor", "xor-aa-ab-ba", "{AA,AB,BA}", "sequential, alpha=0.2, beta=0", 0.2, 0.0, spec_j=0.98),
+    MatrixCase("xor", "xor-aa-ab-ba", "{AA,AB,BA}", "simultaneous", 0.2, 0.0, "simultaneous", spec_j=0.01),
+    MatrixCase("xor", "xor-aa-ab-ba", "{AA,AB,BA}", "rho disabled (independent)", 0.2, 0.0, use_rho=False),
+    MatrixCase("xor", "xor-uniform", "uniform", "sequential", 0.2, 0.0, spec_j=0.99),
+    MatrixCase("xor", "xor-uniform", "uniform", "simultaneous", 0.2, 0.0, "simultaneous", spec_j=-1.96),
+    MatrixCase("xor", "xor-ab-ba", "{AB,BA}", "sequential", 0.2, 0.0, spec_j=0.0),
+    MatrixCase("xor", "xor-ab-ba", "{AB,BA}", "simultaneous", 0.2, 0.0, "simultaneous", spec_j=0.0),
+    MatrixCase("mne", "mne-imbalanced", "imbalanced", "alpha=1, beta=0", 1.0, 0.0, spec_j=5.00),
+    MatrixCase("mne", "mne-imbalanced", "imbalanced", "alpha=1, beta=1", 1.0, 1.0, spec_j=9.98),
+    MatrixCase("mne", "mne-balanced", "balanced", "alpha=1, beta=0", 1.0, 0.0, spec_j=10.0),
+)
+"""The rows of ``inspo reproduce matrix``, in table order."""
+
+BRIDGE_DATASETS: tuple[str, ...] = ("bridge_mix", "bridge_optimal")
+"""The shared AlberDICE Bridge buffers that ``inspo reproduce bridge`` trains on by default."""
+
+BRIDGE_EVAL_LIMIT = 20
+"""Step limit of Bridge evaluation (SPEC section 2; the data were recorded with 50)."""
+
+TABULAR_ITERS = 200
+"""Iterations of the exact solver, as in SPEC section 3."""
+
+
+# -- running many training runs -----------------------------------------------------------------------------------
+def _train_one(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one config (in a worker process or inline) and keep what the tables need."""
+    from inspo.training import train
+
+    result = train(TrainConfig.from_dict(config))
+    return {"final": result.final_return, "best": result.best_return, "behaviour": result.behaviour_return,
+            "updates_per_second": result.updates_per_second, "wall_time": result.wall_time}
+
+
+def _run_all(configs: Sequence[dict[str, Any]], jobs: int, on_done: Callable[[int, dict[str, Any]], None]
+             ) -> list[dict[str, Any]]:
+    """Run every config, ``jobs`` at a time; ``on_done(index, outcome)`` is called as each one finishes."""
+    outcomes: list[dict[str, Any]] = [{} for _ in configs]
+    if jobs <= 1:
+        for k, cfg in enumerate(configs):
+            outcomes[k] = _train_one(cfg)
+            on_done(k, outcomes[k])
+        return outcomes
+    # spawn, not fork: forking a process whose torch thread pools already started can deadlock the child.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, cfg): k for k, cfg in enumerate(configs)}
+        for future in as_completed(futures):
+            k = futures[future]
+            outcomes[k] = future.result()
+            on_done(k, outcomes[k])
+    return outcomes
+
+
+class _Progress:
+    """One line per finished run on stderr, only when stderr is a terminal (tables go to stdout)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, label: str, outcome: dict[str, Any]) -> None:
+        self.done += 1
+        if self.enabled:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{self.done}/{self.total} {elapsed:6.0f}s] {label}: final {outcome['final']:.4f}, "
+                  f"best {outcome['best']:.4f}, {outcome['updates_per_second']:.0f} updates/s", file=sys.stderr)
+
+
+# -- statistics and output ----------------------------------------------------------------------------------------
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for a single value) of per-seed results."""
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "values": arr.tolist()}
+
+
+def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    if stats is None:
+        return "n/a"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename, so a reader never sees a half-written table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the tables are meant to be read by anyone
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _provenance(command: str, seeds: Sequence[int], wall_time: float) -> dict[str, Any]:
+    return {"command": command, "seeds": list(seeds), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "wall_time_s": round(wall_time, 1), "cpu_count": os.cpu_count()}
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _publish(out: Path, suite: str, markdown: str, record: dict[str, Any]) -> None:
+    _write_atomic(out / f"{suite}.json", json.dumps(record, indent=2) + "\n")
+    _write_atomic(out / f"{suite}.md", markdown)
+    print(markdown, end="")
+
+
+# -- matrix games -------------------------------------------------------------------------------------------------
+def _payoff(game: str) -> np.ndarray:
+    from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF
+
+    return {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}[game]
+
+
+def _cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
+    """``path`` if it holds a valid dataset, else ``build()`` saved there (a corrupt cache is rebuilt)."""
+    try:
+        load_dataset(path)
+        return path
+    except DatasetError:
+        return save_dataset(build(), path, overwrite=True)
+
+
+def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: int, out: Path, jobs: int = 1,
+                     command: str = "") -> dict[str, Any]:
+    """Build the matrix-game table; write ``matrix.md`` and ``matrix.json`` to ``out``; return the record.
+
+    Args:
+        seeds: one tabular solve and one neural run (on data sampled with the same seed) per seed and row.
+        iters: InSPO iterations per neural run (after ``bc_steps`` steps of behaviour cloning).
+        episodes: one-step episodes per generated dataset.
+        jobs: neural runs in parallel (worker processes).
+        command: the command line recorded in the table's header.
+    """
+    from inspo.tabular import solve
+
+    started = time.perf_counter()
+    cache = out / "cache"
+    configs, keys = [], []
+    for case in MATRIX_CASES:
+        for seed in seeds:
+            data = _cached_dataset(cache / "data" / f"{case.preset}-n{episodes}-seed{seed}",
+                                   lambda: generate_matrix(case.game, case.preset, episodes, seed))
+            run = cache / "runs" / "matrix" / f"{case.preset}-{case.order}-a{case.alpha}-b{case.beta}" \
+                f"{'' if case.use_rho else '-norho'}" / f"seed{seed}"
+            # gamma = 0: each one-step episode terminates, so a discount would only slow the critic down.
+            configs.append(TrainConfig(dataset=str(data), gamma=0.0, alpha=case.alpha, beta=case.beta,
+                                       order=case.order, use_rho=case.use_rho, iters=iters, bc_steps=bc_steps,
+                                       eval_every=max(iters // 10, 1), seed=seed, out=str(run)).to_dict())
+            keys.append((case, seed))
+    progress = _Progress(len(configs))
+    outcomes = _run_all(configs, jobs, lambda k, o: progress(
+        f"{keys[k][0].game} {keys[k][0].data} {keys[k][0].setting} seed {keys[k][1]}", o))
+
+    rows = []
+    for c, case in enumerate(MATRIX_CASES):
+        runs = outcomes[c * len(seeds):(c + 1) * len(seeds)]
+        weights = np.asarray(MATRIX_PRESETS[case.preset][1], dtype=np.float64)
+        tabular = None
+        if case.use_rho:  # the exact solver has no rho-disabled variant
+            tabular = _stats([solve(_payoff(case.game), weights, case.alpha, case.beta, TABULAR_ITERS,
+                                    case.order, seed)[1] for seed in seeds])
+        rows.append({**asdict(case), "tabular": tabular,
+                     "neural_final": _stats([r["final"] for r in runs]), "neural_best": _stats([r["best"] for r in runs]),
+                     "data_return": _stats([r["behaviour"] for r in runs]),
+                     "updates_per_second": _stats([r["updates_per_second"] for r in runs])})
+
+    record = {**_provenance(command, seeds, time.perf_counter() - started),
+              "neural": {"iters": iters, "bc_steps": bc_steps, "episodes": episodes, "gamma": 0.0,
+                         "other": "TrainConfig defaults"}, "tabular_iters": TABULAR_ITERS, "rows": rows}
+    table = _markdown_table(
+        ["game, data", "setting", "SPEC J", "tabular J", "neural J (final)", "neural J (best)", "data J"],
+        [[f"{r['game'].upper() if r['game'] == 'xor' else 'M-NE'}, {r['data']}", r["setting"],
+          "n/a" if r["spec_j"] is None else f"{r['spec_j']:.2f}", _pm(r["tabular"]), _pm(r["neural_final"]),
+          _pm(r["neural_best"]), _pm(r["data_return"], 2)] for r in rows])
+    ups = np.mean([r["updates_per_second"]["mean"] for r in rows])
+    markdown = f"""# Matrix games: SPEC section 3, exact tabular solver vs neural trainer
+
+Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
+{record['wall_time_s']:.0f} s wall time, {ups:.0f} InSPO updates/s on average).
+
+J is the expected team payoff of the final product policy, mean ± std (ddof=1) over seeds {list(seeds)}.
+*Tabular*: `inspo.tabular.solve`, {TABULAR_ITERS} iterations on the exact joint-action distribution (the seed sets
+the initial noise and the random orders). *Neural*: `inspo.train` with the `TrainConfig` defaults except gamma = 0,
+{bc_steps} behaviour-cloning steps and {iters} InSPO iterations, on {episodes} one-step episodes sampled from the same
+distribution with the run's seed; *best* is the best of the evaluations made every {max(iters // 10, 1)} iterations.
+*Data J* is the mean return of the sampled data. "sequential" is a fresh random agent order each iteration.
+
+{table}
+"""
+    _publish(out, "matrix", markdown, record)
+    return record
+
+
+# -- Bridge -------------------------------------------------------------------------------------------------------
+def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
+                     eval_episodes: int, out: Path, jobs: int = 1, command: str = "") -> dict[str, Any]:
+    """Build the Bridge table (InSPO and BC per dataset); write ``bridge.md`` and ``bridge.json``; return the record.
+
+    Args:
+        data_root: the folder holding the PyMARL buffers (``../shared/data/alberdice``).
+        datasets: buffer names under ``data_root``, imported once into ``out/cache/data``.
+        iters: InSPO iterations; ``bc_steps`` behaviour-cloning steps for both methods.
+        eval_episodes: sampled evaluation episodes (step limit 20) per evaluation.
+    """
+    started = time.perf_counter()
+    cache = out / "cache"
+    configs, keys = [], []
+    for name in datasets:
+        src = data_root / name
+        if not src.is_dir():
+            raise FileNotFoundError(f"Bridge buffer {src} not found (pass --data with the folder of the "
+                                    "AlberDICE buffers)")
+        data = _cached_dataset(cache / "data" / name, lambda: import_pymarl(src, "bridge-alberdice"))
+        for method in ("inspo", "bc"):
+            for seed in seeds:
+                configs.append(TrainConfig(dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps,
+                                           eval_every=max(iters // 10, 1), eval_episodes=eval_episodes,
+                                           eval_episode_limit=BRIDGE_EVAL_LIMIT, seed=seed,
+                                           out=str(cache / "runs" / "bridge" / name / method / f"seed{seed}")).to_dict())
+                keys.append((name, method, seed))
+    progress = _Progress(len(configs))
+    outcomes = _run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+
+    optimum = bridge_optimum(BRIDGE_EVAL_LIMIT)
+    rows = []
+    for name in datasets:
+        for method in ("inspo", "bc"):
+            runs = [o for (n, m, _), o in zip(keys, outcomes) if (n, m) == (name, method)]
+            rows.append({"dataset": name, "method": method, "final": _stats([r["final"] for r in runs]),
+                         "best": _stats([r["best"] for r in runs]), "data_return": runs[0]["behaviour"],
+                         "optimum": optimum, "updates_per_second": _stats([r["updates_per_second"] for r in runs]),
+                         "wall_time_s": _stats([r["wall_time"] for r in runs])})
+
+    record = {**_provenance(command, seeds, time.perf_counter() - started),
+              "inspo": {"iters": iters, "bc_steps": bc_steps, "other": "TrainConfig defaults"},
+              "eval": {"episodes": eval_episodes, "step_limit": BRIDGE_EVAL_LIMIT, "sampled": True}, "rows": rows}
+    table = _markdown_table(
+        ["data", "method", "final return", "best return", "data return (limit 50)",
+         f"optimum (limit {BRIDGE_EVAL_LIMIT})", "updates/s"],
+        [[r["dataset"], {"inspo": "InSPO", "bc": "BC"}[r["method"]], _pm(r["final"]), _pm(r["best"]),
+          f"{r['data_return']:.3f}", f"{r['optimum']:.4f}",
+          f"{r['updates_per_second']['mean']:.0f}" if r["method"] == "inspo" else "-"] for r in rows])
+    markdown = f"""# Bridge (AlberDICE variant): InSPO and behaviour cloning
+
+Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
+{record['wall_time_s']:.0f} s wall time).
+
+Return: undiscounted team return of the policy over {eval_episodes} sampled episodes with step limit \
+{BRIDGE_EVAL_LIMIT}, mean ± std (ddof=1) over seeds {list(seeds)}. InSPO: `TrainConfig` defaults, {bc_steps} \
+behaviour-cloning steps then {iters} iterations; BC: the same {bc_steps} cloning steps alone. *Best* is the best of the
+evaluations made every {max(iters // 10, 1)} iterations (selected on the evaluation episodes themselves, so it is
+optimistic). The data return is the mean over the buffer's episodes, recorded with step limit 50; the optimum is by
+dynamic programming (`inspo.envs.bridge.bridge_optimum`).
+
+{table}
+"""
+    _publish(out, "bridge", markdown, record)
+    return record
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+def _seeds(text: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``4,7`` means exactly those."""
+    if "," in text:
+        return [int(s) for s in text.split(",")]
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {text}")
+    return list(range(count))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _command(args: argparse.Namespace) -> str:
+    seeds = ",".join(map(str, args.seeds)) if args.seeds != list(range(len(args.seeds))) else str(len(args.seeds))
+    parts = ["inspo reproduce", args.suite, "--seeds", seeds, "--iters", str(args.iters), "--bc-steps",
+             str(args.bc_steps)]
+    if args.suite == "matrix":
+        parts += ["--episodes", str(args.episodes)]
+    else:
+        parts += ["--eval-episodes", str(args.eval_episodes), "--datasets", *args.datasets]
+    return " ".join(parts + ["--out", str(args.out)])
+
+
+_DEFAULTS = {"matrix": {"iters": 2000, "bc_steps": 1000}, "bridge": {"iters": 10000, "bc_steps": 2000}}
+"""Per-suite budgets used when ``--iters`` / ``--bc-steps`` are not given."""
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    for key, value in _DEFAULTS[args.suite].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    command = _command(args)
+    if args.suite == "matrix":
+        reproduce_matrix(args.seeds, args.iters, args.bc_steps, args.episodes, args.out, args.jobs, command)
+    else:
+        reproduce_bridge(args.data, args.datasets, args.seeds, args.iters, args.bc_steps, args.eval_episodes,
+                         args.out, args.jobs, command)
+    return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="reproduce the known-answer tables")
-    p.add_argument("suite", choices=["matrix"])
-    p.set_defaults(func=lambda args: 0)
+    """Register ``inspo reproduce {matrix,bridge}`` on the CLI's sub-command parser."""
+    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", choices=["matrix", "bridge"])
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3: seeds 0-2) or a list (4,7)")
+    p.add_argument("--iters", type=_positive, default=None,
+                   help="InSPO iterations per run (default: 2000 matrix, 10000 bridge)")
+    p.add_argument("--bc-steps", type=_positive, default=None,
+                   help="behaviour-cloning steps per run (default: 1000 matrix, 2000 bridge)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
+    p.add_argument("--jobs", type=_positive, default=1, help="training runs in parallel (processes)")
+    p.add_argument("--episodes", type=_positive, default=5000, help="matrix: one-step episodes per dataset")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/alberdice"),
+                   help="bridge: folder of the AlberDICE buffers (default: ../shared/data/alberdice)")
+    p.add_argument("--datasets", nargs="+", default=list(BRIDGE_DATASETS), help="bridge: buffer names")
+    p.add_argument("--eval-episodes", type=_positive, default=100, help="bridge: sampled episodes per evaluation")
+    p.set_defaults(func=_cmd_reproduce)

@@ -5,7 +5,8 @@ import json
 import math
 import os
 import sys
-import tempfile
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inspo import checkpoint
 from inspo.algos.inspo import Batch, BehaviourCloning, InSPO, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
@@ -38,22 +40,33 @@ class TrainResult:
     updates_per_second: float = 0.0
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+    checkpoint.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped a run after its current step; the message says where it can resume from."""
+
+
+class _StopRequests:
+    """Turns SIGINT/SIGTERM into a flag that the loop checks between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 @torch.no_grad()
@@ -135,7 +148,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, iteration: int) -> dict[str, Any]:
+def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, iteration: int) -> dict[str, Any]:
     info = env.info
     return {
         "format": 1, "iteration": iteration, "env": info.name, "env_options": env.options,
@@ -146,19 +159,24 @@ def _checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, ite
     }
 
 
-def train(config: TrainConfig, progress: bool = False) -> TrainResult:
-    """Train ``config.algo`` on ``config.dataset``; write metrics and checkpoints to ``config.out`` if set."""
+def train(config: TrainConfig, progress: bool = False, resume: bool = False) -> TrainResult:
+    """Train ``config.algo`` on ``config.dataset``; write metrics and checkpoints to ``config.out`` if set.
+
+    A run with ``out`` saves its full state to ``out/checkpoint.pt`` every ``config.checkpoint_every`` steps and
+    when SIGINT/SIGTERM stops it (then :class:`TrainingInterrupted` is raised); ``resume=True`` continues from
+    that file and ends with exactly the parameters the uninterrupted run would have (on CPU).
+    """
     config.validate()
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, progress)
+        return _train(config, progress, resume)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
     device = torch.device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(cfg.seed)
@@ -171,91 +189,130 @@ def _train(cfg: TrainConfig, progress: bool) -> TrainResult:
     data = _to_device(ds, device, dtype)
     n_rows = data["obs"].shape[0]
     out = Path(cfg.out) if cfg.out else None
-    started = time.perf_counter()
-
-    def sample() -> torch.Tensor:
-        return torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
+    state_path = out / "checkpoint.pt" if out else None
 
     bc = BehaviourCloning(cfg, info.n_agents, info.obs_dim, info.n_actions, device)
     bc.policy.to(dtype)
-    bar = _Progress(cfg.bc_steps + (cfg.iters if cfg.algo == "inspo" else 0), progress)
-    bc_loss = float("nan")
-    for step in range(cfg.bc_steps):
-        idx = sample()
-        bc_loss = bc.update(data["obs"][idx], data["avail"][idx], data["actions"][idx])
-        if step % 100 == 0:
-            bar.update(step + 1, f"bc nll {float(bc_loss):.4f}")
-    bc_loss = float(bc_loss)
+    learner: InSPO | None = None
+    # Everything below, with the networks, optimisers and RNG states, is what a resumed run needs.
+    run = {"step": 0, "curve": [], "best_return": -math.inf, "update_time": 0.0, "wall_time": 0.0,
+           "bc_nll": float("nan")}
+    saved = None
+    if resume:
+        if state_path is None or not state_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
+        saved = checkpoint.load(state_path, map_location=device)
+        if saved["config"] != cfg.to_dict():
+            raise ValueError(f"{state_path} was written by a run with another config; resume with the same one")
+        run = saved["run"]
+        bc.load_state_dict(saved["bc"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
 
-    curve: list[dict[str, float]] = []
-    best = (-math.inf, None)
-    update_time = 0.0
-
-    def record(iteration: int, policy: AgentPolicies, losses: dict[str, float]) -> None:
-        nonlocal best
-        mean, std = policy_return(policy, eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
-        curve.append({"iteration": iteration, "return": mean, "return_std": std, **losses})
-        if mean > best[0]:
-            best = (mean, _checkpoint(policy, cfg, eval_env, iteration))
-
-    if cfg.algo == "bc":
-        policy = bc.policy
-        record(0, policy, {"bc_nll": bc_loss})
-    else:
+    def start_learner() -> InSPO:
         logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
-        logp_mu = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()  # [N, T]
-        learner = InSPO(cfg, bc.policy, info.state_dim, device, gen)
-        for module in (learner.pi, learner.q, learner.q_target, learner.v, learner.local_q):
+        data["logmu_all"] = logmu_all
+        data["logp_mu"] = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()  # [N, T]
+        new = InSPO(cfg, bc.policy, info.state_dim, device, gen)
+        for module in (new.pi, new.q, new.q_target, new.v, new.local_q):
             module.to(dtype)
-        policy = learner.pi
-        record(0, policy, {"bc_nll": bc_loss})
-        for it in range(1, cfg.iters + 1):
-            t0 = time.perf_counter()
-            idx = sample()
-            batch = Batch(obs=data["obs"][idx], state=data["state"][idx], avail=data["avail"][idx],
-                          actions=data["actions"][idx], reward=data["reward"][idx],
-                          terminated=data["terminated"][idx], next_state=data["next_state"][idx],
-                          logmu_all=logmu_all[idx], logp_mu=logp_mu[:, idx])
-            stats = learner.update(batch)
-            update_time += time.perf_counter() - t0
-            if it % cfg.eval_every == 0 or it == cfg.iters:
-                losses = {k: float(v) for k, v in stats.items()}
-                for name, value in losses.items():
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"{name} is {value} at iteration {it}; stopping the run")
-                record(it, policy, losses)
-                bar.update(cfg.bc_steps + it, f"return {curve[-1]['return']:.4f}")
+        return new
+
+    def policy() -> AgentPolicies:
+        return bc.policy if learner is None else learner.pi
+
+    def record(iteration: int, losses: dict[str, float]) -> None:
+        mean, std = policy_return(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
+        run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **losses})
+        if mean > run["best_return"]:
+            run["best_return"] = mean
+            if out is not None:
+                checkpoint.save(_policy_checkpoint(policy(), cfg, eval_env, iteration), out / "best.pt")
+
+    def save_state() -> None:
+        checkpoint.save({"config": cfg.to_dict(), "run": run, "bc": bc.state_dict(),
+                         "learner": None if learner is None else learner.state_dict(),
+                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
+
+    bc_steps = cfg.bc_steps
+    total = bc_steps + (cfg.iters if cfg.algo == "inspo" else 0)
+    if saved is not None and saved["learner"] is not None:
+        learner = start_learner()
+        learner.load_state_dict(saved["learner"])
+    bar = _Progress(total, progress)
+    started = time.perf_counter() - run["wall_time"]
+    with _StopRequests() as stop:
+        for step in range(run["step"], total):
+            idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
+            if step < bc_steps:
+                loss = bc.update(data["obs"][idx], data["avail"][idx], data["actions"][idx])
+                if not bool(torch.isfinite(loss)):
+                    raise FloatingPointError(f"non-finite bc_nll ({float(loss)}) at behaviour-cloning step {step}; "
+                                             f"{_KEPT}")
+                if step == bc_steps - 1:
+                    run["bc_nll"] = float(loss)
+                if step % 100 == 0:
+                    bar.update(step + 1, f"bc nll {float(loss):.4f}")
+            else:
+                it = step - bc_steps + 1
+                if learner is None:
+                    learner = start_learner()
+                    record(0, {"bc_nll": run["bc_nll"]})
+                t0 = time.perf_counter()
+                batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS}, logp_mu=data["logp_mu"][:, idx])
+                try:
+                    stats = learner.update(batch)
+                except FloatingPointError as exc:
+                    raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
+                run["update_time"] += time.perf_counter() - t0
+                if it % cfg.eval_every == 0 or it == cfg.iters:
+                    record(it, {k: float(v) for k, v in stats.items()})
+                    bar.update(step + 1, f"return {run['curve'][-1]['return']:.4f}")
+            run["step"] = step + 1
+            run["wall_time"] = time.perf_counter() - started
+            if state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stop.signal is not None):
+                save_state()
+            if stop.signal is not None:
+                bar.close()
+                where = f"; resume with: inspo train --resume {out}" if out else " (no --out, nothing saved)"
+                raise TrainingInterrupted(f"stopped by signal {signal.Signals(stop.signal).name} after step "
+                                          f"{run['step']} of {total}{where}")
+        if cfg.algo == "bc" and not run["curve"]:
+            record(0, {"bc_nll": run["bc_nll"]})
     bar.close()
 
-    wall = time.perf_counter() - started
     result = TrainResult(
-        final_return=curve[-1]["return"], best_return=best[0],
-        behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=curve, wall_time=wall,
-        updates_per_second=(cfg.iters / update_time) if cfg.algo == "inspo" and update_time > 0 else 0.0)
+        final_return=run["curve"][-1]["return"], best_return=run["best_return"],
+        behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=run["curve"],
+        wall_time=run["wall_time"],
+        updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0)
     if out is not None:
         final_path = out / "final.pt"
-        _atomic_write_bytes(final_path, lambda fh: torch.save(
-            _checkpoint(policy, cfg, eval_env, curve[-1]["iteration"]), fh))
-        _atomic_write_bytes(out / "best.pt", lambda fh: torch.save(best[1], fh))
+        checkpoint.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
+        save_state()
         result.checkpoint = str(final_path)
         result.metrics_path = str(out / "metrics.json")
         _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **asdict(result),
-                                           "bc_nll": bc_loss})
+                                           "bc_nll": run["bc_nll"]})
     return result
 
 
-def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
+_KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
+_BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
+
+
+def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
     """The policy stored in a checkpoint written by :func:`train`, and the checkpoint's metadata."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=True)
+    ckpt = checkpoint.load(path, map_location=device)
     policy = AgentPolicies(**ckpt["policy_kwargs"])
     policy.load_state_dict(ckpt["policy"])
     return policy.to(device), ckpt
 
 
-def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
+def evaluate(path: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
              episode_limit: int | None = None, greedy: bool = False, **env_options: Any) -> dict[str, float]:
     """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for)."""
-    policy, ckpt = load_policy(checkpoint)
+    policy, ckpt = load_policy(path)
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}
     options.update(env_options)

@@ -64,6 +64,13 @@ class BehaviourCloning:
         self.opt.step()
         return loss.detach()
 
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.opt.load_state_dict(state["opt"])
+
 
 class InSPO:
     """The InSPO learner; ``mu`` is the behaviour-cloned policy (frozen), ``pi`` starts as a copy of it."""
@@ -85,6 +92,21 @@ class InSPO:
         self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.v.parameters()], lr=cfg.lr_critic)
         self.local_q = nn.ModuleList([mlp(state_dim, cfg.hidden, n_actions) for _ in range(self.n_agents)]).to(device)
         self.local_opts = [torch.optim.Adam(net.parameters(), lr=cfg.lr_critic) for net in self.local_q]
+
+    def state_dict(self) -> dict:
+        """Networks and optimiser states: everything needed to continue training exactly."""
+        nets = {name: getattr(self, name).state_dict() for name in ("pi", "q", "q_target", "v", "local_q")}
+        opts = {"pi_opts": [o.state_dict() for o in self.pi_opts], "critic_opt": self.critic_opt.state_dict(),
+                "local_opts": [o.state_dict() for o in self.local_opts]}
+        return {**nets, **opts}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("pi", "q", "q_target", "v", "local_q"):
+            getattr(self, name).load_state_dict(state[name])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        for opts, name in ((self.pi_opts, "pi_opts"), (self.local_opts, "local_opts")):
+            for opt, saved in zip(opts, state[name], strict=True):
+                opt.load_state_dict(saved)
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -152,6 +174,7 @@ class InSPO:
                 err = (self.local_q[i](state).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
                 lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
                 self.local_opts[i].zero_grad(set_to_none=True)
+                _require_finite(local_q_loss=lq_loss)
                 lq_loss.backward()
                 self.local_opts[i].step()
 
@@ -167,6 +190,7 @@ class InSPO:
             logits = self.pi.logits(b.obs[sel, i], i)
             logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel, i], a_i)
             loss = -(w * logp).sum() / w.sum()
+            _require_finite(policy_loss=loss)
             opt = self.pi_opts[0 if self.pi.shared else i]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,9 +211,17 @@ class InSPO:
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One InSPO iteration on a uniformly sampled batch."""
         qbar, q_loss, v_loss = self.critic_step(b)
+        _require_finite(q_loss=q_loss, v_loss=v_loss)
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats
+
+
+def _require_finite(**losses: Tensor) -> None:
+    # Checked where each loss is made: one NaN would otherwise spread through the ratios into every agent.
+    for name, value in losses.items():
+        if not bool(torch.isfinite(value)):
+            raise FloatingPointError(f"non-finite {name} ({float(value.detach())})")
 
 
 def behaviour_log_probs(mu: AgentPolicies, obs: Tensor, avail: Tensor, chunk: int = 65536) -> Tensor:
