@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inspo import checkpoint
+from inspo import checkpoint as ckpt_io
 from inspo.algos.inspo import Batch, BehaviourCloning, InSPO, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
@@ -41,7 +41,7 @@ class TrainResult:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    checkpoint.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+    ckpt_io.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
 
 
 class TrainingInterrupted(RuntimeError):
@@ -201,7 +201,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
     if resume:
         if state_path is None or not state_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        saved = checkpoint.load(state_path, map_location=device)
+        saved = ckpt_io.load(state_path, map_location=device)
         if saved["config"] != cfg.to_dict():
             raise ValueError(f"{state_path} was written by a run with another config; resume with the same one")
         run = saved["run"]
@@ -227,10 +227,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
         if mean > run["best_return"]:
             run["best_return"] = mean
             if out is not None:
-                checkpoint.save(_policy_checkpoint(policy(), cfg, eval_env, iteration), out / "best.pt")
+                ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, iteration), out / "best.pt")
 
     def save_state() -> None:
-        checkpoint.save({"config": cfg.to_dict(), "run": run, "bc": bc.state_dict(),
+        ckpt_io.save({"config": cfg.to_dict(), "run": run, "bc": bc.state_dict(),
                          "learner": None if learner is None else learner.state_dict(),
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
 
@@ -288,7 +288,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
         updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0)
     if out is not None:
         final_path = out / "final.pt"
-        checkpoint.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
+        ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
         save_state()
         result.checkpoint = str(final_path)
         result.metrics_path = str(out / "metrics.json")
@@ -301,18 +301,18 @@ _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good s
 _BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
 
 
-def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
+def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
     """The policy stored in a checkpoint written by :func:`train`, and the checkpoint's metadata."""
-    ckpt = checkpoint.load(path, map_location=device)
+    ckpt = ckpt_io.load(checkpoint, map_location=device)
     policy = AgentPolicies(**ckpt["policy_kwargs"])
     policy.load_state_dict(ckpt["policy"])
     return policy.to(device), ckpt
 
 
-def evaluate(path: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
+def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
              episode_limit: int | None = None, greedy: bool = False, **env_options: Any) -> dict[str, float]:
     """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for)."""
-    policy, ckpt = load_policy(path)
+    policy, ckpt = load_policy(checkpoint)
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}
     options.update(env_options)
