@@ -18,6 +18,7 @@ from inspo.data import (
     load_dataset,
     save_dataset,
 )
+from inspo.data.format import manifest_digest
 from inspo.envs import make
 from inspo.envs.bridge import bridge_optimum
 
@@ -30,7 +31,7 @@ def _same_data(a: Dataset, b: Dataset) -> None:
 
 
 def _without_files(manifest) -> dict:
-    return {key: value for key, value in manifest.items() if key != "files"}
+    return {key: value for key, value in manifest.items() if key not in ("files", "manifest_sha256")}
 
 
 def _hashes(path: Path) -> dict[str, str]:
@@ -172,6 +173,20 @@ def test_load_refuses_corrupted_byte(saved: Path) -> None:
         load_dataset(saved)
 
 
+def _rewrite_manifest(path: Path, manifest: dict) -> None:
+    """Edit a manifest the way a careful forger would: consistently, with a fresh self-checksum."""
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_load_refuses_edited_manifest(saved: Path) -> None:
+    manifest = json.loads((saved / "manifest.json").read_text())
+    manifest["source"] = "somewhere else"
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"manifest\.json was modified after it was written"):
+        load_dataset(saved, verify=False)
+
+
 def test_load_refuses_truncated_file(saved: Path) -> None:
     file = saved / "next_obs.npy"
     file.write_bytes(file.read_bytes()[:-16])
@@ -180,7 +195,7 @@ def test_load_refuses_truncated_file(saved: Path) -> None:
     # Also when the manifest was edited to agree with the short file: the .npy header gives it away.
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest["files"]["next_obs.npy"]["bytes"] = file.stat().st_size
-    (saved / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_manifest(saved, manifest)
     with pytest.raises(DatasetError, match=r"next_obs\.npy is truncated: \d+ bytes, its header implies \d+"):
         load_dataset(saved)
 
@@ -206,7 +221,7 @@ def test_load_refuses_shape_or_dtype_change(saved: Path) -> None:
     np.save(saved / "actions.npy", np.zeros((20, 2), dtype=np.int32))
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest["files"]["actions.npy"]["bytes"] = (saved / "actions.npy").stat().st_size
-    (saved / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_manifest(saved, manifest)
     with pytest.raises(DatasetError, match=r"actions\.npy holds <i4 \[20, 2\], the manifest says <i8 \[20, 2\]"):
         load_dataset(saved)
 

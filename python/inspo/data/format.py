@@ -41,6 +41,7 @@ __all__ = [
     "DatasetError",
     "save_dataset",
     "load_dataset",
+    "manifest_digest",
 ]
 
 FORMAT_NAME = "inspo-dataset"
@@ -231,8 +232,9 @@ def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool =
                 "dtype": array.dtype.str,
                 "bytes": file.stat().st_size,
             }
-        manifest = {key: value for key, value in ds.manifest.items() if key != "files"}
+        manifest = {key: value for key, value in ds.manifest.items() if key not in ("files", "manifest_sha256")}
         manifest["files"] = files
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         with open(tmp / MANIFEST, "w") as fh:
             json.dump(manifest, fh, indent=2)
             fh.write("\n")
@@ -292,6 +294,10 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise DatasetError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DatasetError(f"{file} is not an {FORMAT_NAME} manifest (its 'format' is missing or different)")
+    digest = manifest_digest(manifest)
+    if manifest.get("manifest_sha256") != digest:
+        raise DatasetError(f"{file} was modified after it was written: its content hashes to sha256 {digest}, "
+                           f"its manifest_sha256 says {manifest.get('manifest_sha256')!r}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DatasetError(
             f"{file} has format_version {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}"
@@ -304,6 +310,15 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     except (KeyError, TypeError) as exc:
         raise DatasetError(f"{file} has a malformed env spec: {exc}") from exc
     return manifest
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON, without its own ``manifest_sha256`` entry.
+
+    It covers what the per-file checksums do not: the environment, counts, statistics and provenance.
+    """
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _check_file(file: Path, entry: Mapping[str, Any]) -> None:
