@@ -333,8 +333,8 @@ def _check_file(file: Path, entry: Mapping[str, Any]) -> None:
                 shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        except ValueError as exc:
-            raise DatasetError(f"{file} is not a valid .npy file: {exc}") from exc
+        except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError or TokenError
+            raise DatasetError(f"{file} is not a valid .npy file: {exc!r}") from exc
         header_bytes = fh.tell()
     if list(shape) != list(entry["shape"]) or dtype.str != entry["dtype"]:
         raise DatasetError(
