@@ -19,7 +19,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (``--lr-policy`` for ``lr_policy``), so the CLI never lags the config."""
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -30,13 +30,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif hints[f.name] is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {int: int, float: float}.get(hints[f.name], str)
-            if f.name == "eval_episode_limit":
-                kind = int
+            # `int | None` and the like: the flag parses the non-None type.
+            base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+            kind = {int: int, float: float}.get(base[0], str)
             p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper())
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = dict(PRESETS[args.preset])
     if args.config:
         values.update(json.loads(Path(args.config).read_text()))
@@ -69,7 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         saved = checkpoint.load(Path(args.resume) / "checkpoint.pt")
         cfg = TrainConfig.from_dict({**saved["config"], "out": args.resume})
     else:
-        cfg = _config_from_args(args)
+        cfg = config_from_args(args)
     try:
         result = train(cfg, progress=True, resume=bool(args.resume))
     except TrainingInterrupted as exc:
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method or ablation (default: inspo); flags override it")
     p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
-    _add_config_flags(p)
+    add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy")
@@ -174,9 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--env", default=None, help="also check that the data fits this environment")
     p.set_defaults(func=_cmd_datasets)
 
-    from inspo import reproduce
+    from inspo import report, reproduce, tune
 
     reproduce.add_parser(sub)
+    tune.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
