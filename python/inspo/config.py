@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-ALGOS = ("inspo", "bc")
+ALGOS = ("inspo", "bc", "icq", "omiga", "cfcql")
 ORDERS = ("random", "fixed", "simultaneous")
 WEIGHTINGS = ("resample", "weighted")
 BACKENDS = ("fused", "torch")
@@ -13,6 +13,9 @@ BACKENDS = ("fused", "torch")
 PRESETS: dict[str, dict[str, Any]] = {
     "inspo": {},
     "bc": {"algo": "bc"},
+    "icq": {"algo": "icq"},
+    "omiga": {"algo": "omiga"},
+    "cfcql": {"algo": "cfcql"},
     "simultaneous": {"order": "simultaneous"},
     "fixed-order": {"order": "fixed"},
     "no-entropy": {"beta": 0.0},
@@ -24,6 +27,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. ``dataset`` is a directory in the project format (SPEC 4).
+
+    The baselines (``algo`` in icq, omiga, cfcql) read ``alpha`` as their own behaviour-regularisation temperature
+    (MA-ICQ's actor and OMIGA's KL strength) and the fields prefixed ``icq_``/``cql_``/``cfcql_``; see their modules.
 
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
@@ -49,6 +55,10 @@ class TrainConfig:
     use_rho: bool = True
     local_critic_steps: int = 1
     shared_policy: bool = False
+    icq_critic_temp: float = 1000.0
+    cql_alpha: float = 1.0
+    cfcql_lambda_temp: float = 5.0
+    cfcql_policy_temp: float = 1e-3
     backend: str = "fused"
     device: str = "cpu"
     threads: int | None = 1
@@ -72,15 +82,17 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "eval_episodes", "eval_every",
-                    "local_critic_steps", "checkpoint_every")
+                    "local_critic_steps", "checkpoint_every", "icq_critic_temp", "cfcql_policy_temp")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("iters", "bc_steps", "alpha", "beta"):
+        for name in ("iters", "bc_steps", "alpha", "beta", "cql_alpha", "cfcql_lambda_temp"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"config.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.algo == "inspo" and not self.alpha + self.beta > 0:
             raise ValueError(f"config.alpha + config.beta must be > 0 (tau), got {self.alpha} + {self.beta}")
+        if self.algo in ("icq", "omiga") and not self.alpha > 0:
+            raise ValueError(f"config.alpha must be > 0 for {self.algo} (its temperature), got {self.alpha}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"config.gamma must be in [0, 1], got {self.gamma}")
         if not 0 < self.polyak <= 1:

@@ -156,6 +156,15 @@ def _provenance(command: str, seeds: Sequence[int], wall_time: float) -> dict[st
             "torch": torch.__version__, "wall_time_s": round(wall_time, 1), "cpu_count": os.cpu_count()}
 
 
+_HYPER = ("alpha", "beta", "gamma", "lr_policy", "lr_critic", "batch_size", "hidden", "polyak", "rho_max", "z_max",
+          "weighting", "order", "local_critic_steps")
+
+
+def _hyper(config: dict[str, Any]) -> str:
+    """The training hyper-parameters that shape a result, as ``name=value`` pairs for a table's header."""
+    return ", ".join(f"{name}={config[name]}" for name in _HYPER)
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -223,14 +232,15 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
         if case.use_rho:  # the exact solver has no rho-disabled variant
             tabular = _stats([solve(_payoff(case.game), weights, case.alpha, case.beta, TABULAR_ITERS,
                                     case.order, seed)[1] for seed in seeds])
-        rows.append({**asdict(case), "tabular": tabular,
-                     "neural_final": _stats([r["final"] for r in runs]), "neural_best": _stats([r["best"] for r in runs]),
+        rows.append({**asdict(case), "config": configs[c * len(seeds)], "tabular": tabular,
+                     "neural_final": _stats([r["final"] for r in runs]),
+                     "neural_best": _stats([r["best"] for r in runs]),
                      "data_return": _stats([r["behaviour"] for r in runs]),
                      "updates_per_second": _stats([r["updates_per_second"] for r in runs])})
 
     record = {**_provenance(command, seeds, time.perf_counter() - started),
-              "neural": {"iters": iters, "bc_steps": bc_steps, "episodes": episodes, "gamma": 0.0,
-                         "other": "TrainConfig defaults"}, "tabular_iters": TABULAR_ITERS, "rows": rows}
+              "neural": {"iters": iters, "bc_steps": bc_steps, "episodes": episodes}, "tabular_iters": TABULAR_ITERS,
+              "rows": rows}
     table = _markdown_table(
         ["game, data", "setting", "SPEC J", "tabular J", "neural J (final)", "neural J (best)", "data J"],
         [[f"{r['game'].upper() if r['game'] == 'xor' else 'M-NE'}, {r['data']}", r["setting"],
@@ -244,10 +254,11 @@ Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_c
 
 J is the expected team payoff of the final product policy, mean ± std (ddof=1) over seeds {list(seeds)}.
 *Tabular*: `inspo.tabular.solve`, {TABULAR_ITERS} iterations on the exact joint-action distribution (the seed sets
-the initial noise and the random orders). *Neural*: `inspo.train` with the `TrainConfig` defaults except gamma = 0,
-{bc_steps} behaviour-cloning steps and {iters} InSPO iterations, on {episodes} one-step episodes sampled from the same
-distribution with the run's seed; *best* is the best of the evaluations made every {max(iters // 10, 1)} iterations.
-*Data J* is the mean return of the sampled data. "sequential" is a fresh random agent order each iteration.
+the initial noise and the random orders). *Neural*: `inspo.train`, {bc_steps} behaviour-cloning steps then {iters}
+InSPO iterations, on {episodes} one-step episodes sampled from the same distribution with the run's seed; *best* is
+the best of the evaluations made every {max(iters // 10, 1)} iterations. *Data J* is the mean return of the sampled
+data. "sequential" is a fresh random agent order each iteration. Neural hyper-parameters: the row's alpha, beta,
+order and rho setting, otherwise {_hyper(configs[0])} (the `TrainConfig` defaults, except gamma = 0).
 
 {table}
 """
@@ -277,10 +288,10 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
         data = _cached_dataset(cache / "data" / name, lambda: import_pymarl(src, "bridge-alberdice"))
         for method in ("inspo", "bc"):
             for seed in seeds:
+                run = cache / "runs" / "bridge" / name / method / f"seed{seed}"
                 configs.append(TrainConfig(dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps,
                                            eval_every=max(iters // 10, 1), eval_episodes=eval_episodes,
-                                           eval_episode_limit=BRIDGE_EVAL_LIMIT, seed=seed,
-                                           out=str(cache / "runs" / "bridge" / name / method / f"seed{seed}")).to_dict())
+                                           eval_episode_limit=BRIDGE_EVAL_LIMIT, seed=seed, out=str(run)).to_dict())
                 keys.append((name, method, seed))
     progress = _Progress(len(configs))
     outcomes = _run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
@@ -296,7 +307,7 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
                          "wall_time_s": _stats([r["wall_time"] for r in runs])})
 
     record = {**_provenance(command, seeds, time.perf_counter() - started),
-              "inspo": {"iters": iters, "bc_steps": bc_steps, "other": "TrainConfig defaults"},
+              "inspo_config": configs[0],
               "eval": {"episodes": eval_episodes, "step_limit": BRIDGE_EVAL_LIMIT, "sampled": True}, "rows": rows}
     table = _markdown_table(
         ["data", "method", "final return", "best return", "data return (limit 50)",
@@ -310,11 +321,12 @@ Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_c
 {record['wall_time_s']:.0f} s wall time).
 
 Return: undiscounted team return of the policy over {eval_episodes} sampled episodes with step limit \
-{BRIDGE_EVAL_LIMIT}, mean ± std (ddof=1) over seeds {list(seeds)}. InSPO: `TrainConfig` defaults, {bc_steps} \
-behaviour-cloning steps then {iters} iterations; BC: the same {bc_steps} cloning steps alone. *Best* is the best of the
-evaluations made every {max(iters // 10, 1)} iterations (selected on the evaluation episodes themselves, so it is
-optimistic). The data return is the mean over the buffer's episodes, recorded with step limit 50; the optimum is by
-dynamic programming (`inspo.envs.bridge.bridge_optimum`).
+{BRIDGE_EVAL_LIMIT}, mean ± std (ddof=1) over seeds {list(seeds)}. InSPO: {bc_steps} behaviour-cloning steps, then
+{iters} iterations with the `TrainConfig` defaults ({_hyper(configs[0])}).
+BC: the same {bc_steps} cloning steps alone. *Best* is the best of the evaluations made every \
+{max(iters // 10, 1)} iterations
+(selected on the evaluation episodes themselves, so it is optimistic). The data return is the mean over the buffer's
+episodes, recorded with step limit 50; the optimum is by dynamic programming (`inspo.envs.bridge.bridge_optimum`).
 
 {table}
 """

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from inspo import checkpoint as ckpt_io
-from inspo.algos.inspo import Batch, BehaviourCloning, InSPO, behaviour_log_probs
+from inspo.algos import LEARNERS
+from inspo.algos.inspo import Batch, BehaviourCloning, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
@@ -126,8 +127,20 @@ def _to_device(ds, device: torch.device, dtype: torch.dtype) -> dict[str, torch.
     return {
         "obs": f(ds.obs), "state": f(ds.state), "avail": f(ds.avail, torch.bool),
         "actions": f(ds.actions, torch.int64), "reward": f(ds.reward), "terminated": f(ds.terminated),
-        "next_state": f(ds.next_state),
+        "next_state": f(ds.next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
+        **{name: torch.tensor(x, device=device) for name, x in _next_actions(ds).items()},
     }
+
+
+def _next_actions(ds) -> dict[str, np.ndarray]:
+    """The data's own next joint action of every row (in-sample targets), and whether the episode goes on in the
+    data (``has_next``: not terminated, not truncated); rows without one repeat their own action."""
+    actions = np.asarray(ds.actions)
+    has_next = ~(np.asarray(ds.terminated) | np.asarray(ds.truncated))
+    has_next[-1] = False
+    has_next[:-1] &= ~np.asarray(ds.episode_start)[1:]
+    following = np.concatenate([actions[1:], actions[-1:]])
+    return {"next_actions": np.where(has_next[:, None], following, actions), "has_next": has_next}
 
 
 class _Progress:
@@ -193,7 +206,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
 
     bc = BehaviourCloning(cfg, info.n_agents, info.obs_dim, info.n_actions, device)
     bc.policy.to(dtype)
-    learner: InSPO | None = None
+    learner: Any = None  # one of inspo.algos.LEARNERS, built after behaviour cloning
     # Everything below, with the networks, optimisers and RNG states, is what a resumed run needs.
     run = {"step": 0, "curve": [], "best_return": -math.inf, "update_time": 0.0, "wall_time": 0.0,
            "bc_nll": float("nan")}
@@ -209,13 +222,14 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
 
-    def start_learner() -> InSPO:
+    def start_learner() -> Any:
         logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
         data["logmu_all"] = logmu_all
         data["logp_mu"] = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()  # [N, T]
-        new = InSPO(cfg, bc.policy, info.state_dim, device, gen)
-        for module in (new.pi, new.q, new.q_target, new.v, new.local_q):
-            module.to(dtype)
+        new = LEARNERS[cfg.algo](cfg, bc.policy, info.state_dim, device, gen)
+        for module in vars(new).values():
+            if isinstance(module, torch.nn.Module):
+                module.to(dtype)
         return new
 
     def policy() -> AgentPolicies:
@@ -235,7 +249,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
 
     bc_steps = cfg.bc_steps
-    total = bc_steps + (cfg.iters if cfg.algo == "inspo" else 0)
+    total = bc_steps + (cfg.iters if cfg.algo in LEARNERS else 0)
     if saved is not None and saved["learner"] is not None:
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
@@ -298,7 +312,8 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
 
 
 _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
-_BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
+_BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
+                 "next_avail", "next_actions", "has_next")
 
 
 def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from inspo import ops, reference
+from inspo.algos.common import kernel_backend as _backend
+from inspo.algos.common import require_finite as _require_finite
 from inspo.algos.networks import AgentPolicies, JointCritic, mlp
 from inspo.config import TrainConfig
 
@@ -39,10 +40,11 @@ class Batch:
     next_state: Tensor  # [B, state_dim]
     logmu_all: Tensor  # [B, N, A], -inf where unavailable
     logp_mu: Tensor  # [N, B]
-
-
-def _backend(name: str):
-    return ops if name == "fused" else reference
+    # Next-step fields for the learners that bootstrap from per-agent networks (the baselines); InSPO ignores them.
+    next_obs: Tensor | None = None  # [B, N, obs_dim]
+    next_avail: Tensor | None = None  # [B, N, A]
+    next_actions: Tensor | None = None  # [B, N], the data's own next joint action where has_next
+    has_next: Tensor | None = None  # [B] bool: the episode goes on in the data (not terminated, not truncated)
 
 
 class BehaviourCloning:
@@ -215,13 +217,6 @@ class InSPO:
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats
-
-
-def _require_finite(**losses: Tensor) -> None:
-    # Checked where each loss is made: one NaN would otherwise spread through the ratios into every agent.
-    for name, value in losses.items():
-        if not bool(torch.isfinite(value)):
-            raise FloatingPointError(f"non-finite {name} ({float(value.detach())})")
 
 
 def behaviour_log_probs(mu: AgentPolicies, obs: Tensor, avail: Tensor, chunk: int = 65536) -> Tensor:

@@ -1,0 +1,123 @@
+"""CFCQL: CounterFactual Conservative Q-Learning (Shao et al., NeurIPS 2023), discrete-action version, a baseline.
+
+QMIX-style value decomposition (per-agent ``Q_i(o_i, .)``, monotonic mixer ``Q_tot = f_s(Q_1, ..., Q_N)``), trained
+by Q-learning plus a conservative penalty computed *counterfactually, one agent at a time*: for agent i only its own
+action leaves the data, its teammates keep their data actions,
+
+    R_i(s, a) = logsumexp_{b available} Q_tot(s, (b, a_-i)) - Q_tot(s, a)          (CQL(H) for agent i),
+    loss      = E_D[ 1/2 (Q_tot(s, a) - y)^2 ] + cql_alpha * E_D[ sum_i lambda_i(s) R_i(s, a) ],
+
+with ``y = r + gamma (1-done) Qbar_tot(s', a*)``, ``a*_i = argmax_b Q_i(o_i', b)`` over available actions (double
+Q-learning: online argmax, target value). The agent weights ``lambda_i(s)`` are a softmax over agents of
+``cfg.cfcql_lambda_temp * KL(p_i || mu_i)``, ``p_i`` the Boltzmann distribution of agent i's counterfactual
+``Q_tot(s, (., a_-i))`` and ``mu_i`` the behaviour-cloned policy (the paper's choice that puts the penalty on the
+agents that stray furthest from the data); ``cfcql_lambda_temp = 0`` gives uniform ``lambda_i = 1/N``. The
+penalty grows with one agent's deviation, not with the size of the joint action space.
+
+The policy is greedy in ``Q_i``. To act through the shared :class:`AgentPolicies` interface, ``pi`` is a copy of
+the utility networks whose output layer is divided by ``cfg.cfcql_policy_temp`` (logits ``Q_i / temp``): a
+near-greedy Boltzmann policy that a saved checkpoint reproduces exactly.
+
+Deviations from the paper (and its code), all deliberate:
+- one-step TD targets on transitions instead of TD(lambda) over episodes; MLP utilities on the agent's observation
+  instead of RNNs; Adam, no gradient clipping;
+- Polyak-averaged target networks (rate ``cfg.polyak``) instead of hard copies every 200 episodes;
+- the near-greedy Boltzmann policy above instead of an argmax (ties are broken uniformly instead of by index);
+- ``cql_alpha`` and the temperatures are ours (the paper tunes the penalty weight per dataset).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_finite
+from inspo.algos.inspo import Batch
+from inspo.algos.mixers import AgentUtilities, QMixer
+from inspo.algos.networks import AgentPolicies
+from inspo.config import TrainConfig
+
+
+class CFCQL:
+    """The CFCQL learner; ``mu`` (behaviour cloning) is used for the agent weights ``lambda_i``."""
+
+    def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.cfg = cfg
+        self.k = kernel_backend(cfg.backend)
+        self.gen = generator  # unused: the update is deterministic given the batch
+        n, obs_dim, n_actions = policy_sizes(mu)
+        self.n_agents = n
+        self.q = AgentUtilities(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
+        self.mixer = QMixer(state_dim, n, cfg.hidden).to(device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
+        self.pi = AgentPolicies(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device).requires_grad_(False)
+        self.sync_policy()
+
+    _NETS = ("q", "mixer", "q_target", "mixer_target")
+
+    def state_dict(self) -> dict:
+        return {**{name: getattr(self, name).state_dict() for name in self._NETS}, "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._NETS:
+            getattr(self, name).load_state_dict(state[name])
+        self.opt.load_state_dict(state["opt"])
+        self.sync_policy()
+
+    @torch.no_grad()
+    def sync_policy(self) -> None:
+        """``pi``'s logits := ``Q_i / cfcql_policy_temp`` (copy the utilities, scale their output layer)."""
+        for src, dst in zip(self.q.nets, self.pi.nets, strict=True):
+            dst.load_state_dict(src.state_dict())
+            dst[-1].weight.div_(self.cfg.cfcql_policy_temp)
+            dst[-1].bias.div_(self.cfg.cfcql_policy_temp)
+
+    def counterfactual_q(self, qs: Tensor, q_taken: Tensor, state: Tensor) -> Tensor:
+        """``Q_tot(s, (b, a_-i))`` for every agent i and own action b, ``[B, N, A]``: agent i's data action replaced
+        by b, the teammates' data actions kept."""
+        n, n_actions = qs.shape[1], qs.shape[2]
+        out = []
+        for i in range(n):
+            joint = q_taken.unsqueeze(1).repeat(1, n_actions, 1)  # [B, A, N]
+            joint[:, :, i] = qs[:, i, :]
+            out.append(self.mixer(joint, state.unsqueeze(1)))  # [B, A]
+        return torch.stack(out, dim=1)
+
+    def update(self, b: Batch) -> dict[str, Tensor]:
+        """One CFCQL step (TD plus counterfactual conservative penalty) on a uniformly sampled batch."""
+        cfg = self.cfg
+        with torch.no_grad():
+            greedy = self.q(b.next_obs).masked_fill(~b.next_avail, -torch.inf).argmax(-1, keepdim=True)
+            q_next = self.q_target(b.next_obs).gather(-1, greedy).squeeze(-1)  # [B, N]
+            target = b.reward + cfg.gamma * (1.0 - b.terminated) * self.mixer_target(q_next, b.next_state)
+        qs = self.q(b.obs)  # [B, N, A]
+        q_taken = qs.gather(-1, b.actions[..., None]).squeeze(-1)  # [B, N]
+        q_tot = self.mixer(q_taken, b.state)
+        td_loss = 0.5 * (q_tot - target).pow(2).mean()
+
+        cf = self.counterfactual_q(qs, q_taken, b.state)  # [B, N, A]
+        penalty = torch.logsumexp(cf.masked_fill(~b.avail, -torch.inf), dim=-1) - q_tot.unsqueeze(-1)  # [B, N]
+        with torch.no_grad():
+            if cfg.cfcql_lambda_temp > 0:
+                # KL(p_i || mu_i) = -H(p_i) - sum_b p_i(b) log mu_i(b), p_i the Boltzmann policy of the counterfactuals.
+                _, entropy = self.k.masked_softmax_stats(cf.detach(), b.avail, b.actions)
+                p = torch.softmax(cf.detach().masked_fill(~b.avail, -torch.inf), dim=-1)
+                kl = -entropy - (p * b.logmu_all.masked_fill(~b.avail, 0.0)).sum(-1)
+                lam = torch.softmax(cfg.cfcql_lambda_temp * kl, dim=-1)  # over agents
+            else:
+                lam = torch.full_like(penalty, 1.0 / self.n_agents)
+        cql_loss = (lam * penalty).sum(-1).mean()
+        loss = td_loss + cfg.cql_alpha * cql_loss
+        require_finite(td_loss=td_loss, cql_loss=cql_loss)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        polyak_(self.q_target, self.q, cfg.polyak)
+        polyak_(self.mixer_target, self.mixer, cfg.polyak)
+        self.sync_policy()
+        return {"td_loss": td_loss.detach(), "cql_loss": cql_loss.detach(), "loss": loss.detach(),
+                "q_taken_mean": q_tot.detach().mean(), "lambda_max": lam.max()}

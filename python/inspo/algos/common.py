@@ -1,0 +1,35 @@
+"""Small helpers shared by every learner: the kernel backend switch, the non-finite loss guard, Polyak averaging."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from inspo import ops, reference
+
+
+def kernel_backend(name: str):
+    """The fused kernels of :mod:`inspo.ops` (``"fused"``) or their pure-PyTorch twins in :mod:`inspo.reference`."""
+    return ops if name == "fused" else reference
+
+
+def require_finite(**losses: Tensor) -> None:
+    """Raise FloatingPointError naming the first non-finite loss.
+
+    Checked where each loss is made: one NaN would otherwise spread into every network before anything notices.
+    """
+    for name, value in losses.items():
+        if not bool(torch.isfinite(value)):
+            raise FloatingPointError(f"non-finite {name} ({float(value.detach())})")
+
+
+@torch.no_grad()
+def polyak_(target: nn.Module, source: nn.Module, rate: float) -> None:
+    """``target <- (1 - rate) target + rate source``, parameter by parameter, in place."""
+    for pt, p in zip(target.parameters(), source.parameters(), strict=True):
+        pt.lerp_(p, rate)
+
+
+def policy_sizes(mu: nn.Module) -> tuple[int, int, int]:
+    """``(n_agents, obs_dim, n_actions)`` of an :class:`~inspo.algos.networks.AgentPolicies` stack."""
+    first, last = mu.nets[0][0], mu.nets[0][-1]
+    return mu.n_agents, first.in_features - (mu.n_agents if mu.shared else 0), last.out_features

@@ -1,0 +1,118 @@
+"""MA-ICQ: multi-agent Implicit Constraint Q-learning (Yang et al., "Believe What You See: Implicit Constraint
+Approach for Offline Multi-Agent Reinforcement Learning", NeurIPS 2021), a baseline.
+
+The implicit constraint: the optimal policy of the behaviour-regularised problem is ``pi*(a|s) ∝ mu(a|s)
+exp(Q(s,a)/alpha)``, so expectations under ``pi*`` are expectations under the data re-weighted by
+``exp(Q/alpha)/Z``; neither the critic nor the actor ever evaluates an action that is not in the data. Per iteration:
+
+1. critic (per-agent ``Q_i(o_i, a_i)`` mixed linearly, ``Q_tot = sum_i w_i(s) Q_i + b(s)``, ``w_i >= 0``): TD to
+   ``r + gamma * [exp(Qbar_tot(s', a')/alpha_Q) / Z] * Qbar_tot(s', a')`` where ``a'`` is the *data's* next joint
+   action and ``Z`` is approximated by the mean of ``exp(./alpha_Q)`` over the mini-batch (a softmax over the batch);
+2. actors (decentralised ``pi_i(a_i|o_i)``): weighted log-likelihood of the data actions with weights
+   ``exp(w_i(s) A_i / alpha) / Z_i`` (softmax over the batch), ``A_i = Q_i(o_i, a_i) - sum_b pi_i(b|o_i) Q_i(o_i, b)``.
+   The joint policy ``prod_i pi_i`` is then ``∝ mu exp((Q_tot - V_tot)/alpha)`` because the mixer is linear.
+
+Deviations from the paper (and its code), all deliberate:
+- one-step TD targets on transitions instead of TD(lambda) over whole episodes (our data is sampled by
+  transition); rows whose episode was truncated by the time limit have no next data action and are left out of the
+  critic loss;
+- utilities take the agent's observation (the paper's ``Q_i(tau_i, a_i)`` uses an RNN over the history; our
+  environments are fully observed), MLPs instead of RNNs, Adam instead of RMSprop, no gradient clipping;
+- Polyak-averaged target networks (rate ``cfg.polyak``) instead of hard copies every 600 steps;
+- the mixer is ``|hypernet(s)|`` weights plus a state bias as written in the paper (the released code normalises
+  the weights to sum to one and drops the bias), and ``w_i`` multiplies the advantage inside the exponential as in
+  the paper's decomposed objective (the released code multiplies the whole weight by ``w_i`` outside);
+- the actors start from the behaviour-cloned ``mu`` (the fixed point of the weighted likelihood does not depend on
+  the start); ``alpha`` is ``cfg.alpha`` (the same KL-to-behaviour strength as InSPO's), ``alpha_Q`` is
+  ``cfg.icq_critic_temp`` (1000 in the paper's code, i.e. nearly SARSA on the data).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_finite
+from inspo.algos.inspo import Batch
+from inspo.algos.mixers import AgentUtilities, LinearMixer
+from inspo.algos.networks import AgentPolicies
+from inspo.config import TrainConfig
+
+
+class ICQ:
+    """The MA-ICQ learner; ``mu`` (behaviour cloning) only initialises the actors."""
+
+    def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.cfg = cfg
+        self.k = kernel_backend(cfg.backend)
+        self.gen = generator  # unused: the update is deterministic given the batch
+        n, obs_dim, n_actions = policy_sizes(mu)
+        self.pi = copy.deepcopy(mu)
+        self.pi_opt = torch.optim.Adam(self.pi.parameters(), lr=cfg.lr_policy)
+        self.q = AgentUtilities(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
+        self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
+
+    _NETS = ("pi", "q", "mixer", "q_target", "mixer_target")
+    _OPTS = ("pi_opt", "critic_opt")
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in (*self._NETS, *self._OPTS)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in (*self._NETS, *self._OPTS):
+            getattr(self, name).load_state_dict(state[name])
+
+    # -- 1. critic: in-sample implicit-constraint target -------------------------------------------------------
+    def critic_step(self, b: Batch) -> Tensor:
+        cfg = self.cfg
+        with torch.no_grad():
+            q_next = self.q_target(b.next_obs).gather(-1, b.next_actions[..., None]).squeeze(-1)  # [B, N]
+            qtot_next = self.mixer_target(q_next, b.next_state)  # [B]
+            # exp(Q/alpha_Q) / Z with Z the batch mean: a softmax over the rows that have a next data action.
+            logits = (qtot_next / cfg.icq_critic_temp).masked_fill(~b.has_next, -torch.inf)
+            ic_weight = torch.softmax(logits, dim=0) * b.has_next.sum()
+            bootstrap = torch.where(b.has_next, ic_weight * qtot_next, 0.0)
+            target = b.reward + cfg.gamma * (1.0 - b.terminated) * bootstrap
+            # Truncated rows have neither a next data action nor a terminal target.
+            rows = (b.has_next | (b.terminated > 0)).to(target.dtype)
+        q_taken = self.q(b.obs).gather(-1, b.actions[..., None]).squeeze(-1)
+        err = (self.mixer(q_taken, b.state) - target).pow(2)
+        loss = (rows * err).sum() / rows.sum().clamp(min=1.0)
+        require_finite(q_loss=loss)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        polyak_(self.q_target, self.q, cfg.polyak)
+        polyak_(self.mixer_target, self.mixer, cfg.polyak)
+        return loss.detach()
+
+    # -- 2. actors: decomposed in-sample advantage weighting ---------------------------------------------------
+    def actor_step(self, b: Batch) -> dict[str, Tensor]:
+        cfg = self.cfg
+        logits = self.pi.all_logits(b.obs)  # [B, N, A]
+        with torch.no_grad():
+            qs = self.q(b.obs)  # [B, N, A]
+            probs = torch.softmax(logits.detach().masked_fill(~b.avail, -torch.inf), dim=-1)
+            baseline = (probs * qs.masked_fill(~b.avail, 0.0)).sum(-1)
+            adv = qs.gather(-1, b.actions[..., None]).squeeze(-1) - baseline  # [B, N]
+            w, _ = self.mixer.weights(b.state)  # [B, N]
+            # exp(w_i A_i / alpha) / Z_i, Z_i approximated over the batch: a softmax over rows, per agent.
+            weight = torch.softmax(w * adv / cfg.alpha, dim=0)
+        logp, entropy = self.k.masked_softmax_stats(logits, b.avail, b.actions)  # [B, N]
+        loss = -(weight * logp).sum(0).mean()
+        require_finite(policy_loss=loss)
+        self.pi_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.pi_opt.step()
+        return {"policy_loss": loss.detach(), "entropy": entropy.detach().mean(),
+                "weight_max": weight.max() * weight.shape[0], "advantage_mean": adv.mean()}
+
+    def update(self, b: Batch) -> dict[str, Tensor]:
+        """One MA-ICQ iteration (critic step, then actor step) on a uniformly sampled batch."""
+        q_loss = self.critic_step(b)
+        return {"q_loss": q_loss, **self.actor_step(b)}
