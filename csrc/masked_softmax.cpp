@@ -1,11 +1,16 @@
 // Kernel 2 (SPEC 5.2), CPU: log-probability of the taken action and entropy of a softmax restricted to the
 // available actions, forward and backward, one pass over the logits per direction.
+//
+// Rows are short (A is 5..32 actions in SMAC), so vectorising along a row would leave most lanes idle and spend
+// the time in horizontal reductions. Instead each block of rows is transposed into an [A, R] scratch (unavailable
+// entries become -inf on the way) and every loop runs over the R rows of one action with full vectors. A row's
+// result depends only on that row, never on the block or thread it lands in, so the output is bitwise the same
+// for any thread count.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -15,117 +20,235 @@
 namespace inspo {
 namespace {
 
-constexpr int64_t kRows = 256;  // rows per block: the shifted logits of a block stay in L1
+// Scratch of one block: about 4096 logits (16 KiB in float32) so that it stays in L1 next to the streamed input.
+// Within a block, each group of one vector of rows runs through all its actions at once (max, then exp and sums)
+// while its values are still in registers.
+constexpr int64_t kBlockElems = 4096;
+// Below this many logits per task a call stays on one thread: waking the pool costs about as much as the work.
+constexpr int64_t kMinElemsPerTask = 16384;
 
-// A value whose exp is exactly 0 in both precisions, so masked entries drop out of every sum without branches.
-template <typename T>
-constexpr T kMaskedShift = T(-1000);
-
-enum class RowError : int { kNone = 0, kNoAction, kOutOfRange, kUnavailable };
-
-inline RowError row_error(const bool* avail, int64_t a, int64_t action) {
-  bool any = false;
-  for (int64_t k = 0; k < a; ++k) any |= avail[k];
-  if (!any) return RowError::kNoAction;
-  if (action < 0 || action >= a) return RowError::kOutOfRange;
-  if (!avail[action]) return RowError::kUnavailable;
-  return RowError::kNone;
+// Rows per block: a power of two in [16, 256] (full vectors of either precision, so no row is ever computed in a
+// scalar remainder loop) holding about kBlockElems logits.
+int64_t block_rows(int64_t a) {
+  int64_t r = 16;
+  while (r < 256 && 2 * r * a <= kBlockElems) r *= 2;
+  return r;
 }
 
-void raise_row_error(const bool* avail, const int64_t* actions, int64_t a, int64_t row) {
-  const int64_t action = actions[row];
-  switch (row_error(avail + row * a, a, action)) {
-    case RowError::kNoAction:
-      TORCH_CHECK_VALUE(false, "row ", row, " has no available action (avail is all False)");
-    case RowError::kOutOfRange:
-      TORCH_CHECK_VALUE(false, "row ", row, ": action ", action, " is out of range [0, ", a, ")");
-    case RowError::kUnavailable:
-      TORCH_CHECK_VALUE(false, "row ", row, ": action ", action, " is not available");
-    case RowError::kNone:
-      break;
+// The error for the first bad row in the order the reference checks: first a row with no available action at
+// all, then an out-of-range action, then an unavailable one. Only called once a bad row is known to exist.
+[[noreturn]] void raise_row_error(const bool* avail, const int64_t* actions, int64_t n_rows, int64_t a) {
+  for (int64_t row = 0; row < n_rows; ++row) {
+    const bool* ar = avail + row * a;
+    TORCH_CHECK_VALUE(std::any_of(ar, ar + a, [](bool b) { return b; }), "row ", row,
+                      " has no available action (avail is all False)");
   }
+  for (int64_t row = 0; row < n_rows; ++row)
+    TORCH_CHECK_VALUE(actions[row] >= 0 && actions[row] < a, "row ", row, ": action ", actions[row],
+                      " is out of range [0, ", a, ")");
+  for (int64_t row = 0; row < n_rows; ++row)
+    TORCH_CHECK_VALUE(avail[row * a + actions[row]], "row ", row, ": action ", actions[row], " is not available");
+  TORCH_INTERNAL_ASSERT(false, "masked_softmax_stats: a row was flagged as invalid but none is");
 }
 
-// Shifted logits x - max (masked entries set to kMaskedShift) into `shifted`, their exp into `e`, and per row
-// the log-sum-exp `lse` and the entropy `ent`. Returns the first bad row of the block, or -1.
 template <typename T>
-int64_t block_stats(const T* x, const bool* av, const int64_t* act, int64_t rows, int64_t a, T* shifted, T* e, T* lse,
-                    T* ent, int64_t row0) {
+struct Args {
+  const T* x;
+  const bool* av;
+  const int64_t* act;
+  const T* g_logp;  // backward only
+  const T* g_ent;   // backward only
+  int64_t n_rows, a, block;
+  T* logp;     // forward only
+  T* entropy;  // forward only
+  T* grad;     // backward only
+};
+
+// Per-row statistics of one block, each an array of p.block values.
+template <typename T>
+struct RowStats {
+  T *m, *s, *t, *xa;
+};
+
+// Transposes rows [r0, r0 + rows) into xt ([A, R], unavailable entries -inf) and gathers the action's logit into
+// xa. Rows past `rows` are padded with zero logits so that the full-width loops below stay finite. Returns false
+// at a row whose action is out of range or unavailable, which includes every row with no available action.
+// `flat` holds the block's rows with unavailable entries replaced, so the transpose itself is a plain copy: a
+// select per scalar would be a branch that mispredicts on random masks.
+template <bool kAvx2, typename T>
+INSPO_INLINE bool load_block(const Args<T>& p, int64_t r0, int64_t rows, T* flat, T* xt, T* xa) {
+  constexpr int64_t W = simd::kWidth<T>;
+  const int64_t a = p.a, R = p.block;
+  const T* x = p.x + r0 * a;
+  const bool* av = p.av + r0 * a;
+  const int64_t* act = p.act + r0;
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * a;
-    const bool* ar = av + r * a;
-    if (row_error(ar, a, act[r]) != RowError::kNone) return row0 + r;
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t k = 0; k < a; ++k)
-      if (ar[k]) m = std::max(m, xr[k]);
-    for (int64_t k = 0; k < a; ++k) shifted[r * a + k] = ar[k] ? xr[k] - m : kMaskedShift<T>;
+    if (act[r] < 0 || act[r] >= a || !av[r * a + act[r]]) return false;
+    xa[r] = x[r * a + act[r]];
   }
-  std::copy(shifted, shifted + rows * a, e);
-  exp_inplace(e, rows * a);
-  for (int64_t r = 0; r < rows; ++r) {
-    T s = 0, t = 0;
+  std::fill(xa + rows, xa + R, T(0));
+  const int64_t n = rows * a;
+  simd::select<kAvx2>(x, av, -std::numeric_limits<T>::infinity(), n, flat);
+  std::fill(flat + n, flat + R * a, T(0));
+  // Tiles of W rows x W actions; a last partial tile reads into the next row (or the padding after the block)
+  // and stores only its real actions.
+  simd::Vec<T> cols[W];
+  for (int64_t r = 0; r < R; r += W)
+    for (int64_t k0 = 0; k0 < a; k0 += W) {
+      simd::transpose(flat + r * a + k0, a, cols);
+      for (int64_t j = 0; j < std::min(W, a - k0); ++j) simd::store(xt + (k0 + j) * R + r, cols[j]);
+    }
+  return true;
+}
+
+// Asks for the next block's inputs while this one computes: otherwise loading a block is a phase of its own that
+// waits on memory (the hardware prefetchers run only a few lines ahead of a stream).
+template <typename T>
+INSPO_INLINE void prefetch_block(const Args<T>& p, int64_t r0, int64_t R) {
+  const int64_t end = std::min(r0 + R, p.n_rows);
+  if (r0 >= end) return;
+  const char* x = reinterpret_cast<const char*>(p.x + r0 * p.a);
+  const char* x_end = reinterpret_cast<const char*>(p.x + end * p.a);
+  for (; x < x_end; x += 64) __builtin_prefetch(x, 0, 2);
+  for (const bool* av = p.av + r0 * p.a; av < p.av + end * p.a; av += 64) __builtin_prefetch(av, 0, 2);
+}
+
+// Row max m, s = sum exp(x - m) and t = sum exp(x - m) (x - m) over the available entries. With kKeep, xt is
+// overwritten by the clamped shifted logits and et receives their exps, for the backward pass.
+template <typename T, bool kKeep>
+INSPO_INLINE void block_sums(int64_t R, int64_t a, T* xt, T* et, const RowStats<T>& st) {
+  using V = simd::Vec<T>;
+  constexpr int64_t W = simd::kWidth<T>;
+  constexpr T kLow = simd::Traits<T>::kExpLo;
+  for (int64_t r = 0; r < R; r += W) {
+    V m = simd::load(xt + r);
+    for (int64_t k = 1; k < a; ++k) m = simd::max<T>(m, simd::load(xt + k * R + r));
+    V s{}, t{};
     for (int64_t k = 0; k < a; ++k) {
-      s += e[r * a + k];
-      t += e[r * a + k] * shifted[r * a + k];
+      // Shifted logits are <= 0 (-inf where unavailable). Below kExpLo, where exp is 0 anyway, they are clamped:
+      // that keeps e * sh = 0 * sh finite, so unavailable entries drop out of every sum and gradient.
+      const V raw = simd::load(xt + k * R + r) - m;
+      const V sh = simd::max<T>(raw, simd::splat(kLow));
+      const V e = raw < kLow ? V{} : simd::exp_nonpositive<T>(sh);
+      s += e;
+      t += e * sh;
+      if constexpr (kKeep) {
+        simd::store(xt + k * R + r, sh);
+        simd::store(et + k * R + r, e);
+      }
     }
-    lse[r] = std::log(s);
-    ent[r] = lse[r] - t / s;
+    simd::store(st.m + r, m);
+    simd::store(st.s + r, s);
+    simd::store(st.t + r, t);
   }
-  return -1;
+}
+
+template <bool kAvx2, typename T>
+INSPO_INLINE bool forward_blocks(const Args<T>& p, int64_t b0, int64_t b1) {
+  using V = simd::Vec<T>;
+  constexpr int64_t W = simd::kWidth<T>;
+  const int64_t a = p.a, R = p.block;
+  // flat gets a vector of padding after the block: the transpose reads its tiles' rows as full vectors.
+  std::vector<T> buf((2 * a + 6) * R + W);
+  T* xt = buf.data();
+  const RowStats<T> st{xt + a * R, xt + (a + 1) * R, xt + (a + 2) * R, xt + (a + 3) * R};
+  T* lp = xt + (a + 4) * R;
+  T* en = xt + (a + 5) * R;
+  T* flat = xt + (a + 6) * R;
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t r0 = blk * R, rows = std::min(R, p.n_rows - r0);
+    if (!load_block<kAvx2>(p, r0, rows, flat, xt, st.xa)) return false;
+    prefetch_block(p, r0 + R, R);
+    block_sums<T, false>(R, a, xt, nullptr, st);
+    for (int64_t r = 0; r < R; r += W) {
+      const V s = simd::load(st.s + r);
+      const V l = simd::log<T>(s);
+      simd::store(lp + r, (simd::load(st.xa + r) - simd::load(st.m + r)) - l);
+      simd::store(en + r, l - simd::load(st.t + r) / s);
+    }
+    std::copy(lp, lp + rows, p.logp + r0);
+    std::copy(en, en + rows, p.entropy + r0);
+  }
+  return true;
+}
+
+// d logp_a / dx_k = [k == a] - p_k and dH / dx_k = -p_k (logp_k + H), so
+// grad_k = g_logp [k == a] - p_k (g_logp + g_ent (logp_k + H)); p_k = 0 on unavailable entries. With
+// logp_k = sh_k - log s and H = log s - t / s, logp_k + H = sh_k - t / s: no log, and no cancellation of log s.
+template <bool kAvx2, typename T>
+INSPO_INLINE bool backward_blocks(const Args<T>& p, int64_t b0, int64_t b1) {
+  using V = simd::Vec<T>;
+  constexpr int64_t W = simd::kWidth<T>;
+  const int64_t a = p.a, R = p.block;
+  std::vector<T> buf((3 * a + 6) * R + W);
+  T* xt = buf.data();
+  T* et = xt + a * R;
+  const RowStats<T> st{et + a * R, et + (a + 1) * R, et + (a + 2) * R, et + (a + 3) * R};
+  T* gl = et + (a + 4) * R;
+  T* gh = et + (a + 5) * R;
+  T* flat = et + (a + 6) * R;
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t r0 = blk * R, rows = std::min(R, p.n_rows - r0);
+    if (!load_block<kAvx2>(p, r0, rows, flat, xt, st.xa)) return false;
+    prefetch_block(p, r0 + R, R);
+    block_sums<T, true>(R, a, xt, et, st);
+    std::copy(p.g_logp + r0, p.g_logp + r0 + rows, gl);
+    std::copy(p.g_ent + r0, p.g_ent + r0 + rows, gh);
+    std::fill(gl + rows, gl + R, T(0));
+    std::fill(gh + rows, gh + R, T(0));
+    for (int64_t r = 0; r < R; r += W) {
+      const V s = simd::load(st.s + r);
+      const V inv = T(1) / s;
+      const V shift = -(simd::load(st.t + r) / s);
+      const V g1 = simd::load(gl + r), g2 = simd::load(gh + r);
+      for (int64_t k = 0; k < a; ++k) {
+        const V pk = simd::load(et + k * R + r) * inv;
+        simd::store(et + k * R + r, -pk * (g1 + g2 * (simd::load(xt + k * R + r) + shift)));
+      }
+    }
+    // Back to rows, in flat. A tile past the last action reads the arrays after et and writes past the row's
+    // end, into the next row's first actions; tiles run from the last to the first so that the next row's own
+    // first tile overwrites that afterwards (the block's last row spills into flat's padding).
+    simd::Vec<T> row_vecs[W];
+    for (int64_t r = 0; r < R; r += W)
+      for (int64_t k0 = (a - 1) / W * W; k0 >= 0; k0 -= W) {
+        simd::transpose(et + k0 * R + r, R, row_vecs);
+        for (int64_t i = 0; i < W; ++i) simd::store(flat + (r + i) * a + k0, row_vecs[i]);
+      }
+    for (int64_t r = 0; r < rows; ++r) flat[r * a + p.act[r0 + r]] += gl[r];
+    std::copy(flat, flat + rows * a, p.grad + r0 * a);
+  }
+  return true;
 }
 
 template <typename T>
-void forward_cpu(const T* x, const bool* av, const int64_t* act, int64_t n_rows, int64_t a, T* logp, T* entropy,
-                 std::atomic<int64_t>& bad_row) {
-  at::parallel_for(0, n_rows, kRows, [&](int64_t begin, int64_t end) {
-    std::vector<T> shifted(kRows * a), e(kRows * a), lse(kRows), ent(kRows);
-    for (int64_t r0 = begin; r0 < end; r0 += kRows) {
-      const int64_t rows = std::min(kRows, end - r0);
-      const int64_t bad = block_stats(x + r0 * a, av + r0 * a, act + r0, rows, a, shifted.data(), e.data(),
-                                      lse.data(), ent.data(), r0);
-      if (bad >= 0) {
-        int64_t cur = bad_row.load();
-        while (bad < cur && !bad_row.compare_exchange_weak(cur, bad)) {}
-        return;
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        logp[r0 + r] = shifted[r * a + act[r0 + r]] - lse[r];
-        entropy[r0 + r] = ent[r];
-      }
-    }
-  });
+INSPO_AVX2_FMA bool forward_avx2(const Args<T>& p, int64_t b0, int64_t b1) {
+  return forward_blocks<true>(p, b0, b1);
+}
+template <typename T>
+bool forward_base(const Args<T>& p, int64_t b0, int64_t b1) {
+  return forward_blocks<false>(p, b0, b1);
+}
+template <typename T>
+INSPO_AVX2_FMA bool backward_avx2(const Args<T>& p, int64_t b0, int64_t b1) {
+  return backward_blocks<true>(p, b0, b1);
+}
+template <typename T>
+bool backward_base(const Args<T>& p, int64_t b0, int64_t b1) {
+  return backward_blocks<false>(p, b0, b1);
 }
 
-template <typename T>
-void backward_cpu(const T* g_logp, const T* g_ent, const T* x, const bool* av, const int64_t* act, int64_t n_rows,
-                  int64_t a, T* grad, std::atomic<int64_t>& bad_row) {
-  at::parallel_for(0, n_rows, kRows, [&](int64_t begin, int64_t end) {
-    std::vector<T> shifted(kRows * a), e(kRows * a), lse(kRows), ent(kRows);
-    for (int64_t r0 = begin; r0 < end; r0 += kRows) {
-      const int64_t rows = std::min(kRows, end - r0);
-      const int64_t bad = block_stats(x + r0 * a, av + r0 * a, act + r0, rows, a, shifted.data(), e.data(),
-                                      lse.data(), ent.data(), r0);
-      if (bad >= 0) {
-        int64_t cur = bad_row.load();
-        while (bad < cur && !bad_row.compare_exchange_weak(cur, bad)) {}
-        return;
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        // d logp_a / dx_k = [k == a] - p_k;  d H / dx_k = -p_k (log p_k + H); both 0 on masked entries (p_k = 0).
-        const T gl = g_logp[r0 + r], gh = g_ent[r0 + r], h = ent[r], l = lse[r];
-        const T inv_s = std::exp(-l);
-        const int64_t action = act[r0 + r];
-        T* gr = grad + (r0 + r) * a;
-        const bool* ar = av + (r0 + r) * a;
-        for (int64_t k = 0; k < a; ++k) {
-          const T p = e[r * a + k] * inv_s;
-          const T g = -gl * p - gh * p * (shifted[r * a + k] - l + h);
-          gr[k] = ar[k] ? g : T(0);
-        }
-        gr[action] += gl;
-      }
-    }
+// Runs fn over all blocks in parallel; fn returns false (and stops its task) at a bad row, and then the error is
+// raised for the first bad row of the whole input.
+template <typename T, typename Fn>
+void run_blocks(const Args<T>& p, Fn fn) {
+  const int64_t n_blocks = (p.n_rows + p.block - 1) / p.block;
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / (p.block * p.a));
+  std::atomic<bool> bad{false};
+  parallel_for(0, n_blocks, grain, [&](int64_t b0, int64_t b1) {
+    if (!fn(p, b0, b1)) bad.store(true);
   });
+  if (bad.load()) raise_row_error(p.av, p.act, p.n_rows, p.a);
 }
 
 struct Rows {
@@ -143,15 +266,14 @@ Rows flatten(const at::Tensor& logits, const at::Tensor& avail, const at::Tensor
 std::tuple<at::Tensor, at::Tensor> masked_softmax_stats_cpu(const at::Tensor& logits, const at::Tensor& avail,
                                                             const at::Tensor& actions) {
   auto in = flatten(logits, avail, actions, "masked_softmax_stats");
-  auto logp = at::empty(actions.sizes(), logits.options());
-  auto entropy = at::empty(actions.sizes(), logits.options());
-  std::atomic<int64_t> bad_row{std::numeric_limits<int64_t>::max()};
+  auto logp = empty_output(actions.sizes(), logits.options());
+  auto entropy = empty_output(actions.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_cpu", [&] {
-    forward_cpu<scalar_t>(in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.n_rows,
-                          in.a, logp.data_ptr<scalar_t>(), entropy.data_ptr<scalar_t>(), bad_row);
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
+                           nullptr, nullptr, in.n_rows, in.a, block_rows(in.a), logp.data_ptr<scalar_t>(),
+                           entropy.data_ptr<scalar_t>(), nullptr};
+    run_blocks(p, simd::has_avx2_fma() ? forward_avx2<scalar_t> : forward_base<scalar_t>);
   });
-  if (bad_row.load() != std::numeric_limits<int64_t>::max())
-    raise_row_error(in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.a, bad_row.load());
   return {logp, entropy};
 }
 
@@ -167,15 +289,13 @@ at::Tensor masked_softmax_stats_backward_cpu(const at::Tensor& grad_logp, const 
                       logits.scalar_type(), ", got ", g.scalar_type(), " ", g.sizes());
   }
   const auto gl = grad_logp.contiguous(), ge = grad_entropy.contiguous();
-  auto grad = at::empty(logits.sizes(), logits.options());
-  std::atomic<int64_t> bad_row{std::numeric_limits<int64_t>::max()};
+  auto grad = empty_output(logits.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_backward_cpu", [&] {
-    backward_cpu<scalar_t>(gl.data_ptr<scalar_t>(), ge.data_ptr<scalar_t>(), in.x.data_ptr<scalar_t>(),
-                           in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.n_rows, in.a,
-                           grad.data_ptr<scalar_t>(), bad_row);
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
+                           gl.data_ptr<scalar_t>(), ge.data_ptr<scalar_t>(), in.n_rows, in.a, block_rows(in.a),
+                           nullptr, nullptr, grad.data_ptr<scalar_t>()};
+    run_blocks(p, simd::has_avx2_fma() ? backward_avx2<scalar_t> : backward_base<scalar_t>);
   });
-  if (bad_row.load() != std::numeric_limits<int64_t>::max())
-    raise_row_error(in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.a, bad_row.load());
   return grad;
 }
 
