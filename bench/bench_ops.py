@@ -51,8 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per measurement (at most)")
     p.add_argument("--budget", type=float, default=1.5,
                    help="seconds per implementation and shape; slow cases get fewer repeats, never fewer than 3")
-    p.add_argument("--max-elems", type=int, default=1 << 26,
-                   help="skip softmax shapes with more logits than this (memory and time of the references)")
+    p.add_argument("--max-elems", type=int, default=1 << 28,
+                   help="skip softmax shapes with more logits than this (memory)")
+    p.add_argument("--max-elems-ref", type=int, default=1 << 26,
+                   help="time only the kernel and clone() on softmax shapes with more logits than this (the "
+                        "references take seconds per call there)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tag", default=None, help="output file stem (default: cpu_<quick|full>)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -181,8 +184,11 @@ def fmt_ms(s):
     return "-" if s is None else f"{s * 1e3:.3f}"
 
 
-def fmt_x(a, b):
-    return "-" if a is None or b is None else f"{b / a:.2f}x"
+def fmt_x(t: dict, impl: str) -> str:
+    """impl's time over the kernel's: from medians, and in parentheses from minima (the least disturbed runs)."""
+    if "kernel" not in t or impl not in t:
+        return "-"
+    return f"{t[impl]['median_s'] / t['kernel']['median_s']:.2f}x ({t[impl]['min_s'] / t['kernel']['min_s']:.2f}x)"
 
 
 def markdown(report: dict) -> str:
@@ -192,9 +198,11 @@ def markdown(report: dict) -> str:
         f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}; "
         f"{report['started']} ({report['wall_s']:.0f} s). Load average at start {m['loadavg_start']}, at end "
         f"{m['loadavg_end']}: the machine is shared, so single numbers can be off by 20% or more.", "",
-        "Median ms per call. `vs eager` / `vs compile`: their time divided by the kernel's. `% clone`: the kernel's "
-        "effective bandwidth (bytes it must read and write, once) as a share of `clone()` bandwidth on the same "
-        "inputs. `torch.compile` compiles the reference as written (its input checks cause graph breaks).", "",
+        "Median ms per call. `vs eager` / `vs compile`: their time divided by the kernel's, from medians and (in "
+        "parentheses) from the fastest repeats. `% clone`: the kernel's effective bandwidth (bytes it must read and "
+        "write, once) as a share of `clone()` bandwidth on the same inputs (both from medians); clone pays the page "
+        "faults of its fresh output. `torch.compile` compiles the reference as written (its input checks cause "
+        "graph breaks). `load`: 1-minute load average when the shape was measured.", "",
     ]
     for key, title in (("weights", "advantage_weights"), ("softmax", "masked_softmax_stats")):
         rows = [r for r in report["results"] if r["op"] == key]
@@ -203,8 +211,8 @@ def markdown(report: dict) -> str:
         shape_col = "agent" if key == "weights" else "A"
         lines += [f"## {title}", "",
                   f"| dtype | mode | B | N | {shape_col} | kernel | eager | compile | vs eager | vs compile | "
-                  "kernel GB/s | clone GB/s | % clone |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "kernel GB/s | clone GB/s | % clone | load |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             t = r["times"]
             k, e, c = (t.get(i, {}).get("median_s") for i in ("kernel", "eager", "compile"))
@@ -214,12 +222,16 @@ def markdown(report: dict) -> str:
             pct = f"{100 * kbw / cbw:.0f}%" if kbw and cbw else "-"
             shape = r["agent"] if key == "weights" else r["A"]
             lines.append(f"| {r['dtype']} | {r['mode']} | {r['B']} | {r['N']} | {shape} | {fmt_ms(k)} | "
-                         f"{fmt_ms(e)} | {fmt_ms(c)} | {fmt_x(k, e)} | {fmt_x(k, c)} | "
+                         f"{fmt_ms(e)} | {fmt_ms(c)} | {fmt_x(t, 'eager')} | {fmt_x(t, 'compile')} | "
                          f"{'-' if kbw is None else f'{kbw:.1f}'} | {'-' if cbw is None else f'{cbw:.1f}'} | "
-                         f"{pct} |")
+                         f"{pct} | {r['loadavg']:.1f} |")
         lines.append("")
+    if report["kernel_only"]:
+        lines += [f"Only kernel and clone timed (over --max-elems-ref = {report['args']['max_elems_ref']} logits): "
+                  + ", ".join(report["kernel_only"]), ""]
     if report["skipped"]:
-        lines += ["Skipped (over --max-elems logits): " + ", ".join(report["skipped"]), ""]
+        lines += [f"Skipped (over --max-elems = {report['args']['max_elems']} logits): "
+                  + ", ".join(report["skipped"]), ""]
     return "\n".join(lines)
 
 
@@ -230,10 +242,11 @@ def main(argv=None) -> int:
     started = time.time()
     report = {"tag": args.tag, "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": machine_info(), "results": [], "skipped": []}
+              "machine": machine_info(), "results": [], "skipped": [], "kernel_only": []}
 
-    def measure(label, fns, make_compiled):
-        chosen = {impl: fns[impl] if impl in fns else make_compiled() for impl in args.impls}
+    def measure(label, fns, make_compiled, refs=True):
+        chosen = {impl: fns[impl] if impl in fns else make_compiled() for impl in args.impls
+                  if refs or impl not in ("eager", "compile")}
         times = timeit(chosen, args.repeats, args.budget * len(chosen))
         print(f"  {label:<44} " + "  ".join(f"{k} {v['median_s'] * 1e3:.3f}" for k, v in times.items()) + " ms",
               flush=True)
@@ -254,7 +267,8 @@ def main(argv=None) -> int:
                         times = measure(f"weights {dtype_name} B={B} N={N} agent={agent}", fns, make)
                         report["results"].append({"op": "weights", "dtype": dtype_name, "mode": "fwd", "B": B,
                                                   "N": N, "agent": agent, "eff_bytes": eff,
-                                                  "clone_bytes": clone_bytes, "times": times})
+                                                  "clone_bytes": clone_bytes, "loadavg": os.getloadavg()[0],
+                                                  "times": times})
                         del fns, wargs
         if "softmax" in args.ops:
             for mode in args.modes:
@@ -266,10 +280,14 @@ def main(argv=None) -> int:
                                 report["skipped"].append(f"{dtype_name} {mode} B={B} N={N} A={A}")
                                 continue
                             fns, run, eff, clone_bytes = softmax_case(B, N, A, dtype, mode)
-                            times = measure(label, fns, lambda: run(compiled(ref.masked_softmax_stats)))
+                            refs = B * N * A <= args.max_elems_ref
+                            if not refs:
+                                report["kernel_only"].append(f"{dtype_name} {mode} B={B} N={N} A={A}")
+                            times = measure(label, fns, lambda: run(compiled(ref.masked_softmax_stats)), refs)
                             report["results"].append({"op": "softmax", "dtype": dtype_name, "mode": mode, "B": B,
                                                       "N": N, "A": A, "eff_bytes": eff,
-                                                      "clone_bytes": clone_bytes, "times": times})
+                                                      "clone_bytes": clone_bytes,
+                                                      "loadavg": os.getloadavg()[0], "times": times})
                             del fns, run
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
