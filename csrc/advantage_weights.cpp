@@ -20,8 +20,9 @@ namespace {
 // Columns per chunk: the chunk's rows of all agents (N * 9 bytes per column in float32) stay in L2 between the
 // sum and the per-agent pass, and the sum and its error term stay in L1.
 constexpr int64_t kChunk = 512;
-// Below this many input elements per task a call stays on one thread: waking the pool costs about as much.
-constexpr int64_t kMinElemsPerTask = 32768;
+// Below this many (agent, column) elements per thread (about 0.1 ms of work) a call stays on one thread: see
+// kMinElemsPerTask in masked_softmax.cpp.
+constexpr int64_t kMinElemsPerTask = 1 << 17;
 
 template <typename T>
 struct Args {

@@ -24,8 +24,10 @@ namespace {
 // Within a block, each group of one vector of rows runs through all its actions at once (max, then exp and sums)
 // while its values are still in registers.
 constexpr int64_t kBlockElems = 4096;
-// Below this many logits per task a call stays on one thread: waking the pool costs about as much as the work.
-constexpr int64_t kMinElemsPerTask = 16384;
+// Below this many logits per thread (about 0.2 ms of work) a call stays on one thread. Waking a helper costs far
+// less, but on a busy machine a helper is often kept off the CPU for milliseconds mid-piece, and the call then
+// waits for it: only worth risking for calls that take that long anyway.
+constexpr int64_t kMinElemsPerTask = 1 << 17;
 
 // Rows per block: a power of two in [16, 256] (full vectors of either precision, so no row is ever computed in a
 // scalar remainder loop) holding about kBlockElems logits.
@@ -64,10 +66,55 @@ struct Args {
   T* grad;     // backward only
 };
 
-// Per-row statistics of one block, each an array of p.block values.
+// Per-row statistics of one block, each an array of p.block values: the max m and the action's logit xa, and
+// s = sum exp(x - m), t = sum exp(x - m) (x - m) in double.
 template <typename T>
 struct RowStats {
-  T *m, *s, *t, *xa;
+  T *m, *xa;
+  double *s, *t;
+};
+
+// A sum over the actions of each row in a vector, in double whatever T. Float lanes are widened first (the sum and
+// the products e * sh are then exact to double precision); double lanes keep the rounding error of every addition
+// with Knuth's two-sum. Either way the row sums are as good as one rounding whatever A, which is what keeps the
+// kernel's log-probabilities and entropies as accurate as PyTorch's (whose reductions are pairwise).
+template <typename T>
+struct RowSum;
+
+template <>
+struct RowSum<float> {
+  using V = simd::Vec<double>;
+  V lo{}, hi{};
+  INSPO_INLINE void add(simd::Vec<float> x, simd::Vec<float> y) {  // += x * y
+    V x_lo, x_hi, y_lo, y_hi;
+    simd::widen(x, x_lo, x_hi);
+    simd::widen(y, y_lo, y_hi);
+    lo += x_lo * y_lo;
+    hi += x_hi * y_hi;
+  }
+  INSPO_INLINE void add(simd::Vec<float> x) {
+    V x_lo, x_hi;
+    simd::widen(x, x_lo, x_hi);
+    lo += x_lo;
+    hi += x_hi;
+  }
+  INSPO_INLINE void store(double* p) const {
+    simd::store(p, lo);
+    simd::store(p + 4, hi);
+  }
+};
+
+template <>
+struct RowSum<double> {
+  using V = simd::Vec<double>;
+  V sum{}, err{};
+  INSPO_INLINE void add(V x, V y) { add(x * y); }
+  INSPO_INLINE void add(V x) {
+    const V t = sum + x, bp = t - sum;
+    err += (sum - (t - bp)) + (x - bp);
+    sum = t;
+  }
+  INSPO_INLINE void store(double* p) const { simd::store(p, sum + err); }
 };
 
 // Transposes rows [r0, r0 + rows) into xt ([A, R], unavailable entries -inf) and gathers the action's logit into
@@ -123,48 +170,50 @@ INSPO_INLINE void block_sums(int64_t R, int64_t a, T* xt, T* et, const RowStats<
   for (int64_t r = 0; r < R; r += W) {
     V m = simd::load(xt + r);
     for (int64_t k = 1; k < a; ++k) m = simd::max<T>(m, simd::load(xt + k * R + r));
-    V s{}, t{};
+    RowSum<T> s, t;
     for (int64_t k = 0; k < a; ++k) {
       // Shifted logits are <= 0 (-inf where unavailable). Below kExpLo, where exp is 0 anyway, they are clamped:
       // that keeps e * sh = 0 * sh finite, so unavailable entries drop out of every sum and gradient.
       const V raw = simd::load(xt + k * R + r) - m;
       const V sh = simd::max<T>(raw, simd::splat(kLow));
       const V e = raw < kLow ? V{} : simd::exp_nonpositive<T>(sh);
-      s += e;
-      t += e * sh;
+      s.add(e);
+      t.add(e, sh);
       if constexpr (kKeep) {
         simd::store(xt + k * R + r, sh);
         simd::store(et + k * R + r, e);
       }
     }
     simd::store(st.m + r, m);
-    simd::store(st.s + r, s);
-    simd::store(st.t + r, t);
+    s.store(st.s + r);
+    t.store(st.t + r);
   }
 }
 
 template <bool kAvx2, typename T>
 INSPO_INLINE bool forward_blocks(const Args<T>& p, int64_t b0, int64_t b1) {
-  using V = simd::Vec<T>;
+  using DV = simd::Vec<double>;
   constexpr int64_t W = simd::kWidth<T>;
   const int64_t a = p.a, R = p.block;
   // flat gets a vector of padding after the block: the transpose reads its tiles' rows as full vectors.
-  std::vector<T> buf((2 * a + 6) * R + W);
+  std::vector<T> buf((2 * a + 4) * R + W);
+  std::vector<double> sums(2 * R);
   T* xt = buf.data();
-  const RowStats<T> st{xt + a * R, xt + (a + 1) * R, xt + (a + 2) * R, xt + (a + 3) * R};
-  T* lp = xt + (a + 4) * R;
-  T* en = xt + (a + 5) * R;
-  T* flat = xt + (a + 6) * R;
+  const RowStats<T> st{xt + a * R, xt + (a + 1) * R, sums.data(), sums.data() + R};
+  T* lp = xt + (a + 2) * R;
+  T* en = xt + (a + 3) * R;
+  T* flat = xt + (a + 4) * R;
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t r0 = blk * R, rows = std::min(R, p.n_rows - r0);
     if (!load_block<kAvx2>(p, r0, rows, flat, xt, st.xa)) return false;
     prefetch_block(p, r0 + R, R);
     block_sums<T, false>(R, a, xt, nullptr, st);
-    for (int64_t r = 0; r < R; r += W) {
-      const V s = simd::load(st.s + r);
-      const V l = simd::log<T>(s);
-      simd::store(lp + r, (simd::load(st.xa + r) - simd::load(st.m + r)) - l);
-      simd::store(en + r, l - simd::load(st.t + r) / s);
+    // In double too, so that each output is rounded once; (xa - m) is rounded to T as the reference does.
+    for (int64_t r = 0; r < R; r += 4) {
+      const DV s = simd::load(st.s + r);
+      const DV l = simd::log<double>(s);
+      simd::store_as(lp + r, simd::to_double(simd::load4(st.xa + r) - simd::load4(st.m + r)) - l);
+      simd::store_as(en + r, l - simd::load(st.t + r) / s);
     }
     std::copy(lp, lp + rows, p.logp + r0);
     std::copy(en, en + rows, p.entropy + r0);
@@ -180,12 +229,15 @@ INSPO_INLINE bool backward_blocks(const Args<T>& p, int64_t b0, int64_t b1) {
   using V = simd::Vec<T>;
   constexpr int64_t W = simd::kWidth<T>;
   const int64_t a = p.a, R = p.block;
-  std::vector<T> buf((3 * a + 6) * R + W);
+  std::vector<T> buf((3 * a + 8) * R + W);
+  std::vector<double> sums(2 * R);
   T* xt = buf.data();
   T* et = xt + a * R;
-  const RowStats<T> st{et + a * R, et + (a + 1) * R, et + (a + 2) * R, et + (a + 3) * R};
-  T* gl = et + (a + 4) * R;
-  T* gh = et + (a + 5) * R;
+  const RowStats<T> st{et + a * R, et + (a + 1) * R, sums.data(), sums.data() + R};
+  T* gl = et + (a + 2) * R;
+  T* gh = et + (a + 3) * R;
+  T* inv = et + (a + 4) * R;
+  T* shift = et + (a + 5) * R;
   T* flat = et + (a + 6) * R;
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t r0 = blk * R, rows = std::min(R, p.n_rows - r0);
@@ -196,14 +248,16 @@ INSPO_INLINE bool backward_blocks(const Args<T>& p, int64_t b0, int64_t b1) {
     std::copy(p.g_ent + r0, p.g_ent + r0 + rows, gh);
     std::fill(gl + rows, gl + R, T(0));
     std::fill(gh + rows, gh + R, T(0));
+    for (int64_t r = 0; r < R; ++r) {
+      inv[r] = T(1 / st.s[r]);
+      shift[r] = T(-st.t[r] / st.s[r]);
+    }
     for (int64_t r = 0; r < R; r += W) {
-      const V s = simd::load(st.s + r);
-      const V inv = T(1) / s;
-      const V shift = -(simd::load(st.t + r) / s);
-      const V g1 = simd::load(gl + r), g2 = simd::load(gh + r);
+      const V g1 = simd::load(gl + r), g2 = simd::load(gh + r), shift_r = simd::load(shift + r);
+      const V inv_r = simd::load(inv + r);
       for (int64_t k = 0; k < a; ++k) {
-        const V pk = simd::load(et + k * R + r) * inv;
-        simd::store(et + k * R + r, -pk * (g1 + g2 * (simd::load(xt + k * R + r) + shift)));
+        const V pk = simd::load(et + k * R + r) * inv_r;
+        simd::store(et + k * R + r, -pk * (g1 + g2 * (simd::load(xt + k * R + r) + shift_r)));
       }
     }
     // Back to rows, in flat. A tile past the last action reads the arrays after et and writes past the row's

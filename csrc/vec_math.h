@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <thread>
 #include <type_traits>
 
 #if defined(__linux__)
@@ -29,9 +31,6 @@
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#endif
-#if __has_include(<torch/csrc/stable/c/shim.h>)
-#include <torch/csrc/stable/c/shim.h>
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -105,6 +104,45 @@ INSPO_INLINE Vec<T> load(const T* p) {
 template <typename T>
 INSPO_INLINE void store(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// Four values of either precision as four doubles, and back: the row-wise epilogues run in double.
+using Vec4f = float __attribute__((vector_size(16)));
+
+INSPO_INLINE Vec<double> load4(const double* p) {
+  return load(p);
+}
+
+INSPO_INLINE Vec4f load4(const float* p) {
+  Vec4f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+INSPO_INLINE Vec<double> to_double(Vec<double> v) {
+  return v;
+}
+
+INSPO_INLINE Vec<double> to_double(Vec4f v) {
+  return __builtin_convertvector(v, Vec<double>);
+}
+
+INSPO_INLINE void store_as(double* p, Vec<double> v) {
+  store(p, v);
+}
+
+INSPO_INLINE void store_as(float* p, Vec<double> v) {
+  const Vec4f f = __builtin_convertvector(v, Vec4f);
+  std::memcpy(p, &f, sizeof f);
+}
+
+// A float vector widened to double, as its low and high four lanes. (Converting all eight lanes at once is what
+// GCC turns into two vcvtps2pd; converting a four-lane half goes through 128-bit pieces.)
+INSPO_INLINE void widen(Vec<float> v, Vec<double>& lo, Vec<double>& hi) {
+  typedef double V8d __attribute__((vector_size(64)));
+  const V8d d = __builtin_convertvector(v, V8d);
+  std::memcpy(&lo, &d, sizeof lo);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&d) + sizeof lo, sizeof hi);
 }
 
 // The first n < kWidth lanes; the others are zero.
@@ -352,33 +390,46 @@ INSPO_INLINE Vec<T> log(Vec<T> x) {
 
 }  // namespace simd
 
-// f(b, e) over pieces [b, e) covering [begin, end), on torch's intra-op threads. Pieces have at least `grain`
-// indices and threads take them from a shared counter, about 8 per thread: on a shared machine the OS often
-// preempts one of the threads, and with static halves the whole call would wait for it.
+// f(b, e) over pieces [b, e) of at least `grain` indices covering [begin, end), on up to at::get_num_threads()
+// threads: the caller and helper tasks on torch's inter-op pool (at::launch) take pieces, about 8 per thread, from
+// a shared counter. The caller never waits for a helper that has not started: on a shared machine the OS often
+// keeps one of them off the CPU for a scheduler tick or more, and an OpenMP region (at::parallel_for) would have
+// to wait for it to join; here the caller does its pieces instead and only waits for pieces in progress.
 //
-// (at::parallel_for itself would not do: with ATen's OpenMP backend it is an inline `#pragma omp parallel`, and
-// compiled into this extension, built without -fopenmp, it silently runs on one thread. torch_parallel_for,
-// PyTorch >= 2.10, runs it from inside libtorch; older versions get the one-thread fallback.)
+// (at::parallel_for also has a second problem here: with ATen's OpenMP backend it is an inline
+// `#pragma omp parallel`, which in this extension, built without -fopenmp, silently runs on one thread.)
 template <typename F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
-  const int64_t n = end - begin, threads = at::get_num_threads();
-  if (n <= grain || threads == 1 || at::in_parallel_region()) {
+  const int64_t n = end - begin;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / std::max<int64_t>(grain, 1));
+  if (threads <= 1 || at::in_parallel_region()) {
     if (n > 0) f(begin, end);
     return;
   }
-  const int64_t piece = std::max(grain, n / (8 * threads));
-  std::atomic<int64_t> next{begin};
-  auto worker = [&](int64_t, int64_t) {
-    for (int64_t b = next.fetch_add(piece); b < end; b = next.fetch_add(piece)) f(b, std::min(b + piece, end));
+  struct Shared {
+    std::atomic<int64_t> next, busy{0};
+    int64_t end, piece;
+    const F* f;
   };
-#if defined(TORCH_VERSION_2_10_0) && TORCH_FEATURE_VERSION >= TORCH_VERSION_2_10_0
-  using W = decltype(worker);
-  const auto call = [](int64_t b, int64_t e, void* ctx) { (*static_cast<const W*>(ctx))(b, e); };
-  const AOTITorchError err = torch_parallel_for(0, threads, 1, call, &worker);
-  TORCH_CHECK(err == AOTI_TORCH_SUCCESS, "torch_parallel_for failed with error ", err);
-#else
-  at::parallel_for(0, threads, 1, worker);
-#endif
+  // Shared outlives this call if a helper starts late; it then only finds the counter exhausted. `busy` rises
+  // before a helper takes a piece, so once the counter is exhausted the caller need only wait for busy == 0.
+  const auto state = std::make_shared<Shared>();
+  state->next = begin;
+  state->end = end;
+  state->piece = std::max(grain, n / (8 * threads));
+  state->f = &f;
+  const auto take = [](Shared& s, bool helper) {
+    for (;;) {
+      if (helper) ++s.busy;
+      const int64_t b = s.next.fetch_add(s.piece);
+      if (b < s.end) (*s.f)(b, std::min(b + s.piece, s.end));
+      if (helper) --s.busy;
+      if (b >= s.end) return;
+    }
+  };
+  for (int64_t i = 1; i < threads; ++i) at::launch([state, take] { take(*state, true); });
+  take(*state, false);
+  while (state->busy.load() > 0) std::this_thread::yield();
 }
 
 // at::empty for an output that the kernel then writes in full. Above a few MiB glibc maps fresh pages on every

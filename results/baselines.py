@@ -121,17 +121,24 @@ NOTES = """## What the numbers say
   decomposition; all three baselines stay at the dominant sub-optimal equilibrium (C, C) = 5 (MA-ICQ and OMIGA a bit
   below, their soft policies at alpha = 1 keep mass on the other actions), where InSPO with its entropy term
   (beta = 1) reaches (A, A) = 10.
-- **Bridge** (sequential, two agents must take turns on a one-lane bridge): see the table; the optimum for 20 steps
-  is -1.2355.
+- **Bridge** (the agents must take turns on a one-lane bridge; optimum -1.2355 in 20 steps): InSPO -1.63, OMIGA
+  -2.62 (its in-sample soft maximum improves over the mixed data for several steps), MA-ICQ -5.94 (its critic
+  temperature 1000 makes the critic nearly SARSA on the behaviour, so it takes roughly one improvement step over
+  the behaviour; its best evaluation, -4.8, comes early), CFCQL -3.88 with a large spread over seeds (-1.24, -4.40,
+  -6.01: one seed learns the optimal crossing, another's greedy policy stands still for the whole episode, which
+  scores exactly -6.008). BC is the product of the per-agent behaviour-cloned marginals. The "behaviour return" line
+  is the data's own mean episode return, over the data's 50-step episodes (-9.46), so it is not on the same scale
+  as the 20-step evaluations.
 
 ## Setup and deviations
 
-One trainer (`inspo.train`) for all methods: the same dataset loading, behaviour-cloning stage (its policy is the
-BC row and the starting point of the MA-ICQ/OMIGA actors; CFCQL uses it for its agent weights), 2x64 MLPs, batch 256,
-Adam (3e-4 actors, 1e-3 critics), Polyak rate 0.005 for every target network, and the same evaluation. Matrix data:
+One trainer (`inspo.train`) for all methods: the same dataset loading, behaviour-cloning stage (500 steps on the
+matrix games, 2000 on Bridge; its policy is the BC row, the starting point of the InSPO/MA-ICQ/OMIGA actors, and
+CFCQL's reference for its agent weights), 2x64 MLPs, batch 256, Adam (3e-4 actors, 1e-3 critics), Polyak rate
+0.005 for every target network, and the same evaluation. Matrix data:
 5000 one-step episodes generated with seed 0 (`inspo.data.generate_matrix`), gamma = 0; Bridge: the shipped
 `data/bridge_mix` (1000 AlberDICE episodes), gamma = 0.99. Baseline-specific settings are the `TrainConfig`
-defaults: MA-ICQ critic temperature 1000 (the paper's), CFCQL penalty weight `cql_alpha = 1`, agent-weight
+defaults: MA-ICQ critic temperature 1000 (the authors' code), CFCQL penalty weight `cql_alpha = 1`, agent-weight
 temperature 5, policy temperature 1e-3 (near-greedy). Deviations from each paper are listed in the docstring of
 `python/inspo/algos/{icq,omiga,cfcql}.py`; the main ones are one-step TD on transitions instead of TD(lambda) over
 episodes, MLPs on observations instead of RNNs, Polyak targets instead of periodic hard copies, no gradient clipping.

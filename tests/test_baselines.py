@@ -44,6 +44,16 @@ SMALL = {"bc_steps": 100, "batch_size": 128, "hidden": 32}
 MATRIX = {**SMALL, "gamma": 0.0, "eval_every": 1, "lr_policy": 1e-3}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Like ``inspo.train`` (``TrainConfig.threads = 1``): the learners driven directly here use small networks, and
+    several intra-op threads on a busy machine cost far more in synchronisation than they gain."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("baselines")
@@ -96,7 +106,7 @@ def test_xor_uniform_monotonic_decomposition_ends_at_aa(data_dir: Path, tmp_path
 def test_bridge_trains_and_loss_decreases(algo: str) -> None:
     if not BRIDGE.is_dir():
         pytest.skip(f"shipped Bridge dataset not found at {BRIDGE}")
-    cfg = TrainConfig(dataset=str(BRIDGE), algo=algo, iters=300, eval_every=10, eval_episodes=2,
+    cfg = TrainConfig(dataset=str(BRIDGE), algo=algo, iters=200, eval_every=10, eval_episodes=2,
                       eval_episode_limit=5, **SMALL)
     result = inspo.train(cfg)
     _assert_loss_decreases(result, LOSS[algo])
@@ -118,8 +128,8 @@ def _batches(n: int, seed: int) -> tuple[list[Batch], AgentPolicies, int]:
     return out, mu, data["state"].shape[-1]
 
 
-def _make(algo: str, mu: AgentPolicies, state_dim: int, seed: int):
-    cfg = TrainConfig(dataset="unused", algo=algo, hidden=16, gamma=0.9, dtype="float64")
+def _make(algo: str, mu: AgentPolicies, state_dim: int, seed: int, backend: str = "fused"):
+    cfg = TrainConfig(dataset="unused", algo=algo, hidden=16, gamma=0.9, dtype="float64", backend=backend)
     torch.manual_seed(seed)
     learner = LEARNERS[algo](cfg, mu, state_dim, torch.device("cpu"), torch.Generator().manual_seed(seed))
     for module in vars(learner).values():
@@ -159,6 +169,21 @@ def test_state_dict_round_trip_reproduces_the_next_update(algo: str) -> None:
         assert torch.equal(a, b)
     for a, b in zip(first.pi.state_dict().values(), second.pi.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("algo", BASELINES)
+def test_fused_and_pytorch_backends_agree(algo: str) -> None:
+    batches, mu, state_dim = _batches(5, seed=0)
+    runs = {}
+    for backend in ("fused", "torch"):
+        learner = _make(algo, mu, state_dim, seed=3, backend=backend)
+        stats = [learner.update(b) for b in batches]
+        runs[backend] = (stats, learner.state_dict())
+    for fused, ref in zip(runs["fused"][0], runs["torch"][0], strict=True):
+        for key in fused:
+            torch.testing.assert_close(fused[key], ref[key], rtol=1e-12, atol=1e-12, msg=key)
+    for a, b in zip(_flat(runs["fused"][1]), _flat(runs["torch"][1]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("algo", BASELINES)

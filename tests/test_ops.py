@@ -2,10 +2,10 @@
 PyTorch's op tooling (opcheck, gradcheck, torch.compile).
 
 Accuracy rule: on every output (and gradient), the kernel's error against the oracle is at most twice the error of
-the same-precision PyTorch reference, plus a floor of FLOOR_ULPS units of roundoff that only matters when the
-reference happens to be (nearly) exact. The oracle is numpy in long double (x87 extended: 11 bits more than
-float64), written from the definitions in SPEC 5.1 / 5.2, so it also judges float64 results. Errors are measured
-as max |x - truth| / (1 + |truth|): relative for large values, absolute for small ones.
+the same-precision PyTorch reference, except where both errors are below one unit of roundoff (see FLOOR_ULPS).
+The oracle is numpy in long double (x87 extended: 11 bits more than float64), written from the definitions in
+SPEC 5.1 / 5.2, so it also judges float64 results. Errors are measured as max |x - truth| / (1 + |truth|):
+relative for large values, absolute for small ones.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import inspo.ops as ops
 import inspo.reference as ref
 
 DTYPES = [torch.float32, torch.float64]
-# Each path rounds its outputs at least once (and the kernels' exp/log are within ~1 ulp), so when the
-# reference's error is exactly 0 (one row, a dead agent, a degenerate distribution) 2x of it would demand bit
-# equality; two units of roundoff on the error scale absorb that and nothing larger.
-FLOOR_ULPS = 2
+# Where the reference's error is below one unit of roundoff (a single value, an exactly representable result),
+# twice it bounds nothing meaningful: a correctly rounded result may be half an ulp off, and 2 x 0 would demand
+# bit equality. There, and only there, the kernel is held to one unit of roundoff instead.
+FLOOR_ULPS = 1
 EXTENDED = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
 
 
@@ -48,7 +48,7 @@ def assert_rule(name: str, kernel: torch.Tensor, reference: torch.Tensor, truth:
     assert torch.isfinite(kernel).all(), f"{name}: kernel output is not finite"
     ek, er = _err(kernel, truth), _err(reference, truth)
     floor = FLOOR_ULPS * torch.finfo(kernel.dtype).eps
-    assert ek <= 2 * er + floor, f"{name}: kernel error {ek:.3g} > 2 x reference error {er:.3g} + {floor:.2g}"
+    assert ek <= 2 * er or max(ek, er) <= floor, f"{name}: kernel error {ek:.3g} > 2 x reference error {er:.3g}"
 
 
 # --------------------------------------------------------------------------------------------------- oracles
@@ -259,8 +259,9 @@ def test_softmax_garbage_never_leaks(fn, dtype):
 
 
 def test_softmax_bitwise_independent_of_threads_and_position():
-    logits, avail, actions = softmax_inputs((2000, 3), 7, torch.float32)
-    g = torch.randn(2000, 3)
+    # Large enough for the kernel to split the rows between two threads.
+    logits, avail, actions = softmax_inputs((20000, 3), 7, torch.float32)
+    g = torch.randn(20000, 3)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -276,7 +277,7 @@ def test_softmax_bitwise_independent_of_threads_and_position():
 
 
 def test_weights_bitwise_independent_of_threads_and_position():
-    q, v, lpi, lmu, mask = weights_inputs(4, 20000, True, True, True, torch.float32)
+    q, v, lpi, lmu, mask = weights_inputs(4, 100000, True, True, True, torch.float32)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -34,8 +34,11 @@ import torch
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, DatasetError, generate_matrix, import_pymarl, load_dataset, save_dataset
 from inspo.envs.bridge import bridge_optimum
+from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF, solve
+from inspo.training import train
 
-__all__ = ["BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "MatrixCase", "add_parser", "reproduce_bridge", "reproduce_matrix"]
+__all__ = ["BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "MatrixCase", "add_parser", "reproduce_bridge",
+           "reproduce_matrix"]
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,12 @@ BRIDGE_EVAL_LIMIT = 20
 TABULAR_ITERS = 200
 """Iterations of the exact solver, as in SPEC section 3."""
 
+_PAYOFFS = {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}
+
 
 # -- running many training runs -----------------------------------------------------------------------------------
 def _train_one(config: dict[str, Any]) -> dict[str, Any]:
     """Train one config (in a worker process or inline) and keep what the tables need."""
-    from inspo.training import train
-
     result = train(TrainConfig.from_dict(config))
     return {"final": result.final_return, "best": result.best_return, "behaviour": result.behaviour_return,
             "updates_per_second": result.updates_per_second, "wall_time": result.wall_time}
@@ -184,12 +187,6 @@ def _publish(out: Path, suite: str, markdown: str, record: dict[str, Any]) -> No
 
 
 # -- matrix games -------------------------------------------------------------------------------------------------
-def _payoff(game: str) -> np.ndarray:
-    from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF
-
-    return {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}[game]
-
-
 def _cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
     """``path`` if it holds a valid dataset, else ``build()`` saved there (a corrupt cache is rebuilt)."""
     try:
@@ -210,8 +207,6 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
         jobs: neural runs in parallel (worker processes).
         command: the command line recorded in the table's header.
     """
-    from inspo.tabular import solve
-
     started = time.perf_counter()
     cache = out / "cache"
     configs, keys = [], []
@@ -236,7 +231,7 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
         weights = np.asarray(MATRIX_PRESETS[case.preset][1], dtype=np.float64)
         tabular = None
         if case.use_rho:  # the exact solver has no rho-disabled variant
-            tabular = _stats([solve(_payoff(case.game), weights, case.alpha, case.beta, TABULAR_ITERS,
+            tabular = _stats([solve(_PAYOFFS[case.game], weights, case.alpha, case.beta, TABULAR_ITERS,
                                     case.order, seed)[1] for seed in seeds])
         rows.append({**asdict(case), "config": configs[c * len(seeds)], "tabular": tabular,
                      "neural_final": _stats([r["final"] for r in runs]),

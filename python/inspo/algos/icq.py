@@ -76,7 +76,7 @@ class ICQ:
             # exp(Q/alpha_Q) / Z with Z the batch mean: a softmax over the rows that have a next data action.
             logits = (qtot_next / cfg.icq_critic_temp).masked_fill(~b.has_next, -torch.inf)
             ic_weight = torch.softmax(logits, dim=0) * b.has_next.sum()
-            bootstrap = torch.where(b.has_next, ic_weight * qtot_next, 0.0)
+            bootstrap = torch.where(b.has_next, ic_weight * qtot_next, 0.0)  # (no such row: NaN softmax, unused)
             target = b.reward + cfg.gamma * (1.0 - b.terminated) * bootstrap
             # Truncated rows have neither a next data action nor a terminal target.
             rows = (b.has_next | (b.terminated > 0)).to(target.dtype)
