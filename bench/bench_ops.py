@@ -1,4 +1,4 @@
-"""Benchmark of the fused CPU kernels against their references (SPEC section 5).
+"""Benchmark of the fused kernels (CPU, or CUDA with ``--device cuda``) against their references (SPEC section 5).
 
 For each op and shape it times our kernel, the eager reference (:mod:`inspo.reference`), ``torch.compile`` of the
 reference, and ``clone()`` of the same inputs, the practical memory-bandwidth limit. Times are medians of repeats
@@ -57,23 +57,29 @@ def parse_args(argv=None):
                    help="time only the kernel and clone() on softmax shapes with more logits than this (the "
                         "references take seconds per call there)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tag", default=None, help="output file stem (default: cpu_<quick|full>)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda; on cuda every timed call is followed by a "
+                                                   "synchronisation")
+    p.add_argument("--tag", default=None, help="output file stem (default: <device>_<quick|full>)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
         args.B, args.N, args.A, args.repeats = [1 << 16], [2, 8, 27], [16], min(args.repeats, 5)
-    args.tag = args.tag or ("cpu_quick" if args.quick else "cpu_full")
+    args.device = torch.device(args.device)
+    args.tag = args.tag or f"{args.device.type}_{'quick' if args.quick else 'full'}"
     return args
 
 
-def timeit(fns: dict, repeats: int, budget: float) -> dict:
+def timeit(fns: dict, repeats: int, budget: float, sync=lambda: None) -> dict:
     """Median seconds per call of each fn() in fns. After warm-up, the repeats take turns round-robin, so that the
-    load of a shared machine hits every implementation alike; a repeat is a batch of calls lasting >= 2 ms."""
+    load of a shared machine hits every implementation alike; a repeat is a batch of calls lasting >= 2 ms, ended by
+    ``sync()`` (the device's queue drained, so that asynchronous launches are timed by their work)."""
     inner, once = {}, {}
     for name, fn in fns.items():
         fn()  # warm-up; torch.compile compiles here
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         once[name] = max(time.perf_counter() - t, 1e-7)
         inner[name] = max(1, math.ceil(2e-3 / once[name]))
     per_round = sum(once[k] * inner[k] for k in fns)
@@ -84,6 +90,7 @@ def timeit(fns: dict, repeats: int, budget: float) -> dict:
             t = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
+            sync()
             samples[name].append((time.perf_counter() - t) / inner[name])
     return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": n,
                 "calls_per_repeat": inner[k]} for k, v in samples.items()}
@@ -96,13 +103,14 @@ def compiled(fn):
     return torch.compile(fn)
 
 
-def weights_case(B: int, N: int, agent: int, dtype: torch.dtype):
+def weights_case(B: int, N: int, agent: int, dtype: torch.dtype, device: torch.device):
     g = torch.Generator().manual_seed(0)
     lpi = torch.randn(N, B, generator=g, dtype=dtype) - 1.5
     lmu = torch.randn(N, B, generator=g, dtype=dtype) - 1.5
     q = torch.randn(N, B, generator=g, dtype=dtype)
     v = torch.randn(N, B, generator=g, dtype=dtype)
     mask = torch.rand(N, B, generator=g) < 0.9
+    q, v, lpi, lmu, mask = (t.to(device) for t in (q, v, lpi, lmu, mask))
     args = (q, v, lpi, lmu, mask, agent, 1.0, 0.1, 10.0, 5.0)
     esize = lpi.element_size()
     rows_out = N if agent == -1 else 1
@@ -117,7 +125,7 @@ def weights_case(B: int, N: int, agent: int, dtype: torch.dtype):
     return fns, args, eff_bytes, sum(t.numel() * t.element_size() for t in inputs)
 
 
-def softmax_case(B: int, N: int, A: int, dtype: torch.dtype, mode: str):
+def softmax_case(B: int, N: int, A: int, dtype: torch.dtype, mode: str, device: torch.device):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(B, N, A, generator=g, dtype=dtype) * 2
     avail = torch.rand(B, N, A, generator=g) < 0.8
@@ -125,6 +133,7 @@ def softmax_case(B: int, N: int, A: int, dtype: torch.dtype, mode: str):
     avail.scatter_(-1, actions[..., None], True)
     g_logp = torch.randn(B, N, generator=g, dtype=dtype)
     g_ent = torch.randn(B, N, generator=g, dtype=dtype)
+    logits, avail, actions, g_logp, g_ent = (t.to(device) for t in (logits, avail, actions, g_logp, g_ent))
     esize = logits.element_size()
     rows = B * N
     fwd_bytes = rows * A * (esize + 1) + rows * 8 + 2 * rows * esize
@@ -153,7 +162,7 @@ def softmax_case(B: int, N: int, A: int, dtype: torch.dtype, mode: str):
     return fns, run, eff_bytes, sum(t.numel() * t.element_size() for t in inputs)
 
 
-def machine_info() -> dict:
+def machine_info(device: torch.device) -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -164,7 +173,8 @@ def machine_info() -> dict:
         "cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "loadavg_start": os.getloadavg(),
+        "loadavg_start": os.getloadavg(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 
 
@@ -194,8 +204,8 @@ def fmt_x(t: dict, impl: str) -> str:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        f"# inspo CPU kernels vs references ({report['tag']})", "",
-        f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}; "
+        f"# inspo kernels vs references on {m['device']} ({report['tag']})", "",
+        (f"{m['gpu']}; host " if m.get("gpu") else "") + f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}; "
         f"{report['started']} ({report['wall_s']:.0f} s). Load average at start {m['loadavg_start']}, at end "
         f"{m['loadavg_end']}: the machine is shared, so single numbers can be off by 20% or more.", "",
         "Median ms per call. `vs eager` / `vs compile`: their time divided by the kernel's, from medians and (in "
@@ -241,13 +251,15 @@ def main(argv=None) -> int:
     torch._dynamo.config.cache_size_limit = 64
     started = time.time()
     report = {"tag": args.tag, "started": datetime.datetime.now().isoformat(timespec="seconds"),
-              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": machine_info(), "results": [], "skipped": [], "kernel_only": []}
+              "args": {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()},
+              "machine": machine_info(args.device), "results": [], "skipped": [], "kernel_only": []}
+
+    sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else (lambda: None)
 
     def measure(label, fns, make_compiled, refs=True):
         chosen = {impl: fns[impl] if impl in fns else make_compiled() for impl in args.impls
                   if refs or impl not in ("eager", "compile")}
-        times = timeit(chosen, args.repeats, args.budget * len(chosen))
+        times = timeit(chosen, args.repeats, args.budget * len(chosen), sync)
         print(f"  {label:<44} " + "  ".join(f"{k} {v['median_s'] * 1e3:.3f}" for k, v in times.items()) + " ms",
               flush=True)
         return times
@@ -259,7 +271,7 @@ def main(argv=None) -> int:
                 for N in args.N:
                     for agent_kind in args.agents:
                         agent = 0 if agent_kind == "single" else -1
-                        fns, wargs, eff, clone_bytes = weights_case(B, N, agent, dtype)
+                        fns, wargs, eff, clone_bytes = weights_case(B, N, agent, dtype, args.device)
 
                         def make():
                             f = compiled(ref.advantage_weights)
@@ -279,7 +291,7 @@ def main(argv=None) -> int:
                             if B * N * A > args.max_elems:
                                 report["skipped"].append(f"{dtype_name} {mode} B={B} N={N} A={A}")
                                 continue
-                            fns, run, eff, clone_bytes = softmax_case(B, N, A, dtype, mode)
+                            fns, run, eff, clone_bytes = softmax_case(B, N, A, dtype, mode, args.device)
                             refs = B * N * A <= args.max_elems_ref
                             if not refs:
                                 report["kernel_only"].append(f"{dtype_name} {mode} B={B} N={N} A={A}")
