@@ -41,11 +41,15 @@ def _state_dicts_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 # all-agents ratio call of the simultaneous ablation with rho multiplied into the weights.
 @pytest.mark.parametrize("variant", [{}, {"order": "simultaneous", "weighting": "weighted"}],
                          ids=["sequential-resample", "simultaneous-weighted"])
-def test_fused_backend_matches_pytorch_reference(mne_two_rounds: str, tmp_path: Path, variant: dict) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_fused_backend_matches_pytorch_reference(mne_two_rounds: str, tmp_path: Path, variant: dict,
+                                                 device: str) -> None:
+    if device == "cuda" and not (torch.cuda.is_available() and inspo.built_with_cuda()):
+        pytest.skip("needs a CUDA device and inspo built with its CUDA kernels")
     results, policies = {}, {}
     for backend in ("fused", "torch"):
         cfg = TrainConfig(dataset=mne_two_rounds, backend=backend, dtype="float64", gamma=0.9, alpha=1.0, beta=0.5,
-                          seed=7, out=str(tmp_path / backend), **SMALL, **variant)
+                          seed=7, device=device, out=str(tmp_path / backend), **SMALL, **variant)
         results[backend] = inspo.train(cfg)
         policies[backend] = load_policy(results[backend].checkpoint)[0].state_dict()
     fused, ref = results["fused"], results["torch"]

@@ -138,7 +138,7 @@ class InSPO:
 
     def order(self) -> Tensor:
         if self.cfg.order == "random":
-            return torch.randperm(self.n_agents, generator=self.gen)
+            return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device)
         return torch.arange(self.n_agents)
 
     def policy_pass(self, b: Batch, qbar: Tensor) -> dict[str, Tensor]:
