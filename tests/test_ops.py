@@ -10,11 +10,13 @@ relative for large values, absolute for small ones.
 from __future__ import annotations
 
 import re
+import types
 
 import numpy as np
 import pytest
 import torch
 
+import inspo
 import inspo.ops as ops
 import inspo.reference as ref
 
@@ -453,3 +455,10 @@ def test_weights_device_mismatch():
         op.redispatch(cpu, q, v, lpi, lmu, mask.to("meta"), 0, *W_SCALARS)
     with pytest.raises(ValueError, match="q is on meta but logp_pi is on cpu"):
         ref.advantage_weights(q.to("meta"), v, lpi, lmu, mask, 0, *W_SCALARS)
+
+
+def test_cuda_tensor_on_a_cpu_only_build_names_the_rebuild() -> None:
+    if inspo.built_with_cuda():
+        pytest.skip("this build has its CUDA kernels")
+    with pytest.raises(RuntimeError, match="built without its CUDA kernels.*INSPO_CUDA=ON"):
+        ops._check_cuda_build(types.SimpleNamespace(is_cuda=True))

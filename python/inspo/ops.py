@@ -13,9 +13,13 @@ from inspo._extension import built_with_cuda  # importing it loads the library t
 __all__ = ["advantage_weights", "masked_softmax_stats"]
 
 
+# A constant, read once: torch.compile cannot trace a call into the pybind11 module.
+_BUILT_WITH_CUDA = built_with_cuda()
+
+
 def _check_cuda_build(t: Tensor) -> None:
     # Without this the dispatcher's "could not run ... with arguments from the 'CUDA' backend" is all one sees.
-    if t.is_cuda and not built_with_cuda():
+    if t.is_cuda and not _BUILT_WITH_CUDA:
         raise RuntimeError("inspo was built without its CUDA kernels but got a CUDA tensor; rebuild with a CUDA "
                            "torch and nvcc: INSPO_CUDA=ON pip install --no-build-isolation --force-reinstall .")
 
