@@ -5,6 +5,7 @@
 #
 #     bash .ci/gpu_check.sh OUTDIR [CUDA_ARCHITECTURES]      # e.g. bash .ci/gpu_check.sh gpu_out 90
 #
+# SKIP_BENCH=1 leaves out the benchmarks (about half of the run).
 # Every step runs even when an earlier one fails (a failed test should not cost the benchmark numbers); the exit
 # status is non-zero when any step failed. Logs, benchmark JSON and markdown land in OUTDIR.
 set -u
@@ -36,9 +37,9 @@ for backend in fused torch; do
         --out "/tmp/inspo-train-$backend"
     cp "/tmp/inspo-train-$backend/metrics.json" "$out/train_$backend.json" 2>/dev/null
 done
-step bench_grid 150 python3 bench/bench_ops.py --device cuda --impls kernel eager clone --budget 0.2 \
+[ "${SKIP_BENCH:-0}" = 1 ] || step bench_grid 150 python3 bench/bench_ops.py --device cuda --impls kernel eager clone --budget 0.2 \
     --tag cuda_grid --out "$out"
-step bench_compile 150 python3 bench/bench_ops.py --device cuda --B 1048576 --N 2 8 27 --A 16 --budget 0.3 \
+[ "${SKIP_BENCH:-0}" = 1 ] || step bench_compile 150 python3 bench/bench_ops.py --device cuda --B 1048576 --N 2 8 27 --A 16 --budget 0.3 \
     --tag cuda_compile --out "$out"
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]}"; exit 1; fi
 echo "all GPU checks passed"
