@@ -12,6 +12,10 @@ set -u
 out=$(realpath -m "${1:-gpu_out}")
 arch=${2:-90}
 mkdir -p "$out"
+# The system compiler when there is one. On the lent GPU machines the default g++ (/opt/gcc/bin/g++, a wrapper)
+# gave a module that segfaulted whenever an error message formatted an integer (a second libstdc++ in the process,
+# as far as we could tell); /usr/bin/g++, the same GCC 13.3, gave one that passed every test.
+if [ -x /usr/bin/g++ ]; then export CXX=${CXX:-/usr/bin/g++} CUDAHOSTCXX=${CUDAHOSTCXX:-/usr/bin/g++}; fi
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 failed=()
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to OUTDIR/NAME.log, remember a failure
