@@ -413,12 +413,14 @@ def test_softmax_device_mismatch():
         ref.masked_softmax_stats(logits, avail.to("meta"), actions)
 
 
-@pytest.mark.xfail(strict=True, reason="the fake (meta) kernels in inspo/ops.py do not compare devices, and a "
-                                       "meta tensor sends the whole call to them")
 def test_public_ops_reject_meta_mixed_with_cpu():
+    # A meta tensor sends the whole call to the fake kernels, which must repeat the device check.
     logits, avail, actions = softmax_inputs((4, 3), 5, torch.float32, garbage=False)
-    with pytest.raises(ValueError, match="is on"):
+    with pytest.raises(ValueError, match="avail is on meta but logits is on cpu"):
         ops.masked_softmax_stats(logits, avail.to("meta"), actions)
+    q, v, lpi, lmu, mask = weights_inputs(3, 6, True, False, True, torch.float32)
+    with pytest.raises(ValueError, match="mask is on meta but logp_pi is on cpu"):
+        ops.advantage_weights(q, v, lpi, lmu, mask.to("meta"), 0, *W_SCALARS)
 
 
 @pytest.mark.parametrize("which", ["kernel", "reference"])

@@ -43,8 +43,16 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
 
 
+def _check_same_device(anchor_name: str, anchor: Tensor, **others: Tensor | None) -> None:
+    # A meta tensor among real ones sends the whole call here, so the fake kernels repeat the C++ device checks.
+    for name, t in others.items():
+        if t is not None and t.device != anchor.device:
+            raise ValueError(f"{name} is on {t.device} but {anchor_name} is on {anchor.device}")
+
+
 @torch.library.register_fake("inspo::advantage_weights")
 def _(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max):
+    _check_same_device("logp_pi", logp_pi, q=q, v=v, logp_mu=logp_mu, mask=mask)
     torch._check(logp_pi.dim() == 2, lambda: f"logp_pi must be [N, B], got shape {tuple(logp_pi.shape)}")
     shape = logp_pi.shape if agent == -1 else logp_pi.shape[1:]
     return logp_pi.new_empty(shape), logp_pi.new_empty(shape)
@@ -52,12 +60,15 @@ def _(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max):
 
 @torch.library.register_fake("inspo::masked_softmax_stats")
 def _(logits, avail, actions):
+    _check_same_device("logits", logits, avail=avail, actions=actions)
     torch._check(logits.dim() >= 1, lambda: "logits must be [..., A]")
     return logits.new_empty(logits.shape[:-1]), logits.new_empty(logits.shape[:-1])
 
 
 @torch.library.register_fake("inspo::masked_softmax_stats_backward")
 def _(grad_logp, grad_entropy, logits, avail, actions):
+    _check_same_device("logits", logits, avail=avail, actions=actions, grad_logp=grad_logp,
+                       grad_entropy=grad_entropy)
     return torch.empty_like(logits)
 
 
