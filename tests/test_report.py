@@ -144,3 +144,24 @@ def test_progress_bar_is_quiet_off_a_terminal() -> None:
     bar.update(2, "half")
     bar.close()
     assert "work [" in tty.getvalue() and "2/4" in tty.getvalue() and tty.getvalue().endswith("\n")
+
+
+def test_grouped_bar_chart_skips_missing_values(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional extra 'plot': pip install 'inspo[plot]'")
+    from inspo.report import BarSeries, grouped_bar_chart
+
+    # A NaN mean (no value for that group) draws no bar; a None reference draws no line; neither is an error.
+    path = tmp_path / "bars.png"
+    series = [BarSeries("x", [1.0, float("nan")], [0.1, 0.0]), BarSeries("y", [-2.0, 0.5], [0.0, 0.2])]
+    grouped_bar_chart(path, "title", ["a", "b"], [("final", series)], [("optimum", [1.5, None])])
+    _check_png(path)
+
+
+def test_missing_matplotlib_is_its_own_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from inspo.report import BarSeries, MatplotlibMissing, grouped_bar_chart
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(MatplotlibMissing, match=r"pip install 'inspo\[plot\]'"):
+        grouped_bar_chart(tmp_path / "bars.png", "title", ["a"], [("final", [BarSeries("x", [1.0], [0.0])])])
+    assert not (tmp_path / "bars.png").exists()

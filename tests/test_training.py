@@ -177,32 +177,3 @@ def test_presets_differ_as_intended() -> None:
     # Overrides win over the preset, and a preset never leaks into the defaults of the next config.
     assert TrainConfig.preset("no-rho", dataset="d", use_rho=True).use_rho is True
     assert TrainConfig(dataset="d").use_rho is True
-
-
-def test_cli_reproduce_matrix_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "results"
-    assert main(["reproduce", "matrix", "--seeds", "1", "--iters", "4", "--bc-steps", "2", "--episodes", "50",
-                 "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"matrix.md", "matrix.json", "cache"}  # no temporary files left
-    assert printed == (out / "matrix.md").read_text()
-    assert "inspo reproduce matrix --seeds 1 --iters 4" in printed
-    record = json.loads((out / "matrix.json").read_text())
-    assert len(record["rows"]) == printed.count("\n| ") - 1  # one table line per row, after the header
-    for row in record["rows"]:
-        # The exact solver must give the SPEC section 3 numbers whatever the neural budget.
-        if row["spec_j"] is not None:
-            assert row["tabular"]["mean"] == pytest.approx(row["spec_j"], abs=0.02), row["setting"]
-        assert math.isfinite(row["neural_final"]["mean"]) and row["config"]["iters"] == 4
-
-
-def test_cli_reproduce_bridge_writes_tables(shared_data: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "results"
-    assert main(["reproduce", "bridge", "--data", str(shared_data), "--datasets", "bridge_optimal", "--seeds", "1",
-                 "--iters", "2", "--bc-steps", "2", "--eval-episodes", "2", "--out", str(out)]) == 0
-    assert capsys.readouterr().out == (out / "bridge.md").read_text()
-    rows = json.loads((out / "bridge.json").read_text())["rows"]
-    assert [(r["dataset"], r["method"]) for r in rows] == [("bridge_optimal", "inspo"), ("bridge_optimal", "bc")]
-    assert rows[0]["optimum"] == pytest.approx(-1.2355, abs=1e-4)
-    assert rows[0]["data_return"] == pytest.approx(-1.262, abs=1e-3)

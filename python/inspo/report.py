@@ -9,8 +9,9 @@
   ``params.png`` (the return against each searched parameter), ``incumbent.png`` (the incumbent's learning
   curve) and ``report.md`` with the incumbent, the default and the best trials.
 
-The files go to ``DIR/report/`` unless ``--out`` says otherwise; each is written atomically.
-Needs matplotlib (the optional extra ``plot``).
+The files go to ``DIR/report/`` unless ``--out`` says otherwise; each is written atomically. The figures of
+``inspo reproduce`` (grouped bar charts of its tables) are drawn here too: :func:`plot_matrix`,
+:func:`plot_bridge`, :func:`plot_baselines`. Needs matplotlib (the optional extra ``plot``).
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from inspo.checkpoint import atomic_write
 
-__all__ = ["ProgressBar", "Report", "add_parser", "report", "report_run", "report_tune"]
+__all__ = ["BarSeries", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "grouped_bar_chart",
+           "plot_baselines", "plot_bridge", "plot_matrix", "report", "report_run", "report_tune"]
 
 INSTALL_HINT = "pip install 'inspo[plot]'"
 _DPI = 110
@@ -70,11 +72,15 @@ class Report:
     images: list[str] = field(default_factory=list)
 
 
+class MatplotlibMissing(RuntimeError):
+    """matplotlib (the optional extra ``plot``) is not installed, so no figure can be drawn."""
+
+
 def _figure_class() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise RuntimeError(f"inspo report needs matplotlib to draw its figures: {INSTALL_HINT}") from exc
+        raise MatplotlibMissing(f"inspo report needs matplotlib to draw its figures: {INSTALL_HINT}") from exc
     return Figure
 
 
@@ -418,6 +424,109 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     bar.update(4, "report.md")
     bar.close()
     return Report(markdown=str(out / "report.md"), images=[str(out / name) for _, name in images])
+
+
+# -- the tables of inspo reproduce ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BarSeries:
+    """One bar per group (a method, or the tabular solver): mean and std; a NaN mean draws no bar there."""
+
+    label: str
+    means: Sequence[float]
+    stds: Sequence[float]
+
+
+# (colour, line style) of the reference lines, in the order they are given: the optimum first by convention.
+_REFERENCE_STYLES = (("black", ":"), ("tab:gray", "--"), ("tab:red", "-."))
+
+
+def grouped_bar_chart(path: str | Path, title: str, groups: Sequence[str],
+                      panels: Sequence[tuple[str, Sequence[BarSeries]]],
+                      references: Sequence[tuple[str, Sequence[float | None]]] = (), ylabel: str = "return") -> None:
+    """Write a PNG with one panel per ``(panel title, series)``, stacked: in each group a bar per series with its
+    std as an error bar, and each reference (label, one value per group, None for none) as a horizontal line across
+    its group. Raises :class:`MatplotlibMissing` without matplotlib."""
+    Figure = _figure_class()
+    n_series = max(len(series) for _, series in panels)
+    fig = Figure(figsize=(max(5.0, 0.32 * len(groups) * n_series + 3.0), 3.6 * len(panels)), layout="constrained")
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    width = 0.8 / n_series
+    long_labels = any(len(g) > 14 for g in groups)
+    for p, (panel_title, series) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, p + 1)
+        for k, s in enumerate(series):
+            xs = [g - 0.4 + width * (k + 0.5) for g in range(len(groups))]
+            means = [m if _finite(m) else math.nan for m in s.means]
+            ax.bar(xs, means, width=width * 0.92, yerr=s.stds, capsize=3, color=colours[k % len(colours)],
+                   label=s.label, error_kw={"elinewidth": 1.0})
+        for (label, values), (colour, style) in zip(references, _REFERENCE_STYLES):
+            drawn = False
+            for g, value in enumerate(values):
+                if _finite(value):
+                    ax.hlines(value, g - 0.45, g + 0.45, colors=colour, linestyles=style, linewidth=1.6,
+                              label=None if drawn else label)
+                    drawn = True
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(groups)), groups, rotation=25 if long_labels else 0,
+                      ha="right" if long_labels else "center", fontsize=8 if long_labels else 9)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title)
+    _save_png(fig, Path(path))
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The rows' datasets, in first-seen order."""
+    return list(dict.fromkeys(r["dataset"] for r in rows))
+
+
+def _method_panels(rows: Sequence[dict[str, Any]], seeds: int) -> list[tuple[str, list[BarSeries]]]:
+    """Final and best return per dataset (group) and method (series) of ``inspo reproduce`` rows."""
+    groups = _groups(rows)
+    panels = []
+    for key, what in (("final", "final policy"), ("best", "best evaluation")):
+        series = []
+        for label in dict.fromkeys(r["label"] for r in rows):
+            by_data = {r["dataset"]: r[key] for r in rows if r["label"] == label}
+            stats = [by_data.get(g, {"mean": math.nan, "std": 0.0}) for g in groups]
+            series.append(BarSeries(label, [s["mean"] for s in stats], [s["std"] for s in stats]))
+        panels.append((f"return of the {what}, mean ± std over {seeds} seed{'s' * (seeds > 1)}", series))
+    return panels
+
+
+def _optimum_line(rows: Sequence[dict[str, Any]]) -> tuple[str, list[float | None]]:
+    optimum = {r["dataset"]: r["optimum"] for r in rows}
+    return "optimum", [optimum[g] for g in _groups(rows)]
+
+
+def plot_matrix(record: dict[str, Any], path: str | Path) -> None:
+    """``matrix.png`` of ``inspo reproduce matrix``: tabular and neural J per row, and the SPEC value."""
+    rows = record["rows"]
+    groups = [f"{'XOR' if r['game'] == 'xor' else 'M-NE'} {r['data']}: {r['setting']}" for r in rows]
+    none = {"mean": math.nan, "std": 0.0}  # the rho-disabled row has no tabular value
+    series = [BarSeries(label, [(r[key] or none)["mean"] for r in rows], [(r[key] or none)["std"] for r in rows])
+              for label, key in (("tabular J", "tabular"), ("neural J (final)", "neural_final"))]
+    grouped_bar_chart(path, "Matrix games: exact tabular solver vs neural trainer",
+                      groups, [(f"J, mean ± std over {len(record['seeds'])} seeds", series)],
+                      [("SPEC section 3", [r["spec_j"] for r in rows])], ylabel="J")
+
+
+def plot_bridge(record: dict[str, Any], path: str | Path) -> None:
+    """``bridge.png`` of ``inspo reproduce bridge``: final and best return per dataset and method, and the optimum."""
+    rows = record["rows"]
+    grouped_bar_chart(path, "Bridge: InSPO and behaviour cloning", _groups(rows),
+                      _method_panels(rows, len(record["seeds"])), [_optimum_line(rows)])
+
+
+def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
+    """``baselines_<env>.png`` of ``inspo reproduce baselines``: final and best return per dataset and method."""
+    rows = record["rows"]
+    grouped_bar_chart(path, f"Baselines and InSPO on {record['env_title']}", _groups(rows),
+                      _method_panels(rows, len(record["seeds"])), [_optimum_line(rows)])
 
 
 def report(path: str | Path, out: str | Path | None = None, progress: bool = False) -> Report:

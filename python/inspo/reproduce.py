@@ -1,4 +1,4 @@
-"""``inspo reproduce``: the known-answer tables, written to ``<out>/<suite>.md`` and ``<out>/<suite>.json``.
+"""``inspo reproduce``: the known-answer tables, written to ``<out>/<suite>.md``, ``.json`` and ``.png``.
 
 - ``matrix``: every row of the SPEC section 3 table (plus the rho-disabled ablation), from the exact tabular solver
   (:func:`inspo.tabular.solve`) and from the neural trainer (:func:`inspo.train`) side by side, mean ± std over
@@ -8,9 +8,14 @@
 - ``bridge``: InSPO and behaviour cloning on the public AlberDICE Bridge buffers, imported into a cache under the
   output folder; final and best return over sampled evaluation episodes, next to the data's own return and the
   dynamic-programming optimum.
+- ``baselines --env {xor,mne,bridge,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer on
+  every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
+  the mixed and the optimal AlberDICE buffers), one table per environment, ``<out>/baselines_<env>.md``.
 
 Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
-committed; the tables are.
+committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
+``metrics.json`` of a finished run with the same configuration is read back, not trained again (delete the folder
+to retrain it, e.g. after changing the code).
 """
 from __future__ import annotations
 
@@ -31,14 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from inspo import report
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, DatasetError, generate_matrix, import_pymarl, load_dataset, save_dataset
 from inspo.envs.bridge import bridge_optimum
 from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF, solve
 from inspo.training import train
 
-__all__ = ["BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "MatrixCase", "add_parser", "reproduce_bridge",
-           "reproduce_matrix"]
+__all__ = ["BASELINE_ENVS", "BASELINE_METHODS", "BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "BaselineEnv",
+           "MatrixCase", "add_parser", "reproduce_baselines", "reproduce_bridge", "reproduce_matrix"]
 
 
 @dataclass(frozen=True)
@@ -87,27 +93,98 @@ TABULAR_ITERS = 200
 
 _PAYOFFS = {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}
 
+BASELINE_METHODS: tuple[str, ...] = ("bc", "icq", "omiga", "cfcql", "inspo")
+"""The methods of ``inspo reproduce baselines``, in table order."""
+
+METHOD_NAMES = {"bc": "BC", "icq": "MA-ICQ", "omiga": "OMIGA", "cfcql": "CFCQL", "inspo": "InSPO"}
+
+
+@dataclass(frozen=True)
+class BaselineEnv:
+    """One environment of ``inspo reproduce baselines``: its datasets and what every method trains with."""
+
+    title: str
+    datasets: tuple[str, ...]  # matrix games: keys of inspo.data.MATRIX_PRESETS; Bridge: AlberDICE buffer names
+    iters: int  # default iterations after behaviour cloning
+    bc_steps: int  # default behaviour-cloning steps
+    evaluations: int  # evaluations per run: eval_every = iters // evaluations
+    settings: dict[str, Any]  # TrainConfig fields shared by every method
+    per_method: dict[str, dict[str, Any]]  # and those of one method only
+
+
+# Every method gets the same KL-to-behaviour strength alpha as InSPO on the task; InSPO's entropy weight beta = 1 on
+# M-NE (SPEC section 3). Matrix games are one-step: gamma = 0. These are the settings of the first baseline table
+# (a script, results/baselines.py, replaced by this suite), so its runs stay valid entries of the run cache.
+BASELINE_ENVS: dict[str, BaselineEnv] = {
+    "xor": BaselineEnv("XOR", ("xor-aa-ab-ba", "xor-uniform", "xor-ab-ba"), 3000, 500, 12,
+                       {"gamma": 0.0, "alpha": 0.2}, {}),
+    "mne": BaselineEnv("M-NE", ("mne-imbalanced", "mne-balanced"), 3000, 500, 12,
+                       {"gamma": 0.0, "alpha": 1.0}, {"inspo": {"beta": 1.0}}),
+    "bridge": BaselineEnv("Bridge", BRIDGE_DATASETS, 10000, 2000, 10, {"eval_episode_limit": BRIDGE_EVAL_LIMIT}, {}),
+}
+"""The environments of ``inspo reproduce baselines``; ``--env all`` runs them in this order."""
+
+BASELINE_DATA_SEED = 0
+"""Seed of the generated matrix-game data: every run of a dataset trains on the same data."""
+
+_SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data"
+"""``data/`` of the repository (absent from an installed package): ``bridge_mix`` is shipped there."""
+
 
 # -- running many training runs -----------------------------------------------------------------------------------
+def _outcome(result: dict[str, Any], cached: bool) -> dict[str, Any]:
+    """What the tables need from a finished run (``TrainResult`` fields, as in its ``metrics.json``)."""
+    return {"final": result["final_return"], "best": result["best_return"], "behaviour": result["behaviour_return"],
+            "optimum": result["optimum"], "updates_per_second": result["updates_per_second"],
+            "wall_time": result["wall_time"], "curve": [[c["iteration"], c["return"]] for c in result["curve"]],
+            "cached": cached}
+
+
 def _train_one(config: dict[str, Any]) -> dict[str, Any]:
     """Train one config (in a worker process or inline) and keep what the tables need."""
-    result = train(TrainConfig.from_dict(config))
-    return {"final": result.final_return, "best": result.best_return, "behaviour": result.behaviour_return,
-            "updates_per_second": result.updates_per_second, "wall_time": result.wall_time}
+    return _outcome(asdict(train(TrainConfig.from_dict(config))), cached=False)
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What a cached run must match: the config with every field (a field added to `TrainConfig` after the run
+    was made takes its default), without its output folder, and with its dataset as an absolute path."""
+    full = TrainConfig.from_dict(config).to_dict()
+    return {**{k: v for k, v in full.items() if k != "out"}, "dataset": str(Path(full["dataset"]).resolve())}
+
+
+def _cached(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The outcome of the finished run in ``config["out"]`` if it was made with the same settings, else None."""
+    try:
+        saved = json.loads((Path(config["out"]) / "metrics.json").read_text())
+        same = _settings(saved["config"]) == _settings(config)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):  # never run, stopped while writing, not a run
+        return None
+    except ValueError:  # a field TrainConfig no longer has: made by other code
+        return None
+    return _outcome(saved, cached=True) if same else None
 
 
 def _run_all(configs: Sequence[dict[str, Any]], jobs: int, on_done: Callable[[int, dict[str, Any]], None]
              ) -> list[dict[str, Any]]:
-    """Run every config, ``jobs`` at a time; ``on_done(index, outcome)`` is called as each one finishes."""
+    """Run every config, ``jobs`` at a time, reading finished ones from the run cache instead; ``on_done(index,
+    outcome)`` is called as each one is done."""
     outcomes: list[dict[str, Any]] = [{} for _ in configs]
+    todo = []
+    for k, cfg in enumerate(configs):
+        cached = _cached(cfg)
+        if cached is None:
+            todo.append(k)
+        else:
+            outcomes[k] = cached
+            on_done(k, cached)
     if jobs <= 1:
-        for k, cfg in enumerate(configs):
-            outcomes[k] = _train_one(cfg)
+        for k in todo:
+            outcomes[k] = _train_one(configs[k])
             on_done(k, outcomes[k])
         return outcomes
     # spawn, not fork: forking a process whose torch thread pools already started can deadlock the child.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_train_one, cfg): k for k, cfg in enumerate(configs)}
+        futures = {pool.submit(_train_one, configs[k]): k for k in todo}
         for future in as_completed(futures):
             k = futures[future]
             outcomes[k] = future.result()
@@ -126,8 +203,9 @@ class _Progress:
         self.done += 1
         if self.enabled:
             elapsed = time.perf_counter() - self.start
+            speed = "cached" if outcome["cached"] else f"{outcome['updates_per_second']:.0f} updates/s"
             print(f"[{self.done}/{self.total} {elapsed:6.0f}s] {label}: final {outcome['final']:.4f}, "
-                  f"best {outcome['best']:.4f}, {outcome['updates_per_second']:.0f} updates/s", file=sys.stderr)
+                  f"best {outcome['best']:.4f}, {speed}", file=sys.stderr, flush=True)
 
 
 # -- statistics and output ----------------------------------------------------------------------------------------
@@ -180,10 +258,25 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines)
 
 
-def _publish(out: Path, suite: str, markdown: str, record: dict[str, Any]) -> None:
-    _write_atomic(out / f"{suite}.json", json.dumps(record, indent=2) + "\n")
-    _write_atomic(out / f"{suite}.md", markdown)
+def _publish(out: Path, name: str, markdown: str, record: dict[str, Any],
+             plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """Write ``<name>.json``, the figure ``<name>.png`` (``plot(record, path)``) and ``<name>.md`` (which shows the
+    figure), and print the markdown. Without matplotlib the tables are still written, the figure is not."""
+    _write_atomic(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    try:
+        plot(record, out / f"{name}.png")
+        markdown += f"\n![{name}]({name}.png)\n"
+    except report.MatplotlibMissing:
+        print(f"inspo reproduce: {name}.png not drawn (matplotlib is missing: {report.INSTALL_HINT})",
+              file=sys.stderr)
+    _write_atomic(out / f"{name}.md", markdown)
     print(markdown, end="")
+
+
+def _cache_note(outcomes: Sequence[dict[str, Any]], cache: Path) -> str:
+    """How many runs the run cache supplied, for a table's header."""
+    cached = sum(o["cached"] for o in outcomes)
+    return f"{cached} of {len(outcomes)} runs read from the run cache `{cache}`" if cached else "no run cached"
 
 
 # -- matrix games -------------------------------------------------------------------------------------------------
@@ -251,7 +344,7 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
     markdown = f"""# Matrix games: SPEC section 3, exact tabular solver vs neural trainer
 
 Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
-{record['wall_time_s']:.0f} s wall time, {ups:.0f} InSPO updates/s on average).
+{record['wall_time_s']:.0f} s wall time, {ups:.0f} InSPO updates/s on average; {_cache_note(outcomes, cache)}).
 
 J is the expected team payoff of the final product policy, mean ± std (ddof=1) over seeds {list(seeds)}.
 *Tabular*: `inspo.tabular.solve`, {TABULAR_ITERS} iterations on the exact joint-action distribution (the seed sets
@@ -263,11 +356,24 @@ order and rho setting, otherwise {_hyper(configs[0])} (the `TrainConfig` default
 
 {table}
 """
-    _publish(out, "matrix", markdown, record)
+    _publish(out, "matrix", markdown, record, report.plot_matrix)
     return record
 
 
 # -- Bridge -------------------------------------------------------------------------------------------------------
+def _bridge_buffer(name: str, data_root: Path, cache: Path) -> Path:
+    """A Bridge buffer in the project format: the repository's shipped copy (``data/<name>``) where there is one,
+    else ``data_root/<name>`` imported into ``cache/data`` once."""
+    shipped = _SHIPPED_DATA / name
+    if (shipped / "manifest.json").is_file():
+        return shipped
+    src = data_root / name
+    if not src.is_dir():
+        raise FileNotFoundError(f"Bridge buffer {src} not found (pass --data with the folder of the AlberDICE "
+                                "buffers)")
+    return _cached_dataset(cache / "data" / name, lambda: import_pymarl(src, "bridge-alberdice"))
+
+
 def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
                      eval_episodes: int, out: Path, jobs: int = 1, command: str = "") -> dict[str, Any]:
     """Build the Bridge table (InSPO and BC per dataset); write ``bridge.md`` and ``bridge.json``; return the record.
@@ -282,11 +388,7 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
     cache = out / "cache"
     configs, keys = [], []
     for name in datasets:
-        src = data_root / name
-        if not src.is_dir():
-            raise FileNotFoundError(f"Bridge buffer {src} not found (pass --data with the folder of the "
-                                    "AlberDICE buffers)")
-        data = _cached_dataset(cache / "data" / name, lambda: import_pymarl(src, "bridge-alberdice"))
+        data = _bridge_buffer(name, data_root, cache)
         for method in ("inspo", "bc"):
             for seed in seeds:
                 run = cache / "runs" / "bridge" / name / method / f"seed{seed}"
@@ -304,9 +406,10 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
     for name in datasets:
         for method in ("inspo", "bc"):
             runs = [o for (n, m, _), o in zip(keys, outcomes) if (n, m) == (name, method)]
-            rows.append({"dataset": name, "method": method, "final": _stats([r["final"] for r in runs]),
-                         "best": _stats([r["best"] for r in runs]), "data_return": runs[0]["behaviour"],
-                         "optimum": optimum, "updates_per_second": _stats([r["updates_per_second"] for r in runs]),
+            rows.append({"dataset": name, "method": method, "label": METHOD_NAMES[method],
+                         "final": _stats([r["final"] for r in runs]), "best": _stats([r["best"] for r in runs]),
+                         "data_return": runs[0]["behaviour"], "optimum": optimum,
+                         "updates_per_second": _stats([r["updates_per_second"] for r in runs]),
                          "wall_time_s": _stats([r["wall_time"] for r in runs])})
 
     record = {**_provenance(command, seeds, time.perf_counter() - started),
@@ -315,14 +418,14 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
     table = _markdown_table(
         ["data", "method", "final return", "best return", "data return (limit 50)",
          f"optimum (limit {BRIDGE_EVAL_LIMIT})", "updates/s"],
-        [[r["dataset"], {"inspo": "InSPO", "bc": "BC"}[r["method"]], _pm(r["final"]), _pm(r["best"]),
+        [[r["dataset"], r["label"], _pm(r["final"]), _pm(r["best"]),
           f"{r['data_return']:.3f}", f"{r['optimum']:.4f}",
           f"{r['updates_per_second']['mean']:.0f}" if r["method"] == "inspo" else "-"] for r in rows])
     every = max(iters // 10, 1)
     markdown = f"""# Bridge (AlberDICE variant): InSPO and behaviour cloning
 
 Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
-{record['wall_time_s']:.0f} s wall time).
+{record['wall_time_s']:.0f} s wall time; {_cache_note(outcomes, cache)}).
 
 - Return: undiscounted team return over {eval_episodes} sampled episodes with step limit {BRIDGE_EVAL_LIMIT}, \
 mean ± std (ddof=1) over seeds {list(seeds)}.
@@ -336,7 +439,131 @@ mean ± std (ddof=1) over seeds {list(seeds)}.
 
 {table}
 """
-    _publish(out, "bridge", markdown, record)
+    _publish(out, "bridge", markdown, record, report.plot_bridge)
+    return record
+
+
+# -- baselines ----------------------------------------------------------------------------------------------------
+def _best_after_start(curve: Sequence[Sequence[float]]) -> float:
+    """Best evaluated return once the learner has started. Iteration 0 is the policy before any update (behaviour
+    cloning, or CFCQL's randomly initialised utilities, which may pick the XOR optimum by chance); behaviour
+    cloning has only that one."""
+    returns = [r for it, r in curve if it > 0] or [r for _, r in curve]
+    return max(returns)
+
+
+def _baseline_dataset(env: str, name: str, episodes: int, data_root: Path, cache: Path) -> Path:
+    if env == "bridge":
+        return _bridge_buffer(name, data_root, cache)
+    game = MATRIX_PRESETS[name][0]
+    return _cached_dataset(cache / "data" / f"{name}-n{episodes}-seed{BASELINE_DATA_SEED}",
+                           lambda: generate_matrix(game, name, episodes, BASELINE_DATA_SEED))
+
+
+def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], cache: Path, iters: int,
+                     bc_steps: int, episodes: int, eval_episodes: int, data_root: Path
+                     ) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+    """The ``TrainConfig`` dicts of ``inspo reproduce baselines`` for one environment (datasets are built or
+    imported into ``cache`` as needed), and their ``(dataset, method, seed)``, datasets outermost."""
+    spec = BASELINE_ENVS[env]
+    configs, keys = [], []
+    for name in datasets:
+        data = _baseline_dataset(env, name, episodes, data_root, cache)
+        for method in BASELINE_METHODS:
+            for seed in seeds:
+                values = {**spec.settings, **spec.per_method.get(method, {})}
+                if env == "bridge":
+                    values["eval_episodes"] = eval_episodes
+                configs.append(TrainConfig(dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps,
+                                           eval_every=max(iters // spec.evaluations, 1), seed=seed,
+                                           out=str(cache / "runs" / "baselines" / name / method / f"seed{seed}"),
+                                           **values).to_dict())
+                keys.append((name, method, seed))
+    return configs, keys
+
+
+def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | None = None,
+                        bc_steps: int | None = None, datasets: Sequence[str] | None = None, episodes: int = 5000,
+                        eval_episodes: int = 100, data_root: Path = Path("../shared/data/alberdice"), jobs: int = 1,
+                        command: str = "") -> dict[str, Any]:
+    """Train every method of :data:`BASELINE_METHODS` on the datasets of one environment of :data:`BASELINE_ENVS`;
+    write ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
+
+    Args:
+        env: ``xor``, ``mne`` or ``bridge``.
+        iters, bc_steps: the budget of every run (None: the environment's default).
+        datasets: a subset of the environment's datasets (None: all of them).
+        episodes: matrix games: one-step episodes per generated dataset (seed 0).
+        eval_episodes: Bridge: sampled episodes per evaluation (the matrix games are evaluated exactly).
+        data_root: Bridge: the folder of the AlberDICE buffers that are not shipped in ``data/``.
+        jobs: runs in parallel (worker processes).
+        command: the command line recorded in the table's header.
+    """
+    if env not in BASELINE_ENVS:
+        raise ValueError(f"unknown baselines environment {env!r}; expected one of {', '.join(BASELINE_ENVS)}")
+    spec = BASELINE_ENVS[env]
+    datasets = list(spec.datasets if datasets is None else datasets)
+    unknown = [name for name in datasets if name not in spec.datasets]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a dataset of {env}; expected some of {', '.join(spec.datasets)}")
+    iters = spec.iters if iters is None else iters
+    bc_steps = spec.bc_steps if bc_steps is None else bc_steps
+    every = max(iters // spec.evaluations, 1)
+    started = time.perf_counter()
+    cache = out / "cache"
+    configs, keys = baseline_configs(env, datasets, seeds, cache, iters, bc_steps, episodes, eval_episodes, data_root)
+    progress = _Progress(len(configs))
+    outcomes = _run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+
+    rows = []
+    for name in datasets:
+        for method in BASELINE_METHODS:
+            runs = [(cfg, o) for cfg, (n, m, _), o in zip(configs, keys, outcomes) if (n, m) == (name, method)]
+            rows.append({"dataset": name, "method": method, "label": METHOD_NAMES[method],
+                         "final": _stats([o["final"] for _, o in runs]),
+                         "best": _stats([_best_after_start(o["curve"]) for _, o in runs]),
+                         "data_return": runs[0][1]["behaviour"], "optimum": runs[0][1]["optimum"],
+                         "wall_time_s": _stats([o["wall_time"] for _, o in runs]),
+                         "curves": [o["curve"] for _, o in runs],
+                         "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
+
+    record = {**_provenance(command, seeds, time.perf_counter() - started), "env": env, "env_title": spec.title,
+              "methods": list(BASELINE_METHODS), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
+              "rows": rows}
+    if env == "bridge":
+        evaluation = (f"{eval_episodes} sampled episodes of at most {BRIDGE_EVAL_LIMIT} steps, every {every} "
+                      "iterations; the data return is over the buffers' episodes of at most 50 steps")
+    else:
+        evaluation = (f"the exact expected payoff of the product policy, every {every} iterations; data: {episodes} "
+                      f"one-step episodes sampled with seed {BASELINE_DATA_SEED} (`inspo.data.generate_matrix`)")
+    per_method = "; ".join(f"{METHOD_NAMES[m]}: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+                           for m, extra in spec.per_method.items())
+    sections = []
+    for name in datasets:
+        mine = [r for r in rows if r["dataset"] == name]
+        optimum = mine[0]["optimum"]
+        sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, optimum "
+                        f"{'n/a' if optimum is None else f'{optimum:.4f}'}\n\n" + _markdown_table(
+                            ["method", "final return", "best return", "seeds", "wall time per run (s)"],
+                            [[r["label"], _pm(r["final"]), _pm(r["best"]), str(len(seeds)),
+                              f"{r['wall_time_s']['mean']:.0f}"] for r in mine]))
+    sections_text = "\n\n".join(sections)
+    markdown = f"""# Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
+
+Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
+{record['wall_time_s']:.0f} s wall time; {_cache_note(outcomes, cache)}).
+
+- Return: mean ± std (ddof=1) over seeds {list(seeds)} of the final policy and of the best evaluated policy after \
+the learner started (iteration 0, the policy before any update, is left out of *best*); evaluation: {evaluation}.
+- Every run: {bc_steps} behaviour-cloning steps (the BC row; the starting point of the InSPO, MA-ICQ and OMIGA \
+actors), then {iters} iterations; {_hyper(configs[0])}; {per_method or "no method-specific setting"}. The \
+baselines' own settings are the `TrainConfig` defaults (MA-ICQ critic temperature {configs[0]['icq_critic_temp']}, \
+CFCQL cql_alpha={configs[0]['cql_alpha']}, agent-weight temperature {configs[0]['cfcql_lambda_temp']}, policy \
+temperature {configs[0]['cfcql_policy_temp']}).
+
+{sections_text}
+"""
+    _publish(out, f"baselines_{env}", markdown, record, report.plot_baselines)
     return record
 
 
@@ -358,49 +585,81 @@ def _positive(text: str) -> int:
     return value
 
 
-def _command(args: argparse.Namespace) -> str:
+def _command(args: argparse.Namespace, iters: int, bc_steps: int, env: str | None = None) -> str:
+    """The command line that makes one table (for ``baselines --env all``, the one of environment ``env``)."""
     seeds = ",".join(map(str, args.seeds)) if args.seeds != list(range(len(args.seeds))) else str(len(args.seeds))
-    parts = ["inspo reproduce", args.suite, "--seeds", seeds, "--iters", str(args.iters), "--bc-steps",
-             str(args.bc_steps)]
-    if args.suite == "matrix":
+    parts = ["inspo reproduce", args.suite] + (["--env", env] if env else [])
+    parts += ["--seeds", seeds, "--iters", str(iters), "--bc-steps", str(bc_steps)]
+    if args.suite == "matrix" or (env is not None and env != "bridge"):
         parts += ["--episodes", str(args.episodes)]
     else:
-        parts += ["--eval-episodes", str(args.eval_episodes), "--datasets", *args.datasets]
+        parts += ["--eval-episodes", str(args.eval_episodes)]
+    if args.datasets is not None or args.suite == "bridge":
+        parts += ["--datasets", *(args.datasets or BRIDGE_DATASETS)]
     return " ".join(parts + ["--out", str(args.out)])
 
 
 _DEFAULTS = {"matrix": {"iters": 2000, "bc_steps": 1000}, "bridge": {"iters": 10000, "bc_steps": 2000}}
-"""Per-suite budgets used when ``--iters`` / ``--bc-steps`` are not given."""
+"""Per-suite budgets used when ``--iters`` / ``--bc-steps`` are not given (baselines: per environment, in
+:data:`BASELINE_ENVS`)."""
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    for key, value in _DEFAULTS[args.suite].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    command = _command(args)
+    if (args.env is None) != (args.suite != "baselines"):
+        raise ValueError(f"--env (one of xor, mne, bridge, all) is required by the baselines suite and only by it; "
+                         f"got suite {args.suite!r} with --env {args.env}")
+    if args.suite == "baselines":
+        envs = list(BASELINE_ENVS) if args.env == "all" else [args.env]
+        if args.datasets is not None:  # with several environments, each takes its own datasets from the list
+            known = {name for env in envs for name in BASELINE_ENVS[env].datasets}
+            unknown = [name for name in args.datasets if name not in known]
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)}: not a dataset of --env {args.env}; expected some of "
+                                 f"{', '.join(sorted(known))}")
+            envs = [env for env in envs if set(BASELINE_ENVS[env].datasets) & set(args.datasets)]
+        for env in envs:
+            spec = BASELINE_ENVS[env]
+            iters = spec.iters if args.iters is None else args.iters
+            bc_steps = spec.bc_steps if args.bc_steps is None else args.bc_steps
+            datasets = None if args.datasets is None else [d for d in args.datasets if d in spec.datasets]
+            reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, args.episodes,
+                                args.eval_episodes, args.data, args.jobs, _command(args, iters, bc_steps, env))
+        return 0
+    iters = _DEFAULTS[args.suite]["iters"] if args.iters is None else args.iters
+    bc_steps = _DEFAULTS[args.suite]["bc_steps"] if args.bc_steps is None else args.bc_steps
+    command = _command(args, iters, bc_steps)
     if args.suite == "matrix":
-        reproduce_matrix(args.seeds, args.iters, args.bc_steps, args.episodes, args.out, args.jobs, command)
+        reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.jobs, command)
     else:
-        reproduce_bridge(args.data, args.datasets, args.seeds, args.iters, args.bc_steps, args.eval_episodes,
-                         args.out, args.jobs, command)
+        reproduce_bridge(args.data, args.datasets or list(BRIDGE_DATASETS), args.seeds, iters, bc_steps,
+                         args.eval_episodes, args.out, args.jobs, command)
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``inspo reproduce {matrix,bridge}`` on the CLI's sub-command parser."""
-    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge)",
+    """Register ``inspo reproduce {matrix,bridge,baselines}`` on the CLI's sub-command parser."""
+    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge"])
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines"])
+    p.add_argument("--env", choices=[*BASELINE_ENVS, "all"], default=None,
+                   help="baselines: the environment (all: each in turn, one table each)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3: seeds 0-2) or a list (4,7)")
     p.add_argument("--iters", type=_positive, default=None,
-                   help="InSPO iterations per run (default: 2000 matrix, 10000 bridge)")
+                   help="iterations per run (default: 2000 matrix, 10000 bridge; baselines: 3000 xor and mne, "
+                        "10000 bridge)")
     p.add_argument("--bc-steps", type=_positive, default=None,
-                   help="behaviour-cloning steps per run (default: 1000 matrix, 2000 bridge)")
+                   help="behaviour-cloning steps per run (default: 1000 matrix, 2000 bridge; baselines: 500 xor "
+                        "and mne, 2000 bridge)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
     p.add_argument("--jobs", type=_positive, default=1, help="training runs in parallel (processes)")
-    p.add_argument("--episodes", type=_positive, default=5000, help="matrix: one-step episodes per dataset")
+    p.add_argument("--episodes", type=_positive, default=5000,
+                   help="matrix, baselines on xor and mne: one-step episodes per dataset")
     p.add_argument("--data", type=Path, default=Path("../shared/data/alberdice"),
-                   help="bridge: folder of the AlberDICE buffers (default: ../shared/data/alberdice)")
-    p.add_argument("--datasets", nargs="+", default=list(BRIDGE_DATASETS), help="bridge: buffer names")
-    p.add_argument("--eval-episodes", type=_positive, default=100, help="bridge: sampled episodes per evaluation")
+                   help="bridge: folder of the AlberDICE buffers not shipped in data/ (default: "
+                        "../shared/data/alberdice)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="bridge: buffer names (default: bridge_mix bridge_optimal); baselines: a subset of the "
+                        "environment's datasets (default: all)")
+    p.add_argument("--eval-episodes", type=_positive, default=100,
+                   help="bridge, baselines on bridge: sampled episodes per evaluation")
     p.set_defaults(func=_cmd_reproduce)

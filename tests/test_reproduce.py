@@ -1,0 +1,136 @@
+"""``inspo reproduce``: the matrix, Bridge and baselines suites write their tables, records and plots; the run
+cache; the errors of a bad environment or dataset; tables without matplotlib."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspo import reproduce
+from inspo.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY_XOR = ["reproduce", "baselines", "--env", "xor", "--seeds", "1", "--iters", "4", "--bc-steps", "2",
+            "--episodes", "50"]
+
+
+def _check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000, path
+
+
+@pytest.fixture(autouse=True)
+def _has_matplotlib() -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional extra 'plot': pip install 'inspo[plot]'")
+
+
+def test_cli_reproduce_matrix_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    assert main(["reproduce", "matrix", "--seeds", "1", "--iters", "4", "--bc-steps", "2", "--episodes", "50",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # no temporary files left
+    assert {p.name for p in out.iterdir()} == {"matrix.md", "matrix.json", "matrix.png", "cache"}
+    assert printed == (out / "matrix.md").read_text()
+    assert "inspo reproduce matrix --seeds 1 --iters 4" in printed and "![matrix](matrix.png)" in printed
+    _check_png(out / "matrix.png")
+    record = json.loads((out / "matrix.json").read_text())
+    assert len(record["rows"]) == printed.count("\n| ") - 1  # one table line per row, after the header
+    for row in record["rows"]:
+        # The exact solver must give the SPEC section 3 numbers whatever the neural budget.
+        if row["spec_j"] is not None:
+            assert row["tabular"]["mean"] == pytest.approx(row["spec_j"], abs=0.02), row["setting"]
+        assert math.isfinite(row["neural_final"]["mean"]) and row["config"]["iters"] == 4
+
+
+def test_cli_reproduce_bridge_writes_tables(shared_data: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    assert main(["reproduce", "bridge", "--data", str(shared_data), "--datasets", "bridge_optimal", "--seeds", "1",
+                 "--iters", "2", "--bc-steps", "2", "--eval-episodes", "2", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (out / "bridge.md").read_text()
+    _check_png(out / "bridge.png")
+    rows = json.loads((out / "bridge.json").read_text())["rows"]
+    assert [(r["dataset"], r["method"]) for r in rows] == [("bridge_optimal", "inspo"), ("bridge_optimal", "bc")]
+    assert rows[0]["optimum"] == pytest.approx(-1.2355, abs=1e-4)
+    assert rows[0]["data_return"] == pytest.approx(-1.262, abs=1e-3)
+
+
+def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "results"
+    assert main([*TINY_XOR, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"baselines_xor.md", "baselines_xor.json", "baselines_xor.png", "cache"}
+    assert printed == (out / "baselines_xor.md").read_text()
+    assert f"inspo reproduce baselines --env xor --seeds 1 --iters 4 --bc-steps 2 --episodes 50 --out {out}" in printed
+    _check_png(out / "baselines_xor.png")
+    record = json.loads((out / "baselines_xor.json").read_text())
+    datasets = ("xor-aa-ab-ba", "xor-uniform", "xor-ab-ba")
+    assert [(r["dataset"], r["method"]) for r in record["rows"]] == [
+        (d, m) for d in datasets for m in ("bc", "icq", "omiga", "cfcql", "inspo")]
+    for row in record["rows"]:
+        numbers = [row["final"]["mean"], row["final"]["std"], row["best"]["mean"], row["data_return"], row["optimum"]]
+        assert all(math.isfinite(x) for x in numbers), row
+        assert row["optimum"] == 1.0 and row["config"]["iters"] == 4 and row["config"]["gamma"] == 0.0
+        assert row["config"]["algo"] == row["method"] and len(row["curves"]) == 1
+    # {AB, BA} data always score 1: their data return is known exactly.
+    assert record["rows"][-1]["data_return"] == 1.0
+    assert "## xor-ab-ba" in printed and "| InSPO |" in printed
+
+    # The second time every run comes from the run cache: nothing is trained, the numbers are the same.
+    monkeypatch.setattr(reproduce, "train", lambda cfg: pytest.fail(f"trained {cfg.algo} again"))
+    assert main([*TINY_XOR, "--out", str(out)]) == 0
+    assert "15 of 15 runs read from the run cache" in capsys.readouterr().out
+    again = json.loads((out / "baselines_xor.json").read_text())
+    assert [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]]
+
+
+def test_cache_misses_a_changed_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    assert main([*TINY_XOR, "--datasets", "xor-ab-ba", "--out", str(out)]) == 0
+    assert "no run cached" in capsys.readouterr().out
+    # Another budget is another setting: the run folders are the same, their metrics.json do not match.
+    more = [*TINY_XOR, "--datasets", "xor-ab-ba", "--out", str(out)]
+    more[more.index("--iters") + 1] = "5"
+    assert main(more) == 0
+    assert "no run cached" in capsys.readouterr().out
+    rows = json.loads((out / "baselines_xor.json").read_text())["rows"]
+    assert [r["dataset"] for r in rows] == ["xor-ab-ba"] * 5 and {r["config"]["iters"] for r in rows} == {5}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "starcraft"], "invalid choice: 'starcraft'"),
+    ([], "--env (one of xor, mne, bridge, all) is required by the baselines suite"),
+    (["--env", "mne", "--datasets", "xor-uniform"], "xor-uniform: not a dataset of --env mne"),
+])
+def test_baselines_bad_env_or_dataset(args: list[str], message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(["reproduce", "baselines", *args, "--out", str(tmp_path)])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written, nothing trained
+
+
+def test_env_is_only_for_baselines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "matrix", "--env", "xor", "--out", str(tmp_path)]) == 2
+    assert "got suite 'matrix' with --env xor" in capsys.readouterr().err
+
+
+def test_tables_without_matplotlib(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "results"
+    assert main([*TINY_XOR, "--datasets", "xor-uniform", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert {p.name for p in out.iterdir()} == {"baselines_xor.md", "baselines_xor.json", "cache"}
+    assert captured.out == (out / "baselines_xor.md").read_text() and ".png" not in captured.out
+    assert captured.err.count("\n") == 1 and "baselines_xor.png not drawn" in captured.err
+    assert "pip install 'inspo[plot]'" in captured.err
