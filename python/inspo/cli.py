@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -28,12 +29,14 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument("--env-option", dest="env_options", action="append", metavar="KEY=VALUE",
                            help="environment option for evaluation (repeatable)")
         elif hints[f.name] is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f.metadata.get("help"))
         else:
             # `int | None` and the like: the flag parses the non-None type.
             base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
             kind = {int: int, float: float}.get(base[0], str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper())
+            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
+                           help=f.metadata.get("help"))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -78,6 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except FloatingPointError as exc:
         print(f"inspo train: {exc}", file=sys.stderr)
         return 3
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
     summary = {"final_return": result.final_return, "best_return": result.best_return,
                "behaviour_return": result.behaviour_return, "optimum": result.optimum, "updates_per_second": round(result.updates_per_second, 1),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,

@@ -33,6 +33,15 @@ class TrainConfig:
 
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
+
+    ``ddp`` trains data-parallel over the ranks of a ``torch.distributed`` process group (gloo on CPU, nccl on
+    CUDA, one GPU per rank): every rank samples the same global batch of ``batch_size`` rows (which must divide by
+    the number of ranks), computes the forward/backward of its contiguous share of the rows, and gradients are
+    averaged before every optimiser step, so that the ranks stay identical and follow the single-process run (to
+    float rounding). Only rank 0 evaluates and writes files. Launch with
+    ``torchrun --nproc-per-node K -m inspo.cli train --ddp ...``, or from Python call ``inspo.train`` with the same
+    config on every rank (after ``torch.distributed.init_process_group``, or under torchrun). Every ``algo``
+    supports it.
     """
 
     dataset: str
@@ -62,6 +71,9 @@ class TrainConfig:
     backend: str = "fused"
     device: str = "cpu"
     threads: int | None = 1
+    ddp: bool = field(default=False, metadata={
+        "help": "data-parallel training over torch.distributed ranks; launch: torchrun --nproc-per-node K "
+                "-m inspo.cli train --ddp ... (batch size divisible by K; rank 0 evaluates and writes files)"})
     dtype: str = "float32"
     seed: int = 0
     eval_every: int = 500

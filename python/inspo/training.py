@@ -1,6 +1,7 @@
 """The training API: ``inspo.train(config)`` and ``inspo.evaluate(checkpoint, ...)``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,15 +11,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from inspo import checkpoint as ckpt_io
 from inspo.algos import LEARNERS
 from inspo.algos.inspo import Batch, BehaviourCloning, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
@@ -178,19 +181,56 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False) -> 
     A run with ``out`` saves its full state to ``out/checkpoint.pt`` every ``config.checkpoint_every`` steps and
     when SIGINT/SIGTERM stops it (then :class:`TrainingInterrupted` is raised); ``resume=True`` continues from
     that file and ends with exactly the parameters the uninterrupted run would have (on CPU).
+
+    With ``config.ddp`` every rank of the ``torch.distributed`` process group calls this with the same config (see
+    :class:`~inspo.config.TrainConfig`); only rank 0 evaluates and writes files, and every rank returns its result.
     """
     config.validate()
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, progress, resume)
+        with _data_parallel(config) as shard:
+            return _train(config, progress, resume, shard)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
+@contextlib.contextmanager
+def _data_parallel(cfg: TrainConfig) -> Iterator[Shard]:
+    """This process's :class:`Shard`: a single process unless ``cfg.ddp``; then its rank in the default process
+    group, which is initialised from torchrun's environment (and destroyed afterwards) if nobody did it before."""
     device = torch.device(cfg.device)
+    if not cfg.ddp:
+        yield Shard(device=device)
+        return
+    created = not dist.is_initialized()
+    if created:
+        if "RANK" not in os.environ:
+            raise RuntimeError("config.ddp=True needs a torch.distributed process group: launch with "
+                               "`torchrun --nproc-per-node K -m inspo.cli train --ddp ...`, or call "
+                               "torch.distributed.init_process_group() before inspo.train")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        if device.type == "cuda" and device.index is None:
+            # One GPU per process: torchrun's local rank picks it.
+            local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+            device = torch.device("cuda", local % torch.cuda.device_count())
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        shard = Shard.of_process_group(device)
+        if cfg.batch_size % shard.world:
+            raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the world size {shard.world}: "
+                             f"each rank trains on an equal share of the global batch")
+        yield shard
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> TrainResult:
+    device = shard.device
+    lead = shard.rank == 0  # the rank that evaluates, reports and writes files
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -204,8 +244,9 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
     out = Path(cfg.out) if cfg.out else None
     state_path = out / "checkpoint.pt" if out else None
 
-    bc = BehaviourCloning(cfg, info.n_agents, info.obs_dim, info.n_actions, device)
+    bc = BehaviourCloning(cfg, info.n_agents, info.obs_dim, info.n_actions, device, shard)
     bc.policy.to(dtype)
+    shard.broadcast_(bc.policy)
     learner: Any = None  # one of inspo.algos.LEARNERS, built after behaviour cloning
     # Everything below, with the networks, optimisers and RNG states, is what a resumed run needs.
     run = {"step": 0, "curve": [], "best_return": -math.inf, "update_time": 0.0, "wall_time": 0.0,
@@ -226,18 +267,26 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
         logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
         data["logmu_all"] = logmu_all
         data["logp_mu"] = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()  # [N, T]
-        new = LEARNERS[cfg.algo](cfg, bc.policy, info.state_dim, device, gen)
+        new = LEARNERS[cfg.algo](cfg, bc.policy, info.state_dim, device, gen, shard)
         for module in vars(new).values():
             if isinstance(module, torch.nn.Module):
                 module.to(dtype)
+                shard.broadcast_(module)
         return new
 
     def policy() -> AgentPolicies:
         return bc.policy if learner is None else learner.pi
 
+    bc_steps = cfg.bc_steps
+    total = bc_steps + (cfg.iters if cfg.algo in LEARNERS else 0)
+    bar = _Progress(total, progress and lead)
+
     def record(iteration: int, losses: dict[str, float]) -> None:
+        if not lead:
+            return
         mean, std = policy_return(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
         run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **losses})
+        bar.update(bc_steps + iteration, f"return {mean:.4f}")
         if mean > run["best_return"]:
             run["best_return"] = mean
             if out is not None:
@@ -248,23 +297,21 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
                          "learner": None if learner is None else learner.state_dict(),
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
 
-    bc_steps = cfg.bc_steps
-    total = bc_steps + (cfg.iters if cfg.algo in LEARNERS else 0)
     if saved is not None and saved["learner"] is not None:
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
-    bar = _Progress(total, progress)
     started = time.perf_counter() - run["wall_time"]
     with _StopRequests() as stop:
         for step in range(run["step"], total):
             idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
             if step < bc_steps:
-                loss = bc.update(data["obs"][idx], data["avail"][idx], data["actions"][idx])
+                mine = idx[shard.rows(cfg.batch_size)]
+                loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
                 if not bool(torch.isfinite(loss)):
                     raise FloatingPointError(f"non-finite bc_nll ({float(loss)}) at behaviour-cloning step {step}; "
                                              f"{_KEPT}")
                 if step == bc_steps - 1:
-                    run["bc_nll"] = float(loss)
+                    run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
                 if step % 100 == 0:
                     bar.update(step + 1, f"bc nll {float(loss):.4f}")
             else:
@@ -280,21 +327,22 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
                     raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
                 run["update_time"] += time.perf_counter() - t0
                 if it % cfg.eval_every == 0 or it == cfg.iters:
-                    record(it, {k: float(v) for k, v in stats.items()})
-                    bar.update(step + 1, f"return {run['curve'][-1]['return']:.4f}")
+                    record(it, shard.reduce_stats(stats))
             run["step"] = step + 1
             run["wall_time"] = time.perf_counter() - started
-            if state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stop.signal is not None):
+            stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
+            if lead and state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
                 save_state()
-            if stop.signal is not None:
+            if stopping:
                 bar.close()
                 where = f"; resume with: inspo train --resume {out}" if out else " (no --out, nothing saved)"
-                raise TrainingInterrupted(f"stopped by signal {signal.Signals(stop.signal).name} after step "
-                                          f"{run['step']} of {total}{where}")
+                by = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another rank"
+                raise TrainingInterrupted(f"stopped by {by} after step {run['step']} of {total}{where}")
         if cfg.algo == "bc" and not run["curve"]:
             record(0, {"bc_nll": run["bc_nll"]})
     bar.close()
 
+    run["curve"], run["best_return"] = shard.from_rank0((run["curve"], run["best_return"]))  # rank 0 evaluated
     result = TrainResult(
         final_return=run["curve"][-1]["return"], best_return=run["best_return"],
         behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=run["curve"],
@@ -302,12 +350,14 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool) -> TrainResult:
         updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0)
     if out is not None:
         final_path = out / "final.pt"
-        ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
-        save_state()
         result.checkpoint = str(final_path)
         result.metrics_path = str(out / "metrics.json")
-        _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **asdict(result),
-                                           "bc_nll": run["bc_nll"]})
+        if lead:
+            ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
+            save_state()
+            _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **asdict(result),
+                                               "bc_nll": run["bc_nll"]})
+        shard.barrier()  # the files exist on return, on every rank
     return result
 
 

@@ -24,6 +24,9 @@ Deviations from the paper (and its code), all deliberate:
 - Polyak-averaged target networks (rate ``cfg.polyak``) instead of hard copies every 200 episodes;
 - the near-greedy Boltzmann policy above instead of an argmax (ties are broken uniformly instead of by index);
 - ``cql_alpha`` and the temperatures are ours (the paper tunes the penalty weight per dataset).
+
+Data-parallel training (:mod:`inspo.algos.parallel`): every term is per row (``lambda_i`` is a softmax over agents,
+not rows) and the loss a mean over rows, so each rank takes its shard of the batch.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_fi
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, QMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
@@ -43,8 +47,9 @@ class CFCQL:
     """The CFCQL learner; ``mu`` (behaviour cloning) is used for the agent weights ``lambda_i``."""
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, shard: Shard | None = None) -> None:
         self.cfg = cfg
+        self.shard = shard or Shard()
         self.k = kernel_backend(cfg.backend)
         self.gen = generator  # unused: the update is deterministic given the batch
         n, obs_dim, n_actions = policy_sizes(mu)
@@ -90,6 +95,7 @@ class CFCQL:
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One CFCQL step (TD plus counterfactual conservative penalty) on a uniformly sampled batch."""
         cfg = self.cfg
+        b = b.rows(self.shard.rows(b.reward.shape[0]))
         with torch.no_grad():
             greedy = self.q(b.next_obs).masked_fill(~b.next_avail, -torch.inf).argmax(-1, keepdim=True)
             q_next = self.q_target(b.next_obs).gather(-1, greedy).squeeze(-1)  # [B, N]
@@ -115,6 +121,7 @@ class CFCQL:
         require_finite(td_loss=td_loss, cql_loss=cql_loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.average_gradients(self.opt)
         self.opt.step()
         polyak_(self.q_target, self.q, cfg.polyak)
         polyak_(self.mixer_target, self.mixer, cfg.polyak)

@@ -25,6 +25,10 @@ Deviations from the paper (and its code), all deliberate:
 - the actors start from the behaviour-cloned ``mu`` (the fixed point of the weighted likelihood does not depend on
   the start); ``alpha`` is ``cfg.alpha`` (the same KL-to-behaviour strength as InSPO's), ``alpha_Q`` is
   ``cfg.icq_critic_temp`` (1000 in the paper's code, i.e. nearly SARSA on the data).
+
+Data-parallel training (:mod:`inspo.algos.parallel`): both softmaxes over the batch, and the critic loss's
+normaliser, are computed on the whole global batch on every rank; only the trained networks' forward/backward is
+split into the ranks' shards.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_fi
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
@@ -44,8 +49,9 @@ class ICQ:
     """The MA-ICQ learner; ``mu`` (behaviour cloning) only initialises the actors."""
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, shard: Shard | None = None) -> None:
         self.cfg = cfg
+        self.shard = shard or Shard()
         self.k = kernel_backend(cfg.backend)
         self.gen = generator  # unused: the update is deterministic given the batch
         n, obs_dim, n_actions = policy_sizes(mu)
@@ -69,7 +75,7 @@ class ICQ:
 
     # -- 1. critic: in-sample implicit-constraint target -------------------------------------------------------
     def critic_step(self, b: Batch) -> Tensor:
-        cfg = self.cfg
+        cfg, mine = self.cfg, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             q_next = self.q_target(b.next_obs).gather(-1, b.next_actions[..., None]).squeeze(-1)  # [B, N]
             qtot_next = self.mixer_target(q_next, b.next_state)  # [B]
@@ -80,12 +86,13 @@ class ICQ:
             target = b.reward + cfg.gamma * (1.0 - b.terminated) * bootstrap
             # Truncated rows have neither a next data action nor a terminal target.
             rows = (b.has_next | (b.terminated > 0)).to(target.dtype)
-        q_taken = self.q(b.obs).gather(-1, b.actions[..., None]).squeeze(-1)
-        err = (self.mixer(q_taken, b.state) - target).pow(2)
-        loss = (rows * err).sum() / rows.sum().clamp(min=1.0)
+        q_taken = self.q(b.obs[mine]).gather(-1, b.actions[mine, :, None]).squeeze(-1)
+        err = (self.mixer(q_taken, b.state[mine]) - target[mine]).pow(2)
+        loss = self.shard.total(rows[mine] * err) / rows.sum().clamp(min=1.0)
         require_finite(q_loss=loss)
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.average_gradients(self.critic_opt)
         self.critic_opt.step()
         polyak_(self.q_target, self.q, cfg.polyak)
         polyak_(self.mixer_target, self.mixer, cfg.polyak)
@@ -93,21 +100,22 @@ class ICQ:
 
     # -- 2. actors: decomposed in-sample advantage weighting ---------------------------------------------------
     def actor_step(self, b: Batch) -> dict[str, Tensor]:
-        cfg = self.cfg
-        logits = self.pi.all_logits(b.obs)  # [B, N, A]
+        cfg, mine = self.cfg, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             qs = self.q(b.obs)  # [B, N, A]
-            probs = torch.softmax(logits.detach().masked_fill(~b.avail, -torch.inf), dim=-1)
+            probs = torch.softmax(self.pi.all_logits(b.obs).masked_fill(~b.avail, -torch.inf), dim=-1)
             baseline = (probs * qs.masked_fill(~b.avail, 0.0)).sum(-1)
             adv = qs.gather(-1, b.actions[..., None]).squeeze(-1) - baseline  # [B, N]
             w, _ = self.mixer.weights(b.state)  # [B, N]
             # exp(w_i A_i / alpha) / Z_i, Z_i approximated over the batch: a softmax over rows, per agent.
             weight = torch.softmax(w * adv / cfg.alpha, dim=0)
-        logp, entropy = self.k.masked_softmax_stats(logits, b.avail, b.actions)  # [B, N]
-        loss = -(weight * logp).sum(0).mean()
+        logits = self.pi.all_logits(b.obs[mine])  # [B / world, N, A]
+        logp, entropy = self.k.masked_softmax_stats(logits, b.avail[mine], b.actions[mine])
+        loss = -self.shard.total(weight[mine] * logp, dim=0).mean()
         require_finite(policy_loss=loss)
         self.pi_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.average_gradients(self.pi_opt)
         self.pi_opt.step()
         return {"policy_loss": loss.detach(), "entropy": entropy.detach().mean(),
                 "weight_max": weight.max() * weight.shape[0], "advantage_mean": adv.mean()}

@@ -11,12 +11,16 @@ Read top to bottom: behaviour cloning of mu (once), then per iteration
      - refreshes its row of the log-prob stack.
 The ratios and weights come from the fused kernels of :mod:`inspo.ops` (``backend="fused"``) or from their
 pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``).
+
+Data-parallel training (:mod:`inspo.algos.parallel`): every rank computes the batch-wide quantities (Qbar, the
+log-prob stack, rho, the resampled rows, the weights and their normaliser) on the whole global batch, and only the
+trained networks' forward/backward on its own shard of the (resampled) rows.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +28,7 @@ from torch import Tensor, nn
 from inspo.algos.common import kernel_backend as _backend
 from inspo.algos.common import require_finite as _require_finite
 from inspo.algos.networks import AgentPolicies, JointCritic, mlp
+from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
@@ -46,23 +51,33 @@ class Batch:
     next_actions: Tensor | None = None  # [B, N], the data's own next joint action where has_next
     has_next: Tensor | None = None  # [B] bool: the episode goes on in the data (not terminated, not truncated)
 
+    def rows(self, index: slice) -> Batch:
+        """The transitions ``index`` (e.g. one rank's shard of the batch); ``logp_mu`` is indexed on its row axis."""
+        picked = {f.name: None if (x := getattr(self, f.name)) is None else x[index] for f in fields(self)}
+        return Batch(**{**picked, "logp_mu": self.logp_mu[:, index]})
+
 
 class BehaviourCloning:
-    """Per-agent behaviour cloning of the data's policy mu, by masked log-likelihood."""
+    """Per-agent behaviour cloning of the data's policy mu, by masked log-likelihood; ``shard`` is this process's
+    part of data-parallel training (default: a single process)."""
 
-    def __init__(self, cfg: TrainConfig, n_agents: int, obs_dim: int, n_actions: int, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, n_agents: int, obs_dim: int, n_actions: int, device: torch.device,
+                 shard: Shard | None = None) -> None:
         self.cfg = cfg
+        self.shard = shard or Shard()
         self.k = _backend(cfg.backend)
         self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr_policy)
 
     def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> float:
-        """One step on a batch ``[B, N, ...]``; returns the negative log-likelihood per agent and row."""
+        """One step on a batch ``[B, N, ...]`` (this rank's shard of the global batch); returns the negative
+        log-likelihood per agent and row."""
         logits = self.policy.all_logits(obs)
         logp, _ = self.k.masked_softmax_stats(logits, avail, actions)
         loss = -logp.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.average_gradients(self.opt)
         self.opt.step()
         return loss.detach()
 
@@ -78,8 +93,9 @@ class InSPO:
     """The InSPO learner; ``mu`` is the behaviour-cloned policy (frozen), ``pi`` starts as a copy of it."""
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, shard: Shard | None = None) -> None:
         self.cfg = cfg
+        self.shard = shard or Shard()
         self.k = _backend(cfg.backend)
         self.gen = generator
         self.n_agents = mu.n_agents
@@ -112,18 +128,20 @@ class InSPO:
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """One step on Q and V; returns ``(Qbar(s, a) of the batch, Q loss, V loss)``."""
-        cfg, tau = self.cfg, self.tau
+        """One step on Q and V; returns ``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's)."""
+        cfg, tau, rows = self.cfg, self.tau, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
-            target = b.reward + cfg.gamma * (1.0 - b.terminated) * self.v(b.next_state).squeeze(-1)
-            qbar = self.q_target(b.state, b.actions)
-        q_loss = (self.q(b.state, b.actions) - target).pow(2).mean()
-        v = self.v(b.state).squeeze(-1)
+            target = b.reward[rows] + cfg.gamma * (1.0 - b.terminated[rows]) * self.v(b.next_state[rows]).squeeze(-1)
+            qbar = self.q_target(b.state, b.actions)  # every row: the policy pass needs all of them
+        state = b.state[rows]
+        q_loss = (self.q(state, b.actions[rows]) - target).pow(2).mean()
+        v = self.v(state).squeeze(-1)
         # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
-        z = torch.clamp((qbar - v) / tau - (cfg.beta / tau) * b.logp_mu.sum(0), max=cfg.z_max)
+        z = torch.clamp((qbar[rows] - v) / tau - (cfg.beta / tau) * b.logp_mu[:, rows].sum(0), max=cfg.z_max)
         v_loss = torch.exp(z).mean() + v.mean() / tau
         self.critic_opt.zero_grad(set_to_none=True)
         (q_loss + v_loss).backward()
+        self.shard.average_gradients(self.critic_opt)
         self.critic_opt.step()
         with torch.no_grad():
             for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
@@ -145,6 +163,7 @@ class InSPO:
         """Update every agent once, in this iteration's order; returns loss and weight statistics."""
         cfg, tau, n = self.cfg, self.tau, self.n_agents
         rows = qbar.shape[0]
+        mine = self.shard.rows(rows)
         with torch.no_grad():
             logp_pi = torch.stack([self.agent_logp(b, i)[0] for i in range(n)])  # [N, B], the log-prob stack
         sequential = cfg.order != "simultaneous"
@@ -169,15 +188,18 @@ class InSPO:
             else:
                 sel = torch.arange(rows, device=qbar.device)
                 row_w = rho
-            state, a_i, target = b.state[sel], b.actions[sel, i], qbar[sel]
+            # This rank's shard of the (resampled) rows: the only ones its networks' forward/backward see.
+            sel_mine = sel[mine]
+            state, a_i, target = b.state[sel_mine], b.actions[sel_mine, i], qbar[sel_mine]
 
             # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
             for _ in range(cfg.local_critic_steps):
                 err = (self.local_q[i](state).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
-                lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
+                lq_loss = err.mean() if row_w is None else self.shard.total(row_w[mine] * err) / row_w.sum()
                 self.local_opts[i].zero_grad(set_to_none=True)
                 _require_finite(local_q_loss=lq_loss)
                 lq_loss.backward()
+                self.shard.average_gradients(self.local_opts[i])
                 self.local_opts[i].step()
 
             with torch.no_grad():
@@ -189,13 +211,14 @@ class InSPO:
                                                      cfg.rho_max, cfg.z_max)
                 w = expadv[sel] if row_w is None else expadv * row_w
 
-            logits = self.pi.logits(b.obs[sel, i], i)
-            logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel, i], a_i)
-            loss = -(w * logp).sum() / w.sum()
+            logits = self.pi.logits(b.obs[sel_mine, i], i)
+            logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel_mine, i], a_i)
+            loss = -self.shard.total(w[mine] * logp) / w.sum()
             _require_finite(policy_loss=loss)
             opt = self.pi_opts[0 if self.pi.shared else i]
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            self.shard.average_gradients(opt)
             opt.step()
 
             if sequential:

@@ -23,6 +23,9 @@ Deviations from the paper (and its code), all deliberate:
 - the exponent is clipped at ``cfg.z_max`` above and ``-cfg.z_max`` below (the paper's code clips at +-10);
 - the actors start from the behaviour-cloned ``mu`` (the fixed point of the weighted likelihood does not depend on
   the start). The V loss keeps the code's shift by ``max(max z, -1)``, which only rescales the loss.
+
+Data-parallel training (:mod:`inspo.algos.parallel`): every loss is a mean over rows, so each rank takes its shard
+of the batch; the shift's maximum is taken over all ranks.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_fi
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
@@ -42,8 +46,9 @@ class OMIGA:
     """The OMIGA learner; ``mu`` (behaviour cloning) only initialises the actors."""
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, shard: Shard | None = None) -> None:
         self.cfg = cfg
+        self.shard = shard or Shard()
         self.k = kernel_backend(cfg.backend)
         self.gen = generator  # unused: the update is deterministic given the batch
         n, obs_dim, n_actions = policy_sizes(mu)
@@ -71,6 +76,7 @@ class OMIGA:
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One OMIGA iteration on a uniformly sampled batch."""
         cfg, alpha = self.cfg, self.cfg.alpha
+        b = b.rows(self.shard.rows(b.reward.shape[0]))
 
         # 1. Q_i and mixer: TD to the mixed target value of the next state.
         with torch.no_grad():
@@ -85,7 +91,8 @@ class OMIGA:
             w_bar, _ = self.mixer_target.weights(b.state)  # [B, N]
         v = self.v(b.obs).squeeze(-1)  # [B, N]
         z = torch.clamp(w_bar * (q_bar - v) / alpha, min=-cfg.z_max, max=cfg.z_max)
-        shift = torch.clamp(z.max().detach(), min=-1.0)  # numerical shift; scales the loss by exp(-shift)
+        # Numerical shift, scaling the loss by exp(-shift); the maximum over every rank's rows, as in one process.
+        shift = torch.clamp(self.shard.max(z.max().detach()), min=-1.0)
         v_loss = (torch.exp(z - shift) + torch.exp(-shift) * w_bar * v / alpha).mean()
 
         # 3. pi_i: weighted log-likelihood of the data actions with weights exp(z_i).
@@ -98,6 +105,7 @@ class OMIGA:
             opt.zero_grad(set_to_none=True)
         (q_loss + v_loss + policy_loss).backward()  # the three losses share no parameters
         for opt in (self.pi_opt, self.q_opt, self.v_opt):
+            self.shard.average_gradients(opt)
             opt.step()
         polyak_(self.q_target, self.q, cfg.polyak)
         polyak_(self.v_target, self.v, cfg.polyak)
