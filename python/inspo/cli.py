@@ -106,6 +106,25 @@ def _summary(path: str, ds) -> dict[str, Any]:
             "returns": m["returns"], "behaviour": m["behaviour"], "seed": m["seed"], "source": m["source"]}
 
 
+def _generate(args: argparse.Namespace):
+    """`datasets generate`: matrix games sample a --preset distribution, SMAX maps play a --quality policy."""
+    from inspo import data
+
+    if args.env.startswith("smax:"):
+        from inspo.data.smax import SMAX_QUALITIES, generate_smax
+
+        if args.preset is not None or args.quality is None:
+            raise ValueError(f"{args.env} needs --quality (one of {', '.join(SMAX_QUALITIES)}), not --preset")
+        return generate_smax(args.env, args.quality, args.episodes, args.seed,
+                             episode_limit=args.episode_limit)
+    if args.env not in ("xor", "mne"):
+        raise ValueError(f"cannot generate data for environment '{args.env}'; expected xor, mne or smax:<map>")
+    if args.preset is None or args.quality is not None:
+        raise ValueError(f"{args.env} needs --preset (a joint-action distribution), not --quality")
+    return data.generate_matrix(args.env, args.preset, args.episodes, args.seed,
+                                episode_limit=1 if args.episode_limit is None else args.episode_limit)
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from inspo import data
 
@@ -123,7 +142,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print("generator presets: " + ", ".join(sorted(data.MATRIX_PRESETS)))
         return 0
     if args.action == "generate":
-        ds = data.generate_matrix(args.env, args.preset, args.episodes, args.seed, episode_limit=args.episode_limit)
+        ds = _generate(args)
     elif args.action == "import":
         ds = data.import_pymarl(args.src, args.env)
     else:
@@ -161,11 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="action", required=True)
     q = dsub.add_parser("list", help="datasets under a directory, and the generator presets")
     q.add_argument("path", nargs="?", default="runs/data")
-    q = dsub.add_parser("generate", help="sample a matrix-game dataset (deterministic per seed)")
-    q.add_argument("--env", required=True, choices=["xor", "mne"])
-    q.add_argument("--preset", required=True, help="joint-action distribution, e.g. mne-imbalanced")
+    q = dsub.add_parser("generate", help="sample a matrix-game or SMAX dataset (deterministic per seed)")
+    q.add_argument("--env", required=True, help="xor, mne or smax:<map> (e.g. smax:3m)")
+    q.add_argument("--preset", help="matrix games: joint-action distribution, e.g. mne-imbalanced")
+    q.add_argument("--quality", help="SMAX: behaviour policy, random or heuristic (stand-in for medium); "
+                                     "medium, expert, medium-replay and mixed need an online-trained policy "
+                                     "and are not available yet")
     q.add_argument("--episodes", type=int, default=5000)
-    q.add_argument("--episode-limit", type=int, default=1)
+    q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
+                                                                   "games, 100 for SMAX)")
     q.add_argument("--seed", type=int, default=0)
     q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data)")
     q.add_argument("src")

@@ -92,20 +92,24 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
         return value, 0.0
     # Episodes run in lockstep so that each step is one batched forward pass.
     gen = torch.Generator(device=param.device).manual_seed(seed)
+
+    def act(obs_np: np.ndarray, avail_np: np.ndarray) -> np.ndarray:
+        obs, avail = to_t(obs_np).to(param.dtype), to_t(avail_np)
+        logits = policy.all_logits(obs).masked_fill(~avail, -math.inf)
+        if greedy:
+            return logits.argmax(-1).cpu().numpy()
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(probs.shape[:2]).cpu().numpy()
+
+    if hasattr(env, "rollout"):  # environments that step whole batches of episodes themselves (SMAX)
+        returns = env.rollout(act, episodes, seed).returns
+        return float(returns.mean()), float(returns.std())
     envs = [make(env.info.name, **env.options) for _ in range(episodes)]
     current = [e.reset(seed=seed + k) for k, e in enumerate(envs)]
     returns = np.zeros(episodes)
     running = list(range(episodes))
     while running:
-        obs = to_t(np.stack([current[k][0] for k in running])).to(param.dtype)
-        avail = to_t(np.stack([current[k][2] for k in running]))
-        logits = policy.all_logits(obs).masked_fill(~avail, -math.inf)
-        if greedy:
-            actions = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits, -1)
-            actions = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(probs.shape[:2])
-        actions = actions.cpu().numpy()
+        actions = act(np.stack([current[k][0] for k in running]), np.stack([current[k][2] for k in running]))
         still = []
         for row, k in enumerate(running):
             obs_k, state_k, avail_k, reward, terminated, truncated, _ = envs[k].step(actions[row])

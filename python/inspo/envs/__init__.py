@@ -91,7 +91,8 @@ class MultiAgentEnv(abc.ABC):
         truncated = at_limit and not terminated
         self._running = not (terminated or truncated)
         obs, state, avail = self._snapshot()
-        return obs, state, avail, float(reward), bool(terminated), bool(truncated), {"episode_step": self._t}
+        info = {"episode_step": self._t, **self._extra_info()}
+        return obs, state, avail, float(reward), bool(terminated), bool(truncated), info
 
     def _snapshot(self) -> Observation:
         obs, state, avail = self._observe()
@@ -126,6 +127,10 @@ class MultiAgentEnv(abc.ABC):
                 )
         return acts
 
+    def _extra_info(self) -> dict[str, Any]:
+        """Environment-specific entries of the last step's `info` (e.g. `won` in StarCraft battles)."""
+        return {}
+
     @abc.abstractmethod
     def _reset(self, rng: np.random.Generator) -> None:
         """Put the environment in its initial state."""
@@ -144,11 +149,18 @@ from inspo.envs.bridge import BridgeEnv, bridge_optimum  # noqa: E402
 from inspo.envs.matrix import MatrixGame, make_mne, make_xor  # noqa: E402
 
 
-def _unavailable(prefix: str, hint: str) -> Callable[..., MultiAgentEnv]:
-    def constructor(map_name: str, **options: Any) -> MultiAgentEnv:
-        raise NotImplementedError(f"environment '{prefix}:{map_name}' is not available yet in this build ({hint})")
+def _smax(map_name: str, **options: Any) -> MultiAgentEnv:
+    # Imported here: the SMAX module is light, but keeping the families out of this module's import keeps
+    # `inspo.envs` free of their optional dependencies by construction.
+    from inspo.envs.smax import SMAXEnv
 
-    return constructor
+    return SMAXEnv(map_name, **options)
+
+
+def _smac(map_name: str, **options: Any) -> MultiAgentEnv:
+    from inspo.envs.smac import SMACEnv
+
+    return SMACEnv(map_name, **options)
 
 
 _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
@@ -159,8 +171,8 @@ _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
 """Plain names -> constructor(**options)."""
 
 _PREFIXED: dict[str, Callable[..., MultiAgentEnv]] = {
-    "smax": _unavailable("smax", "needs the optional extra: pip install 'inspo[smax]'"),
-    "smac": _unavailable("smac", "needs StarCraft II and oxwhirl/smac installed from its repository"),
+    "smax": _smax,  # JaxMARL's SMAX: pip install 'inspo[smax]'
+    "smac": _smac,  # StarCraft II with oxwhirl/smac, installed from its repository
 }
 """`prefix:<map>` families -> constructor(map_name, **options)."""
 
