@@ -287,7 +287,8 @@ class SMAXEnv(MultiAgentEnv):
         b, info = self._backend, self._info
         batch = next(size for size in _BATCHES if size >= count)
         state, keys, obs, world, avail = b.reset(b.keys(seed, first, batch))
-        obs, world, avail = np.asarray(obs), np.asarray(world), np.asarray(avail)
+        # Copies: numpy views of jax arrays are read-only, which torch warns about when a policy wraps them.
+        obs, world, avail = np.array(obs), np.array(world), np.array(avail)
         reset = getattr(policy, "reset", None)
         if reset is not None:
             reset(batch, policy_seed)
@@ -298,7 +299,7 @@ class SMAXEnv(MultiAgentEnv):
         for t in range(info.episode_limit):
             actions = self._checked_actions(policy(obs, avail), avail, running)
             state, keys, obs2, world2, avail2, reward, over, won_now = b.step(keys, state, actions.astype(np.int32))
-            obs2, world2, avail2 = np.asarray(obs2), np.asarray(world2), np.asarray(avail2)
+            obs2, world2, avail2 = np.array(obs2), np.array(world2), np.array(avail2)
             reward, over, won_now = np.asarray(reward, dtype=np.float64), np.asarray(over), np.asarray(won_now)
             returns += np.where(running, reward, 0.0)
             lengths += running
