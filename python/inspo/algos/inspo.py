@@ -57,6 +57,22 @@ class Batch:
         return Batch(**{**picked, "logp_mu": self.logp_mu[:, index]})
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with its fused kernel: one call per step instead of a dozen small ops per parameter tensor, which is most of
+    an optimiser step for networks this small (its rounding differs from the per-tensor loop's in the last bit)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own implementation switches (``fused``, ``foreach``): a saved
+    state carries those of the run that wrote it, and one written before :func:`adam` would turn the fused kernel
+    off."""
+    switches = [{key: group[key] for key in ("fused", "foreach")} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, own in zip(opt.param_groups, switches, strict=True):
+        group.update(own)
+
+
 class BehaviourCloning:
     """Per-agent behaviour cloning of the data's policy mu, by masked log-likelihood; ``shard`` is this process's
     part of data-parallel training (default: a single process)."""
@@ -67,7 +83,7 @@ class BehaviourCloning:
         self.shard = shard or Shard()
         self.k = _backend(cfg.backend)
         self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
-        self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr_policy)
+        self.opt = adam(self.policy.parameters(), cfg.lr_policy)
 
     def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> float:
         """One step on a batch ``[B, N, ...]`` (this rank's shard of the global batch); returns the negative
@@ -86,7 +102,7 @@ class BehaviourCloning:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.opt.load_state_dict(state["opt"])
+        load_optimizer(self.opt, state["opt"])
 
 
 class InSPO:
@@ -102,14 +118,14 @@ class InSPO:
         n_actions = mu.nets[0][-1].out_features
         self.tau = cfg.alpha + cfg.beta
         self.pi = copy.deepcopy(mu)
-        self.pi_opts = [torch.optim.Adam(self.pi.agent_parameters(i), lr=cfg.lr_policy)
+        self.pi_opts = [adam(self.pi.agent_parameters(i), cfg.lr_policy)
                         for i in range(1 if cfg.shared_policy else self.n_agents)]
         self.q = JointCritic(state_dim, self.n_agents, n_actions, cfg.hidden).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = mlp(state_dim, cfg.hidden, 1).to(device)
-        self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.v.parameters()], lr=cfg.lr_critic)
+        self.critic_opt = adam([*self.q.parameters(), *self.v.parameters()], cfg.lr_critic)
         self.local_q = nn.ModuleList([mlp(state_dim, cfg.hidden, n_actions) for _ in range(self.n_agents)]).to(device)
-        self.local_opts = [torch.optim.Adam(net.parameters(), lr=cfg.lr_critic) for net in self.local_q]
+        self.local_opts = [adam(net.parameters(), cfg.lr_critic) for net in self.local_q]
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""
@@ -121,10 +137,10 @@ class InSPO:
     def load_state_dict(self, state: dict) -> None:
         for name in ("pi", "q", "q_target", "v", "local_q"):
             getattr(self, name).load_state_dict(state[name])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        load_optimizer(self.critic_opt, state["critic_opt"])
         for opts, name in ((self.pi_opts, "pi_opts"), (self.local_opts, "local_opts")):
             for opt, saved in zip(opts, state[name], strict=True):
-                opt.load_state_dict(saved)
+                load_optimizer(opt, saved)
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,6 +170,11 @@ class InSPO:
         logits = self.pi.logits(b.obs[:, agent], agent)
         return self.k.masked_softmax_stats(logits, b.avail[:, agent], b.actions[:, agent])
 
+    def logp_stack(self, b: Batch) -> Tensor:
+        """Log-prob of the dataset actions under every agent's current policy, ``[N, B]`` (one softmax call)."""
+        logp, _ = self.k.masked_softmax_stats(self.pi.all_logits(b.obs), b.avail, b.actions)
+        return logp.t().contiguous()
+
     def order(self) -> Tensor:
         if self.cfg.order == "random":
             return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device)
@@ -165,7 +186,7 @@ class InSPO:
         rows = qbar.shape[0]
         mine = self.shard.rows(rows)
         with torch.no_grad():
-            logp_pi = torch.stack([self.agent_logp(b, i)[0] for i in range(n)])  # [N, B], the log-prob stack
+            logp_pi = self.logp_stack(b)
         sequential = cfg.order != "simultaneous"
         if not sequential and cfg.use_rho:
             # Every agent sees the pre-iteration teammates: all ratios in one kernel call.
@@ -173,7 +194,8 @@ class InSPO:
                                                   cfg.rho_max, cfg.z_max)
         stats = {"policy_loss": qbar.new_zeros(()), "local_q_loss": qbar.new_zeros(()),
                  "entropy": qbar.new_zeros(()), "weight_max": qbar.new_zeros(())}
-        for i in self.order().tolist():
+        order = self.order().tolist()
+        for i in order:
             if not cfg.use_rho:
                 rho = torch.ones_like(qbar)
             elif sequential:
@@ -190,7 +212,9 @@ class InSPO:
                 row_w = rho
             # This rank's shard of the (resampled) rows: the only ones its networks' forward/backward see.
             sel_mine = sel[mine]
-            state, a_i, target = b.state[sel_mine], b.actions[sel_mine, i], qbar[sel_mine]
+            # index_select: the same gather as x[sel] without advanced indexing's set-up cost, large on small rows.
+            state, target = b.state.index_select(0, sel_mine), qbar.index_select(0, sel_mine)
+            a_i = b.actions[sel_mine, i]
 
             # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
             for _ in range(cfg.local_critic_steps):
@@ -209,7 +233,7 @@ class InSPO:
                 q_a = qloc.gather(-1, b.actions[:, i, None]).squeeze(-1)
                 _, expadv = self.k.advantage_weights(q_a, vloc, logp_pi, b.logp_mu, None, i, tau, cfg.beta,
                                                      cfg.rho_max, cfg.z_max)
-                w = expadv[sel] if row_w is None else expadv * row_w
+                w = expadv.index_select(0, sel) if row_w is None else expadv * row_w
 
             logits = self.pi.logits(b.obs[sel_mine, i], i)
             logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel_mine, i], a_i)
@@ -221,10 +245,11 @@ class InSPO:
             self.shard.average_gradients(opt)
             opt.step()
 
-            if sequential:
+            # The last agent's successors (none) read no ratio: its refresh would be discarded.
+            if sequential and i != order[-1]:
                 with torch.no_grad():
                     if self.pi.shared:  # a shared network moved every agent's policy
-                        logp_pi = torch.stack([self.agent_logp(b, j)[0] for j in range(n)])
+                        logp_pi = self.logp_stack(b)
                     else:
                         logp_pi[i] = self.agent_logp(b, i)[0]
             stats["policy_loss"] += loss.detach() / n
