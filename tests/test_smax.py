@@ -73,6 +73,23 @@ def test_smax_spec_reset_and_masks_match_smax(smax: types.ModuleType) -> None:
         env.step(np.array([5, 4, 4]))
 
 
+@pytest.mark.parametrize(("name", "spec"), [
+    ("2s3z", (5, 127, 120, 10)), ("3s_vs_5z", (3, 101, 96, 10)), ("5m_vs_6m", (5, 140, 132, 11)),
+    ("6h_vs_8z", (6, 179, 168, 13)),
+])
+def test_smax_paper_maps(smax: types.ModuleType, name: str, spec: tuple[int, int, int, int]) -> None:
+    # Building an environment compiles nothing; only its first reset or step does.
+    info = make(f"smax:{name}").info
+    assert (info.n_agents, info.obs_dim, info.state_dim, info.n_actions) == spec
+
+
+def test_smax_refuses_bad_options(smax: types.ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"unknown SMAX map '4m'; known: .*2s3z, 3m, "):
+        make("smax:4m")
+    with pytest.raises(ValueError, match=r"smax:3m: episode_limit must be a positive integer, got 0"):
+        make(MAP, episode_limit=0)
+
+
 def test_smax_episode_outcomes(smax: types.ModuleType) -> None:
     env = make(MAP)
     rng = np.random.default_rng(0)

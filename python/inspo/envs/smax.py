@@ -24,8 +24,7 @@ import numpy as np
 
 from inspo.envs import EnvInfo, MultiAgentEnv, Observation
 
-__all__ = ["DEFAULT_EPISODE_LIMIT", "STOP", "BatchPolicy", "HeuristicPolicy", "Rollout", "SMAXEnv", "UniformPolicy",
-           "smax_maps"]
+__all__ = ["DEFAULT_EPISODE_LIMIT", "STOP", "BatchPolicy", "HeuristicPolicy", "Rollout", "SMAXEnv", "UniformPolicy"]
 
 DEFAULT_EPISODE_LIMIT = 100
 """SMAX's own default `max_steps`."""
@@ -55,11 +54,6 @@ def _jax() -> SimpleNamespace:
             "extra: pip install 'inspo[smax]'"
         ) from exc
     return SimpleNamespace(jax=jax, jnp=jnp, smax=smax, heuristic=heuristic_enemy, scenarios=MAP_NAME_TO_SCENARIO)
-
-
-def smax_maps() -> list[str]:
-    """Map names that SMAX knows (`smax:<map>`)."""
-    return sorted(_jax().scenarios)
 
 
 class _Backend:
@@ -127,6 +121,7 @@ class _Backend:
 
 @functools.lru_cache(maxsize=None)
 def _backend(map_name: str, episode_limit: int) -> _Backend:
+    """The shared `_Backend` of a map and step limit."""
     return _Backend(map_name, episode_limit)
 
 
