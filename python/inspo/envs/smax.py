@@ -195,14 +195,15 @@ class HeuristicPolicy:
 class Rollout:
     """Outcome of `SMAXEnv.rollout`: per-episode totals, and with `record=True` the transitions.
 
-    `steps` maps field names of the dataset format to arrays `[T, B, ...]` over the longest episode's T steps;
-    `steps["valid"][t, b]` says whether step t belongs to episode b (the episode had not ended before it).
+    `transitions` holds one flat array per field of the dataset format (`inspo.data.FIELDS`: obs, state, avail,
+    actions, reward, terminated, truncated, next_obs, next_state, next_avail, episode_start), episode after
+    episode in episode order.
     """
 
     returns: np.ndarray
     won: np.ndarray
     lengths: np.ndarray
-    steps: dict[str, np.ndarray] | None = None
+    transitions: dict[str, np.ndarray] | None = None
 
     @property
     def mean_return(self) -> float:
@@ -269,13 +270,11 @@ class SMAXEnv(MultiAgentEnv):
             count = min(_BATCHES[-1], episodes - first)
             chunk_seed = int(np.random.SeedSequence([seed, first]).generate_state(1)[0])
             parts.append(self._rollout_batch(policy, seed, first, count, chunk_seed, record))
-        steps = None
+        transitions = None
         if record:
-            length = max(p.steps["valid"].shape[0] for p in parts)
-            steps = {name: np.concatenate([_pad_steps(p.steps[name], length) for p in parts], axis=1)
-                     for name in parts[0].steps}
+            transitions = {name: np.concatenate([p.transitions[name] for p in parts]) for name in parts[0].transitions}
         return Rollout(returns=np.concatenate([p.returns for p in parts]), won=np.concatenate([p.won for p in parts]),
-                       lengths=np.concatenate([p.lengths for p in parts]), steps=steps)
+                       lengths=np.concatenate([p.lengths for p in parts]), transitions=transitions)
 
     def _rollout_batch(self, policy: Any, seed: int, first: int, count: int, policy_seed: int,
                        record: bool) -> Rollout:
@@ -310,8 +309,8 @@ class SMAXEnv(MultiAgentEnv):
             obs, world, avail = obs2, world2, avail2
             if not running.any():
                 break
-        steps = {name: np.stack(values) for name, values in columns.items()} if record else None
-        return Rollout(returns=returns[:count], won=won[:count], lengths=lengths[:count], steps=steps)
+        transitions = _flatten(columns) if record else None
+        return Rollout(returns=returns[:count], won=won[:count], lengths=lengths[:count], transitions=transitions)
 
     def _checked_actions(self, actions: Any, avail: np.ndarray, running: np.ndarray) -> np.ndarray:
         acts = np.asarray(actions)
@@ -330,7 +329,10 @@ class SMAXEnv(MultiAgentEnv):
         return np.where(running[:, None], acts, STOP)
 
 
-def _pad_steps(array: np.ndarray, length: int) -> np.ndarray:
-    """Extend `[T, B, ...]` to `length` steps with zeros (padding steps are not `valid`)."""
-    pad = [(0, length - array.shape[0])] + [(0, 0)] * (array.ndim - 1)
-    return np.pad(array, pad)
+def _flatten(columns: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-step lists of `[B, ...]` arrays (plus `valid`: the step belongs to the episode) -> flat transitions,
+    episode after episode, with `episode_start`. Flattened per batch, so that padding never reaches memory."""
+    valid = np.stack(columns["valid"]).T  # [B, T]
+    flat = {name: np.swapaxes(np.stack(values), 0, 1)[valid] for name, values in columns.items() if name != "valid"}
+    flat["episode_start"] = np.broadcast_to(np.arange(valid.shape[1]) == 0, valid.shape)[valid]
+    return flat
