@@ -16,11 +16,11 @@ a fresh child process per case and backend (allocators keep what one backend fre
     python bench/bench_train.py                  # every case (about 10 minutes on 2 busy cores)
     python bench/bench_train.py --quick          # fewer repeats, scaling series N = 2, 8, 32
     python bench/bench_train.py --cases smax --profile   # also print a torch.profiler table per backend
-    git show HEAD~1:python/inspo/algos/inspo.py > /tmp/inspo_base.py
-    python bench/bench_train.py --quick --baseline /tmp/inspo_base.py   # also time that learner, same run
+    python bench/bench_train.py --quick --baseline 64f8088   # also time the learner of that git revision
 
-``--baseline`` times an earlier version of the learner module next to the current one (both backends, all taking
-turns), so that a speed-up is measured under the same machine load rather than across two runs.
+``--baseline REV`` times the learner and networks (``inspo/algos/inspo.py``, ``networks.py``) of an earlier git
+revision next to the current ones (both backends, all taking turns; the kernels and everything else are the
+installed ones), so that a speed-up is measured under the same machine load rather than across two runs.
 
 Writes ``bench/results/train_<device>[_<suffix>].json`` and ``.md`` (atomically). Not part of the test suite.
 """
@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from bench_ops import machine_info, write_atomic
-from inspo.algos.inspo import InSPO, Batch, BehaviourCloning, behaviour_log_probs
+import inspo.algos.inspo as learner_module
+from inspo.algos.inspo import Batch, behaviour_log_probs
 from inspo.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children (CPU)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of a few updates per "
                                                           "case and backend")
-    p.add_argument("--baseline", type=Path, default=None,
-                   help="another version of inspo/algos/inspo.py whose InSPO is timed too, as fused@base/torch@base")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="a git revision whose learner and networks are timed too, as fused@base/torch@base")
     p.add_argument("--suffix", default="", help="output stem train_<device>[_<suffix>]")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", nargs=2, metavar=("CASE", "BACKEND"), help=argparse.SUPPRESS)
@@ -127,16 +128,16 @@ class Runner:
     """One learner of one backend on a case's data, and the batches it updates on (drawn as in the trainer)."""
 
     def __init__(self, data: dict, sizes: dict, overrides: dict, backend: str, device: torch.device,
-                 learner: type = InSPO) -> None:
+                 learner=learner_module) -> None:
         self.cfg = TrainConfig(dataset="-", backend=backend, device=str(device), **overrides)
         torch.manual_seed(0)
-        bc = BehaviourCloning(self.cfg, sizes["n_agents"], sizes["obs_dim"], sizes["n_actions"], device)
+        bc = learner.BehaviourCloning(self.cfg, sizes["n_agents"], sizes["obs_dim"], sizes["n_actions"], device)
         self.data = dict(data)
         logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
         self.data["logmu_all"] = logmu_all
         self.logp_mu = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()
         self.gen = torch.Generator(device=device).manual_seed(0)
-        self.learner = learner(self.cfg, bc.policy, sizes["state_dim"], device, self.gen)
+        self.learner = learner.InSPO(self.cfg, bc.policy, sizes["state_dim"], device, self.gen)
         self.rows = data["obs"].shape[0]
 
     def batch(self) -> Batch:
@@ -156,18 +157,30 @@ class Runner:
         return spent
 
 
-def baseline_learner(path: Path) -> type:
-    """The InSPO class of another version of the learner module (it imports the rest of inspo as installed)."""
-    spec = importlib.util.spec_from_file_location("inspo_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.InSPO
+def _module_at(rev: str, path: str, name: str):
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True,
+                            check=True).stdout
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    sys.modules[name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def baseline_learner(rev: str):
+    """The learner module of git revision ``rev``, importing that revision's networks (the rest of inspo as
+    installed)."""
+    networks = _module_at(rev, "python/inspo/algos/networks.py", "inspo_baseline_networks")
+    current = sys.modules["inspo.algos.networks"]
+    sys.modules["inspo.algos.networks"] = networks  # what its `from inspo.algos.networks import ...` binds
+    try:
+        return _module_at(rev, "python/inspo/algos/inspo.py", "inspo_baseline")
+    finally:
+        sys.modules["inspo.algos.networks"] = current
 
 
 def measure(case: str, args, sync) -> dict:
     data, sizes, overrides = case_setup(case, args.rows, args.device)
-    variants = {backend: (backend, InSPO) for backend in BACKENDS}
+    variants = {backend: (backend, learner_module) for backend in BACKENDS}
     if args.baseline is not None:
         base = baseline_learner(args.baseline)
         variants.update({f"{backend}@base": (backend, base) for backend in BACKENDS})
