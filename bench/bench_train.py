@@ -254,7 +254,8 @@ def markdown(report: dict) -> str:
         "off by 20% or more.", "",
         "One update = `InSPO.update` on a sampled batch (critic step + sequential pass over every agent), default "
         "config otherwise (resample weighting, random order, 1 local-critic step). Median over repeats, the backends "
-        "alternating; `ratio` = torch time / fused time. `peak MB`: " + (
+        "alternating; `ratio` = torch time / fused time, from medians and (in parentheses) from the fastest repeats, "
+        "the least disturbed by other load. `peak MB`: " + (
             "torch.cuda.max_memory_allocated." if m["device"].startswith("cuda") else
             "growth of the peak resident set (VmHWM) during 5 updates over the resident set after warm-up, in a "
             "fresh process per case and backend (data, networks and optimiser states excluded)."), "",
@@ -267,18 +268,21 @@ def markdown(report: dict) -> str:
         f, t = r["backends"]["fused"], r["backends"]["torch"]
         lines.append(f"| {r['case']} | {r['n_agents']} | {r['obs_dim']} | {r['state_dim']} | {r['n_actions']} | "
                      f"{r['hidden']} | {r['batch_size']} | {f['updates_per_s']:.1f} | {t['updates_per_s']:.1f} | "
-                     f"{r['ratio']:.2f}x | {f['median_s'] * 1e3:.2f} | {f['median_s'] * 1e3 / r['n_agents']:.2f} | "
+                     f"{r['ratio']:.2f}x ({t['min_s'] / f['min_s']:.2f}x) | {f['median_s'] * 1e3:.2f} | {f['median_s'] * 1e3 / r['n_agents']:.2f} | "
                      f"{mb(f['peak_bytes'])} | {mb(t['peak_bytes'])} | {r['loadavg']:.1f} |")
     if "fused@base" in report["results"][0]["backends"]:
         lines += ["", f"Against the baseline learner `{report['args']['baseline']}`, timed in the same run: its "
-                  "updates/s and the speed-up (its time / this version's time) per backend.", "",
+                  "updates/s and the speed-up (its time / this version's time) per backend, from medians and (in "
+                  "parentheses) from the fastest repeats.", "",
                   "| case | fused@base upd/s | torch@base upd/s | fused speed-up | torch speed-up | "
                   "torch@base / fused (before vs after) |", "|---|---:|---:|---:|---:|---:|"]
         for r in report["results"]:
             v = {k: x["median_s"] for k, x in r["backends"].items()}
+            m = {k: x["min_s"] for k, x in r["backends"].items()}
             lines.append(f"| {r['case']} | {1 / v['fused@base']:.1f} | {1 / v['torch@base']:.1f} | "
-                         f"{v['fused@base'] / v['fused']:.2f}x | {v['torch@base'] / v['torch']:.2f}x | "
-                         f"{v['torch@base'] / v['fused']:.2f}x |")
+                         f"{v['fused@base'] / v['fused']:.2f}x ({m['fused@base'] / m['fused']:.2f}x) | "
+                         f"{v['torch@base'] / v['torch']:.2f}x ({m['torch@base'] / m['torch']:.2f}x) | "
+                         f"{v['torch@base'] / v['fused']:.2f}x ({m['torch@base'] / m['fused']:.2f}x) |")
     scaling = [r for r in report["results"] if r["case"].startswith("n")]
     if len(scaling) >= 2:
         ns = np.array([r["n_agents"] for r in scaling], dtype=float)
