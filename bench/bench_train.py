@@ -13,7 +13,7 @@ Peak memory of an update: on CUDA ``torch.cuda.max_memory_allocated`` during the
 of the resident set's high-water mark (``VmHWM``) during 5 updates above the resident set after warm-up, measured in
 a fresh child process per case and backend (allocators keep what one backend freed for the other).
 
-    python bench/bench_train.py                  # every case (about 10 minutes on 2 busy cores)
+    python bench/bench_train.py                  # every case (about 6 minutes on 2 busy cores with --baseline)
     python bench/bench_train.py --quick          # fewer repeats, scaling series N = 2, 8, 32
     python bench/bench_train.py --cases smax --profile   # also print a torch.profiler table per backend
     python bench/bench_train.py --quick --baseline 64f8088   # also time the learner of that git revision
