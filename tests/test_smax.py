@@ -10,7 +10,9 @@ from __future__ import annotations
 import builtins
 import importlib.machinery
 import importlib.metadata
+import importlib.util
 import math
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -33,11 +35,28 @@ OWN_HEALTH = -10  # first of the 10 own features (health, x, y, cooldown, 6 unit
 @pytest.fixture(scope="module")
 def smax() -> types.ModuleType:
     """`inspo.envs.smax`, when jax and jaxmarl are installed."""
-    pytest.importorskip("jax", reason="SMAX needs the optional extra: pip install 'inspo[smax]'")
-    pytest.importorskip("jaxmarl", reason="SMAX needs the optional extra: pip install 'inspo[smax]'")
+    # Only look for the packages: importing jaxmarl here, outside `inspo.envs.smax`, would reset pytest's captured
+    # streams (see test_importing_jaxmarl_keeps_the_callers_streams).
+    if importlib.util.find_spec("jax") is None or importlib.util.find_spec("jaxmarl") is None:
+        pytest.skip("SMAX needs the optional extra: pip install 'inspo[smax]'")
     from inspo.envs import smax as module
 
     return module
+
+
+def test_importing_jaxmarl_keeps_the_callers_streams(smax: types.ModuleType) -> None:
+    # jaxmarl's import sets sys.stdout/sys.stderr to the process's original streams and prints; in a fresh process
+    # (where jaxmarl is not imported yet) a redirection around it must survive and nothing may reach the real stdout.
+    script = ("import contextlib, io, sys\n"
+              "from inspo.envs.smax import _jax\n"
+              "buf = io.StringIO()\n"
+              "with contextlib.redirect_stdout(buf):\n"
+              "    _jax()\n"
+              "    assert sys.stdout is buf, sys.stdout\n"
+              "assert buf.getvalue() == '', buf.getvalue()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
 
 
 def _uniform(rng: np.random.Generator, avail: np.ndarray) -> np.ndarray:

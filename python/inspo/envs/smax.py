@@ -12,9 +12,9 @@ jax and jaxmarl (the optional extra `smax`) are imported on first use, never whe
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -40,19 +40,24 @@ smallest, which costs nothing noticeable per step and saves a compilation."""
 
 def _jax() -> SimpleNamespace:
     """jax, jax.numpy and jaxmarl's SMAX package, or an ImportError that says how to install them."""
+    # Importing jaxmarl prints progress messages (they would corrupt JSON printed by the CLI), and its mabrax module
+    # sets sys.stdout and sys.stderr to sys.__stdout__ and sys.__stderr__ whatever they were before (a caller's
+    # redirection, pytest's capture): send everything to a sink for the import and put every stream back after.
+    streams = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+    sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = io.StringIO()
     try:
-        # jaxmarl prints progress messages on import; they would corrupt JSON printed by the CLI.
-        with contextlib.redirect_stdout(io.StringIO()):
-            import jax
-            import jax.numpy as jnp
-            from jaxmarl.environments import smax
-            from jaxmarl.environments.smax import heuristic_enemy
-            from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+        import jax
+        import jax.numpy as jnp
+        from jaxmarl.environments import smax
+        from jaxmarl.environments.smax import heuristic_enemy
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
     except ImportError as exc:
         raise ImportError(
             f"SMAX environments need jax and jaxmarl, which are not installed ({exc}); install the optional "
             "extra: pip install 'inspo[smax]'"
         ) from exc
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = streams
     return SimpleNamespace(jax=jax, jnp=jnp, smax=smax, heuristic=heuristic_enemy, scenarios=MAP_NAME_TO_SCENARIO)
 
 
