@@ -158,7 +158,7 @@ def test_rollout_outcomes_and_determinism(smax: types.ModuleType) -> None:
 
 
 def test_generate_heuristic_dataset_loads_and_records_behaviour(smax: types.ModuleType, tmp_path: Path) -> None:
-    from inspo.data.smax import generate_smax
+    from inspo.data import generate_smax
 
     ds = generate_smax(MAP, "heuristic", 8, seed=0)
     path = save_dataset(ds, tmp_path / "h8")
@@ -177,7 +177,7 @@ def test_generate_heuristic_dataset_loads_and_records_behaviour(smax: types.Modu
 
 
 def test_generate_is_deterministic_per_seed(smax: types.ModuleType) -> None:
-    from inspo.data.smax import generate_smax
+    from inspo.data import generate_smax
 
     first, again, other = (generate_smax(MAP, "random", 8, seed=s) for s in (4, 4, 5))
     for name, array in first.arrays().items():
@@ -187,7 +187,7 @@ def test_generate_is_deterministic_per_seed(smax: types.ModuleType) -> None:
 
 
 def test_generate_refuses_unavailable_qualities() -> None:
-    from inspo.data.smax import generate_smax
+    from inspo.data import generate_smax
 
     with pytest.raises(ValueError, match=r"'expert' needs a policy trained online.*available: random, heuristic"):
         generate_smax(MAP, "expert", 8, seed=0)
@@ -230,7 +230,7 @@ def _win_rate(checkpoint: str, episodes: int, seed: int) -> float:
 
 
 def test_train_and_evaluate_on_smax_data(smax: types.ModuleType, tmp_path: Path) -> None:
-    from inspo.data.smax import generate_smax
+    from inspo.data import generate_smax
 
     path = save_dataset(generate_smax(MAP, "heuristic", 8, seed=0), tmp_path / "h8")
     cfg = TrainConfig(dataset=str(path), bc_steps=50, iters=20, eval_every=20, eval_episodes=8, hidden=32,
@@ -247,7 +247,7 @@ def test_train_and_evaluate_on_smax_data(smax: types.ModuleType, tmp_path: Path)
 def test_inspo_on_heuristic_3m_data(smax: types.ModuleType, tmp_path: Path) -> None:
     """200 heuristic episodes, a few hundred InSPO iterations with a small network: records the win rates of
     random play, the data and the trained policy (printed; run with -s to see them)."""
-    from inspo.data.smax import generate_smax
+    from inspo.data import generate_smax
 
     data = generate_smax(MAP, "heuristic", 200, seed=0)
     path = save_dataset(data, tmp_path / "h200")

@@ -111,11 +111,9 @@ def _generate(args: argparse.Namespace):
     from inspo import data
 
     if args.env.startswith("smax:"):
-        from inspo.data.smax import SMAX_QUALITIES, generate_smax
-
         if args.preset is not None or args.quality is None:
-            raise ValueError(f"{args.env} needs --quality (one of {', '.join(SMAX_QUALITIES)}), not --preset")
-        return generate_smax(args.env, args.quality, args.episodes, args.seed,
+            raise ValueError(f"{args.env} needs --quality (one of {', '.join(data.SMAX_QUALITIES)}), not --preset")
+        return data.generate_smax(args.env, args.quality, args.episodes, args.seed,
                              episode_limit=args.episode_limit)
     if args.env not in ("xor", "mne"):
         raise ValueError(f"cannot generate data for environment '{args.env}'; expected xor, mne or smax:<map>")

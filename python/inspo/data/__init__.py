@@ -1,17 +1,20 @@
-"""Offline datasets: the on-disk format, the PyMARL importer and the matrix-game generators."""
+"""Offline datasets: the on-disk format, the PyMARL importer and the matrix-game and SMAX generators."""
 from __future__ import annotations
 
 from inspo.data.format import FIELDS, FORMAT_VERSION, Dataset, DatasetError, load_dataset, save_dataset
 from inspo.data.generate import MATRIX_PRESETS, generate_matrix
 from inspo.data.pymarl import import_pymarl
+from inspo.data.smax import SMAX_QUALITIES, generate_smax
 
 __all__ = [
     "FIELDS",
     "FORMAT_VERSION",
     "MATRIX_PRESETS",
+    "SMAX_QUALITIES",
     "Dataset",
     "DatasetError",
     "generate_matrix",
+    "generate_smax",
     "import_pymarl",
     "load_dataset",
     "save_dataset",
