@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one run: build with the CUDA kernels (INSPO_CUDA=ON), run the kernel tests (the
 # CUDA-parametrised ones included), a short training run on the GPU with each backend, and the CUDA
-# microbenchmarks. CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
+# benchmarks (kernels, and InSPO updates/s end to end). CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
 #
 #     bash .ci/gpu_check.sh OUTDIR [CUDA_ARCHITECTURES]      # e.g. bash .ci/gpu_check.sh gpu_out 90
 #
@@ -47,6 +47,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         --tag cuda_grid --out "$out"
     step bench_compile 150 python3 bench/bench_ops.py --device cuda --B 1048576 --N 2 8 27 --A 16 --budget 0.3 \
         --tag cuda_compile --out "$out"
+    step bench_train 300 python3 bench/bench_train.py --device cuda --quick --out "$out"
 fi
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]}"; exit 1; fi
 echo "all GPU checks passed"
