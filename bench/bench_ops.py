@@ -21,13 +21,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import inspo.ops as ops
+from inspo.checkpoint import atomic_write
 import inspo.reference as ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -178,16 +178,11 @@ def machine_info(device: torch.device) -> dict:
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def publish(out: Path, stem: str, report: dict, md: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``out``, each in one rename, and print the markdown."""
+    atomic_write(out / f"{stem}.json", lambda fh: fh.write((json.dumps(report, indent=1) + "\n").encode()))
+    atomic_write(out / f"{stem}.md", lambda fh: fh.write(md.encode()))
+    print(md)
 
 
 def fmt_ms(s):
@@ -303,10 +298,7 @@ def main(argv=None) -> int:
                             del fns, run
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
-    write_atomic(args.out / f"{args.tag}.json", json.dumps(report, indent=1) + "\n")
-    md = markdown(report)
-    write_atomic(args.out / f"{args.tag}.md", md)
-    print(md)
+    publish(args.out, args.tag, report, markdown(report))
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_ops import machine_info, write_atomic
+from bench_ops import machine_info, publish
 import inspo.algos.inspo as learner_module
 from inspo.algos.inspo import Batch, behaviour_log_probs
 from inspo.config import TrainConfig
@@ -324,10 +323,7 @@ def main(argv=None) -> int:
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
     stem = f"train_{args.device.type}" + (f"_{args.suffix}" if args.suffix else "")
-    write_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1) + "\n")
-    md = markdown(report)
-    write_atomic(args.out / f"{stem}.md", md)
-    print(md)
+    publish(args.out, stem, report, markdown(report))
     return 0
 
 

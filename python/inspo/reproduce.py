@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from inspo import report
+from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, DatasetError, generate_matrix, import_pymarl, load_dataset, save_dataset
 from inspo.envs.bridge import bridge_optimum
@@ -224,18 +224,7 @@ def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename, so a reader never sees a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the tables are meant to be read by anyone
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _provenance(command: str, seeds: Sequence[int], wall_time: float) -> dict[str, Any]:
