@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--env", default=None, help="also check that the data fits this environment")
     p.set_defaults(func=_cmd_datasets)
 
-    from inspo import report, reproduce, tune
+    from inspo import online, report, reproduce, tune
 
+    online.add_parser(sub)
     reproduce.add_parser(sub)
     tune.add_parser(sub)
     report.add_parser(sub)

@@ -1,0 +1,357 @@
+"""Online MAPPO on SMAX, in PyTorch, read top to bottom (CleanRL style): the source of the SMAX behaviour policies
+(`expert`, `medium`, `medium-replay`, `mixed` data in `inspo.data.smax`).
+
+- Actor: one categorical policy shared by the allies, with a one-hot agent id next to the observation
+  (`inspo.algos.networks.AgentPolicies(shared=True)`), unavailable actions masked out.
+- Critic: a centralised value V(world state) (MAPPO); the team reward is shared, so every agent gets the same
+  advantage (GAE), and the PPO clipped loss is averaged over agents.
+- Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
+  they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
+- Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
+  episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.training.load_policy`
+  reads (so `inspo evaluate` works on a snapshot); `<out>/snapshots.json` lists them in training order and
+  `<out>/policy.pt` is a copy of the last one (the expert).
+
+Deterministic per seed (CPU, one thread): the episodes' PRNG keys, the action sampling and the minibatches all derive
+from `seed`. `target_win_rate` stops training early once a snapshot reaches it (a deterministic rule);
+`max_minutes` also stops it, after the update during which the time ran out, which is not deterministic in
+length (the snapshots made before are).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from inspo import checkpoint as ckpt_io
+from inspo.algos.networks import AgentPolicies, mlp
+
+__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "load_snapshots", "train_online"]
+
+SNAPSHOT_FORMAT = 1
+"""Version of `snapshots.json` and of the snapshot files' extra metadata (`online`)."""
+
+
+@dataclass
+class OnlineConfig:
+    """Settings of `train_online`. `steps` counts environment steps summed over the parallel episodes."""
+
+    env: str = "smax:3m"
+    steps: int = 2_000_000
+    seed: int = 0
+    num_envs: int = 128  # 8 or 128 reuse the step that SMAXEnv.rollout compiles
+    rollout: int = 32  # steps per episode-row between updates
+    epochs: int = 4
+    minibatches: int = 4
+    lr: float = 5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: int = 64
+    snapshot_every: int = 20  # updates between snapshots
+    eval_episodes: int = 128
+    target_win_rate: float | None = None  # stop once a snapshot's win rate reaches this
+    max_minutes: float | None = None  # stop after the update during which this much wall time passed
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not self.env.startswith("smax:"):
+            raise ValueError(f"online training needs an environment 'smax:<map>', got '{self.env}'")
+        for name in ("steps", "num_envs", "rollout", "epochs", "minibatches", "hidden", "snapshot_every",
+                     "eval_episodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"OnlineConfig.{name} must be a positive integer, got {value!r}")
+        if (self.num_envs * self.rollout) % self.minibatches:
+            raise ValueError(f"num_envs * rollout ({self.num_envs * self.rollout}) must be divisible by "
+                             f"minibatches ({self.minibatches})")
+        if self.target_win_rate is not None and not 0.0 < self.target_win_rate <= 1.0:
+            raise ValueError(f"target_win_rate must be in (0, 1], got {self.target_win_rate}")
+
+
+@dataclass
+class OnlineResult:
+    """What `train_online` made: the snapshot records (training order; the last is the expert) and files."""
+
+    snapshots: list[dict[str, Any]]
+    out: str | None
+    wall_time: float
+    env_steps: int
+
+
+class Critic(nn.Module):
+    """V(world state): one value per episode, shared by the agents (they share the team reward)."""
+
+    def __init__(self, state_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp(state_dim, hidden, 1)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state).squeeze(-1)
+
+
+def _masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
+    return actor.all_logits(obs).masked_fill(~avail, -1e9)
+
+
+class SampledPolicy:
+    """A `BatchPolicy` for `SMAXEnv.rollout`: samples each agent's action from an `AgentPolicies` (masked), with a
+    torch generator reseeded per batch of episodes (deterministic rollouts)."""
+
+    def __init__(self, actor: AgentPolicies, description: str = "") -> None:
+        self.actor, self.description = actor, description
+        self._gen = torch.Generator().manual_seed(0)
+
+    def reset(self, batch: int, seed: int) -> None:
+        """Reseed for a new batch of episodes."""
+        self._gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        logits = _masked_logits(self.actor, torch.as_tensor(obs), torch.as_tensor(avail))
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs.flatten(0, 1), 1, generator=self._gen).view(probs.shape[:2]).numpy()
+
+
+def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of one snapshot: the fields `inspo.training.load_policy` and `inspo evaluate` read, plus
+    `online` (the training config and this snapshot's record)."""
+    info = env.info
+    return {"format": 1, "iteration": record["update"], "env": info.name, "env_options": env.options,
+            "env_info": asdict(info), "config": {"online": asdict(cfg)},
+            "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
+                              "hidden": cfg.hidden, "shared": True},
+            "policy": {k: v.clone() for k, v in actor.state_dict().items()},
+            "online": {"format": SNAPSHOT_FORMAT, **record}}
+
+
+def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False) -> OnlineResult:
+    """Train MAPPO on `cfg.env`; with `out`, write the snapshots there (see the module docstring)."""
+    cfg.validate()
+    from inspo.envs import make
+    from inspo.envs.smax import SMAXVector
+
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    env = make(cfg.env)
+    info = env.info
+    n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
+    actor = AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True)
+    with torch.no_grad():  # a near-uniform first policy: small output-layer weights (usual for PPO)
+        *_, out_weight, out_bias = actor.parameters()  # registered last, whatever the layout of the networks
+        out_weight.mul_(0.01)
+        out_bias.zero_()
+    critic = Critic(info.state_dim, cfg.hidden)
+    params = [*actor.parameters(), *critic.parameters()]
+    optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+    vec = SMAXVector(env, B, seed=cfg.seed)
+    obs, state, avail = vec.reset()
+    updates = max(cfg.steps // (B * T), 1)
+    out_dir = Path(out) if out is not None else None
+    snapshots: list[dict[str, Any]] = []
+    episode_returns = np.zeros(B)
+    finished: list[float] = []  # returns of the training episodes that ended since the last snapshot
+    finished_won: list[bool] = []
+
+    def snapshot(update: int, losses: dict[str, float]) -> dict[str, Any]:
+        # Evaluation episodes use their own seeds (far from the training stream's) so they never repeat it.
+        played = env.rollout(SampledPolicy(actor), cfg.eval_episodes, seed=10_000_019 + cfg.seed)
+        record = {"index": len(snapshots), "update": update, "env_steps": update * B * T,
+                  "return": played.mean_return, "win_rate": played.win_rate, "eval_episodes": cfg.eval_episodes,
+                  "train_return": float(np.mean(finished)) if finished else float("nan"),
+                  "train_win_rate": float(np.mean(finished_won)) if finished_won else float("nan"),
+                  "wall_time": time.perf_counter() - started, **losses}
+        finished.clear()
+        finished_won.clear()
+        if out_dir is not None:
+            record["file"] = f"snapshots/{record['index']:04d}.pt"
+            ckpt_io.save(_snapshot(actor, cfg, env, record), out_dir / record["file"])
+        snapshots.append(record)
+        if progress:
+            print(f"[{cfg.env} update {update}/{updates}, {record['env_steps']} steps, "
+                  f"{record['wall_time']:.0f}s] eval return {record['return']:.3f} win {record['win_rate']:.2f}"
+                  f"  train return {record['train_return']:.3f}", file=sys.stderr, flush=True)
+        return record
+
+    snapshot(0, {})
+    losses: dict[str, float] = {}
+    for update in range(1, updates + 1):
+        # -- collect T steps of B episodes ------------------------------------------------------------------
+        buf_obs = torch.zeros(T, B, n, info.obs_dim)
+        buf_state = torch.zeros(T, B, info.state_dim)
+        buf_avail = torch.zeros(T, B, n, info.n_actions, dtype=torch.bool)
+        buf_act = torch.zeros(T, B, n, dtype=torch.int64)
+        buf_logp = torch.zeros(T, B, n)
+        buf_val = torch.zeros(T, B)
+        buf_rew = torch.zeros(T, B)
+        buf_done = torch.zeros(T, B)  # the episode ended at this step (no bootstrap across it)
+        for t in range(T):
+            o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
+            with torch.no_grad():
+                probs = torch.softmax(_masked_logits(actor, o, a), -1)
+                act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
+                logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
+                value = critic(s)
+            obs, state, avail, step = vec.step(act.numpy())
+            reward = torch.as_tensor(step["reward"], dtype=torch.float32)
+            truncated = torch.as_tensor(step["truncated"])
+            if truncated.any():  # the step limit is not an end of the task: bootstrap from the state reached
+                with torch.no_grad():
+                    final_value = critic(torch.as_tensor(step["final_state"]))
+                reward = reward + cfg.gamma * torch.where(truncated, final_value, 0.0)
+            done = step["terminated"] | step["truncated"]
+            episode_returns += step["reward"]
+            finished.extend(episode_returns[done].tolist())
+            finished_won.extend(step["won"][done].tolist())
+            episode_returns[done] = 0.0
+            buf_obs[t], buf_state[t], buf_avail[t], buf_act[t], buf_logp[t] = o, s, a, act, logp
+            buf_val[t], buf_rew[t], buf_done[t] = value, reward, torch.as_tensor(done, dtype=torch.float32)
+
+        # -- generalised advantage estimation --------------------------------------------------------------
+        with torch.no_grad():
+            next_value = critic(torch.as_tensor(state))
+        adv = torch.zeros(T, B)
+        last = torch.zeros(B)
+        for t in reversed(range(T)):
+            following = next_value if t == T - 1 else buf_val[t + 1]
+            keep = 1.0 - buf_done[t]
+            delta = buf_rew[t] + cfg.gamma * following * keep - buf_val[t]
+            last = delta + cfg.gamma * cfg.gae_lambda * keep * last
+            adv[t] = last
+        ret = adv + buf_val
+
+        # -- PPO epochs over minibatches of (step, episode) rows ----------------------------------------------
+        rows = T * B
+        f_obs, f_state = buf_obs.view(rows, n, -1), buf_state.view(rows, -1)
+        f_avail, f_act, f_logp = buf_avail.view(rows, n, -1), buf_act.view(rows, n), buf_logp.view(rows, n)
+        f_adv, f_ret = adv.view(rows), ret.view(rows)
+        size = rows // cfg.minibatches
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(rows, generator=gen)
+            for k in range(cfg.minibatches):
+                idx = perm[k * size:(k + 1) * size]
+                logits = _masked_logits(actor, f_obs[idx], f_avail[idx])
+                logp_all = torch.log_softmax(logits, -1)
+                new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
+                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                mb_adv = f_adv[idx]
+                mb_adv = ((mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8))[:, None]  # same for every agent
+                ratio = (new_logp - f_logp[idx]).exp()
+                policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
+                value_loss = 0.5 * (critic(f_state[idx]) - f_ret[idx]).pow(2).mean()
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+                optim.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optim.step()
+                with torch.no_grad():
+                    kl = ((ratio - 1) - (new_logp - f_logp[idx])).mean()
+                for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy),
+                                    ("approx_kl", kl)):
+                    stats[name] += float(value.detach()) / (cfg.epochs * cfg.minibatches)
+        if not all(math.isfinite(v) for v in stats.values()):
+            raise FloatingPointError(f"non-finite MAPPO losses at update {update}: {stats}")
+        losses = stats
+
+        out_of_time = cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes
+        if update % cfg.snapshot_every == 0 or update == updates or out_of_time:
+            record = snapshot(update, losses)
+            if out_dir is not None:
+                _write_index(out_dir, cfg, snapshots)
+            if cfg.target_win_rate is not None and record["win_rate"] >= cfg.target_win_rate:
+                break
+            if out_of_time:
+                break
+    if snapshots[-1]["update"] != update:  # stopped between snapshots: never happens, but keep the expert last
+        snapshot(update, losses)
+    if out_dir is not None:
+        _write_index(out_dir, cfg, snapshots)
+        shutil.copyfile(out_dir / snapshots[-1]["file"], out_dir / ".policy.pt.tmp")
+        (out_dir / ".policy.pt.tmp").replace(out_dir / "policy.pt")
+    return OnlineResult(snapshots=snapshots, out=None if out_dir is None else str(out_dir),
+                        wall_time=time.perf_counter() - started, env_steps=snapshots[-1]["env_steps"])
+
+
+def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) -> None:
+    """`snapshots.json`: the config and every snapshot's record, with the SHA-256 of its file."""
+    import hashlib
+
+    listed = [{**s, "sha256": hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()} for s in snapshots]
+    text = json.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
+                      indent=2) + "\n"
+    ckpt_io.atomic_write(out / "snapshots.json", lambda fh: fh.write(text.encode()))
+
+
+def load_snapshots(path: str | Path) -> dict[str, Any]:
+    """The `snapshots.json` of a folder written by `train_online` (or `inspo online train`), with every
+    snapshot file's SHA-256 checked. Raises FileNotFoundError (saying how to make one) or ValueError."""
+    import hashlib
+
+    folder = Path(path)
+    index = folder / "snapshots.json"
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no online-trained SMAX policy ({index} is missing); train one with "
+            f"`inspo online train --env smax:<map> --steps N --seed S --out {folder}`")
+    meta = json.loads(index.read_text())
+    if meta.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"{index}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+    for snap in meta["snapshots"]:
+        digest = hashlib.sha256((folder / snap["file"]).read_bytes()).hexdigest()
+        if digest != snap["sha256"]:
+            raise ValueError(f"{folder / snap['file']}: sha256 {digest}, snapshots.json says {snap['sha256']}")
+    meta["folder"] = str(folder)
+    return meta
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+def _cmd_online(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    cfg = OnlineConfig(env=args.env, steps=args.steps, seed=args.seed, num_envs=args.num_envs, hidden=args.hidden,
+                       lr=args.lr, snapshot_every=args.snapshot_every, eval_episodes=args.eval_episodes,
+                       target_win_rate=args.target_win_rate, max_minutes=args.max_minutes)
+    result = train_online(cfg, args.out, progress=True)
+    last = result.snapshots[-1]
+    print(json.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
+                      "wall_time_s": round(result.wall_time, 1), "final_return": last["return"],
+                      "final_win_rate": last["win_rate"]}, indent=2))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `inspo online train` on the CLI's sub-command parser."""
+    p = sub.add_parser("online", help="train a SMAX policy online (MAPPO): the source of the SMAX data qualities")
+    osub = p.add_subparsers(dest="action", required=True)
+    q = osub.add_parser("train", help="MAPPO on smax:<map>; writes snapshots with their return and win rate",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = OnlineConfig()
+    q.add_argument("--env", required=True, help="smax:<map>, e.g. smax:3m")
+    q.add_argument("--steps", type=int, default=defaults.steps, help="environment steps over all parallel episodes")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="folder of the snapshots (snapshots.json, snapshots/, policy.pt)")
+    q.add_argument("--num-envs", type=int, default=defaults.num_envs)
+    q.add_argument("--hidden", type=int, default=defaults.hidden)
+    q.add_argument("--lr", type=float, default=defaults.lr)
+    q.add_argument("--snapshot-every", type=int, default=defaults.snapshot_every, help="updates between snapshots")
+    q.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
+    q.add_argument("--target-win-rate", type=float, default=None, help="stop once a snapshot reaches this")
+    q.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (not "
+                   "deterministic in length)")
+    q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_cmd_online)
