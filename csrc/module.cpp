@@ -11,6 +11,13 @@ TORCH_LIBRARY(inspo, m) {
   m.def(
       "masked_softmax_stats_backward(Tensor grad_logp, Tensor grad_entropy, Tensor logits, Tensor avail, "
       "Tensor actions) -> Tensor");
+  m.def(
+      "sequential_update(Tensor(a!)[] pi, Tensor(b!)[] pi_exp_avg, Tensor(c!)[] pi_exp_avg_sq, Tensor(d!) pi_steps, "
+      "Tensor(e!)[] local_q, Tensor(f!)[] local_q_exp_avg, Tensor(g!)[] local_q_exp_avg_sq, Tensor(h!) local_q_steps, "
+      "Tensor(i!) logp_pi, Tensor obs, Tensor state, Tensor avail, Tensor actions, Tensor logmu_all, Tensor logp_mu, "
+      "Tensor qbar, Tensor order, float alpha, float beta, float rho_max, float z_max, float lr_policy, "
+      "float lr_critic, float adam_beta1, float adam_beta2, float adam_eps, int local_critic_steps, bool sequential, "
+      "bool use_rho, bool resample, Generator? generator) -> Tensor");
 }
 
 PYBIND11_MODULE(_C, mod) {

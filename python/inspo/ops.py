@@ -10,7 +10,7 @@ from torch import Tensor
 
 from inspo._extension import built_with_cuda  # importing it loads the library that registers torch.ops.inspo
 
-__all__ = ["advantage_weights", "masked_softmax_stats"]
+__all__ = ["advantage_weights", "masked_softmax_stats", "sequential_update"]
 
 
 # A constant, read once: torch.compile cannot trace a call into the pybind11 module.
@@ -43,6 +43,35 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
 
 
+def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq: list[Tensor], pi_steps: Tensor,
+                      local_q: list[Tensor], local_q_exp_avg: list[Tensor], local_q_exp_avg_sq: list[Tensor],
+                      local_q_steps: Tensor, logp_pi: Tensor, obs: Tensor, state: Tensor, avail: Tensor,
+                      actions: Tensor, logmu_all: Tensor, logp_mu: Tensor, qbar: Tensor, order: Tensor, *,
+                      alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
+                      adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
+                      use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
+    """InSPO's sequential improvement pass over every agent in ``order``, in one call (SPEC 5.3); updates in place.
+
+    ``pi`` and ``local_q`` are the agents' policies and local critics, each ``[weight0, bias0, weight1, ...]`` of
+    :class:`~inspo.algos.networks.StackedMLP` (``[N, out, in]`` and ``[N, out]``), with their Adam moments and per-agent
+    step counts ``[N]`` (float32) as :class:`~inspo.algos.optim.MemberAdam` holds them; ``logp_pi [N, B]`` is the
+    log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
+    those of :class:`~inspo.algos.inspo.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
+    int64 CPU permutation of the agents. Its pure-PyTorch twin is ``InSPO.policy_loop`` (``inspo.algos.inspo``): same
+    arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
+
+    Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). On the
+    CPU a non-finite loss ends the pass before its step, and that loss is returned in its place.
+    """
+    _check_cuda_build(obs)
+    with torch.no_grad():
+        return torch.ops.inspo.sequential_update.default(
+            pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq, local_q_steps,
+            logp_pi, obs, state, avail, actions, logmu_all, logp_mu, qbar, order, alpha, beta, rho_max, z_max,
+            lr_policy, lr_critic, adam_betas[0], adam_betas[1], adam_eps, local_critic_steps, sequential, use_rho,
+            resample, generator)
+
+
 def _check_same_device(anchor_name: str, anchor: Tensor, **others: Tensor | None) -> None:
     # A meta tensor among real ones sends the whole call here, so the fake kernels repeat the C++ device checks.
     for name, t in others.items():
@@ -70,6 +99,14 @@ def _(grad_logp, grad_entropy, logits, avail, actions):
     _check_same_device("logits", logits, avail=avail, actions=actions, grad_logp=grad_logp,
                        grad_entropy=grad_entropy)
     return torch.empty_like(logits)
+
+
+@torch.library.register_fake("inspo::sequential_update")
+def _(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq, local_q_steps, logp_pi,
+      obs, state, avail, actions, logmu_all, logp_mu, qbar, order, *args):
+    _check_same_device("obs", obs, state=state, avail=avail, actions=actions, logmu_all=logmu_all, logp_mu=logp_mu,
+                       qbar=qbar, logp_pi=logp_pi)
+    return qbar.new_empty(4)
 
 
 def _setup_context(ctx, inputs, output):

@@ -76,10 +76,9 @@ class CFCQL:
     @torch.no_grad()
     def sync_policy(self) -> None:
         """``pi``'s logits := ``Q_i / cfcql_policy_temp`` (copy the utilities, scale their output layer)."""
-        for src, dst in zip(self.q.nets, self.pi.nets, strict=True):
-            dst.load_state_dict(src.state_dict())
-            dst[-1].weight.div_(self.cfg.cfcql_policy_temp)
-            dst[-1].bias.div_(self.cfg.cfcql_policy_temp)
+        self.pi.nets.load_state_dict(self.q.nets.state_dict())
+        for p in self.pi.nets.stacked()[-2:]:  # the output layer's weight and bias
+            p.div_(self.cfg.cfcql_policy_temp)
 
     def counterfactual_q(self, qs: Tensor, q_taken: Tensor, state: Tensor) -> Tensor:
         """``Q_tot(s, (b, a_-i))`` for every agent i and own action b, ``[B, N, A]``: agent i's data action replaced

@@ -31,5 +31,4 @@ def polyak_(target: nn.Module, source: nn.Module, rate: float) -> None:
 
 def policy_sizes(mu: nn.Module) -> tuple[int, int, int]:
     """``(n_agents, obs_dim, n_actions)`` of an :class:`~inspo.algos.networks.AgentPolicies` stack."""
-    first, last = mu.nets[0][0], mu.nets[0][-1]
-    return mu.n_agents, first.in_features - (mu.n_agents if mu.shared else 0), last.out_features
+    return mu.n_agents, mu.nets.in_features - (mu.n_agents if mu.shared else 0), mu.nets.out_features

@@ -23,11 +23,13 @@ import math
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from inspo.algos.common import kernel_backend as _backend
 from inspo.algos.common import require_finite as _require_finite
-from inspo.algos.networks import AgentPolicies, JointCritic, mlp
+from inspo import ops
+from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
+from inspo.algos.optim import BETAS, EPS, MemberAdam, adam, load_optimizer
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
@@ -55,22 +57,6 @@ class Batch:
         """The transitions ``index`` (e.g. one rank's shard of the batch); ``logp_mu`` is indexed on its row axis."""
         picked = {f.name: None if (x := getattr(self, f.name)) is None else x[index] for f in fields(self)}
         return Batch(**{**picked, "logp_mu": self.logp_mu[:, index]})
-
-
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with its fused kernel: one call per step instead of a dozen small ops per parameter tensor, which is most of
-    an optimiser step for networks this small (its rounding differs from the per-tensor loop's in the last bit)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
-    """``opt.load_state_dict(state)`` keeping ``opt``'s own implementation switches (``fused``, ``foreach``): a saved
-    state carries those of the run that wrote it, and one written before :func:`adam` would turn the fused kernel
-    off."""
-    switches = [{key: group[key] for key in ("fused", "foreach")} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, own in zip(opt.param_groups, switches, strict=True):
-        group.update(own)
 
 
 class BehaviourCloning:
@@ -115,32 +101,32 @@ class InSPO:
         self.k = _backend(cfg.backend)
         self.gen = generator
         self.n_agents = mu.n_agents
-        n_actions = mu.nets[0][-1].out_features
+        n_actions = mu.nets.out_features
         self.tau = cfg.alpha + cfg.beta
         self.pi = copy.deepcopy(mu)
-        self.pi_opts = [adam(self.pi.agent_parameters(i), cfg.lr_policy)
-                        for i in range(1 if cfg.shared_policy else self.n_agents)]
+        # One Adam state per agent (per member of the stacks): updating agent i changes nothing of its teammates.
+        self.pi_opt = MemberAdam(self.pi.nets, cfg.lr_policy)
         self.q = JointCritic(state_dim, self.n_agents, n_actions, cfg.hidden).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = mlp(state_dim, cfg.hidden, 1).to(device)
         self.critic_opt = adam([*self.q.parameters(), *self.v.parameters()], cfg.lr_critic)
-        self.local_q = nn.ModuleList([mlp(state_dim, cfg.hidden, n_actions) for _ in range(self.n_agents)]).to(device)
-        self.local_opts = [adam(net.parameters(), cfg.lr_critic) for net in self.local_q]
+        self.local_q = StackedMLP(self.n_agents, state_dim, cfg.hidden, n_actions).to(device)
+        self.local_opt = MemberAdam(self.local_q, cfg.lr_critic)
+        # The whole pass in one C++ op (fused kernels, one process, a network per agent); otherwise the Python loop.
+        self.fused_pass = self.k is ops and not self.pi.shared and self.shard.world == 1
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""
         nets = {name: getattr(self, name).state_dict() for name in ("pi", "q", "q_target", "v", "local_q")}
-        opts = {"pi_opts": [o.state_dict() for o in self.pi_opts], "critic_opt": self.critic_opt.state_dict(),
-                "local_opts": [o.state_dict() for o in self.local_opts]}
+        opts = {name: getattr(self, name).state_dict() for name in ("pi_opt", "critic_opt", "local_opt")}
         return {**nets, **opts}
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("pi", "q", "q_target", "v", "local_q"):
             getattr(self, name).load_state_dict(state[name])
         load_optimizer(self.critic_opt, state["critic_opt"])
-        for opts, name in ((self.pi_opts, "pi_opts"), (self.local_opts, "local_opts")):
-            for opt, saved in zip(opts, state[name], strict=True):
-                load_optimizer(opt, saved)
+        self.pi_opt.load_state_dict(state["pi_opt"])
+        self.local_opt.load_state_dict(state["local_opt"])
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -176,17 +162,36 @@ class InSPO:
         return logp.t().contiguous()
 
     def order(self) -> Tensor:
+        """This iteration's order of the agents, an int64 CPU tensor."""
         if self.cfg.order == "random":
-            return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device)
+            return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device).cpu()
         return torch.arange(self.n_agents)
 
     def policy_pass(self, b: Batch, qbar: Tensor) -> dict[str, Tensor]:
         """Update every agent once, in this iteration's order; returns loss and weight statistics."""
+        with torch.no_grad():
+            logp_pi = self.logp_stack(b)
+        order = self.order()
+        if not self.fused_pass:
+            return self.policy_loop(b, qbar, logp_pi, order)
+        cfg = self.cfg
+        pi, lq = self.pi_opt, self.local_opt
+        out = ops.sequential_update(
+            pi.params, *pi.state(), lq.params, *lq.state(), logp_pi,
+            b.obs, b.state, b.avail, b.actions, b.logmu_all, b.logp_mu, qbar, order, alpha=cfg.alpha, beta=cfg.beta,
+            rho_max=cfg.rho_max, z_max=cfg.z_max, lr_policy=cfg.lr_policy, lr_critic=cfg.lr_critic, adam_betas=BETAS,
+            adam_eps=EPS, local_critic_steps=cfg.local_critic_steps, sequential=cfg.order != "simultaneous",
+            use_rho=cfg.use_rho, resample=cfg.weighting == "resample", generator=self.gen)
+        stats = dict(zip(("policy_loss", "local_q_loss", "entropy", "weight_max"), out.unbind()))
+        _require_finite(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
+        return stats
+
+    def policy_loop(self, b: Batch, qbar: Tensor, logp_pi: Tensor, order: Tensor) -> dict[str, Tensor]:
+        """The pass of :meth:`policy_pass` as a Python loop over the agents (the twin of
+        ``torch.ops.inspo.sequential_update``, and the path of a shared policy and of data-parallel training)."""
         cfg, tau, n = self.cfg, self.tau, self.n_agents
         rows = qbar.shape[0]
         mine = self.shard.rows(rows)
-        with torch.no_grad():
-            logp_pi = self.logp_stack(b)
         sequential = cfg.order != "simultaneous"
         if not sequential and cfg.use_rho:
             # Every agent sees the pre-iteration teammates: all ratios in one kernel call.
@@ -194,7 +199,7 @@ class InSPO:
                                                   cfg.rho_max, cfg.z_max)
         stats = {"policy_loss": qbar.new_zeros(()), "local_q_loss": qbar.new_zeros(()),
                  "entropy": qbar.new_zeros(()), "weight_max": qbar.new_zeros(())}
-        order = self.order().tolist()
+        order = order.tolist()
         for i in order:
             if not cfg.use_rho:
                 rho = torch.ones_like(qbar)
@@ -218,16 +223,16 @@ class InSPO:
 
             # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
             for _ in range(cfg.local_critic_steps):
-                err = (self.local_q[i](state).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
+                params = self.local_q.member(i)  # gradients with respect to agent i's slices only
+                err = (self.local_q.run(state, params).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
                 lq_loss = err.mean() if row_w is None else self.shard.total(row_w[mine] * err) / row_w.sum()
-                self.local_opts[i].zero_grad(set_to_none=True)
                 _require_finite(local_q_loss=lq_loss)
-                lq_loss.backward()
-                self.shard.average_gradients(self.local_opts[i])
-                self.local_opts[i].step()
+                grads = torch.autograd.grad(lq_loss, params)
+                self.shard.average_(grads)
+                self.local_opt.step(i, grads)
 
             with torch.no_grad():
-                qloc = self.local_q[i](b.state)  # [B, A]
+                qloc = self.local_q.forward_member(b.state, i)  # [B, A]
                 # Exact soft value over the agent's own actions; -inf (unavailable) entries drop out.
                 vloc = tau * torch.logsumexp((cfg.alpha / tau) * b.logmu_all[:, i] + qloc / tau, dim=-1)
                 q_a = qloc.gather(-1, b.actions[:, i, None]).squeeze(-1)
@@ -235,15 +240,15 @@ class InSPO:
                                                      cfg.rho_max, cfg.z_max)
                 w = expadv.index_select(0, sel) if row_w is None else expadv * row_w
 
-            logits = self.pi.logits(b.obs[sel_mine, i], i)
+            member = self.pi.member(i)
+            params = self.pi.nets.member(member)
+            logits = self.pi.logits(b.obs[sel_mine, i], i, params)
             logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel_mine, i], a_i)
             loss = -self.shard.total(w[mine] * logp) / w.sum()
             _require_finite(policy_loss=loss)
-            opt = self.pi_opts[0 if self.pi.shared else i]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.shard.average_gradients(opt)
-            opt.step()
+            grads = torch.autograd.grad(loss, params)
+            self.shard.average_(grads)
+            self.pi_opt.step(member, grads)
 
             # The last agent's successors (none) read no ratio: its refresh would be discarded.
             if sequential and i != order[-1]:

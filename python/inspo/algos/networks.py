@@ -1,4 +1,4 @@
-"""Networks shared by the algorithms: MLPs, per-agent categorical policies, joint and local critics."""
+"""Networks shared by the algorithms: MLPs, stacks of per-agent MLPs, per-agent categorical policies, the joint critic."""
 from __future__ import annotations
 
 import torch
@@ -28,35 +28,112 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> MLP:
     return MLP(*mods)
 
 
+class StackedMLP(nn.Module):
+    """``n`` independent MLPs of one shape (ReLU between layers), their parameters stacked: ``weight{l}`` is
+    ``[n, out, in]`` and ``bias{l}`` ``[n, out]``, so that all of them run as one batched matmul per layer, and one
+    of them as the plain MLP on its slice. The layout the sequential-update op takes (SPEC 5.3)."""
+
+    def __init__(self, n: int, in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> None:
+        super().__init__()
+        self.n, self.n_layers = n, layers + 1
+        # Initialised as n separate MLPs, member after member: the same parameters, from the same seed, as before the
+        # stacking (and as n calls of mlp()).
+        members = [[layer for layer in mlp(in_dim, hidden, out_dim, layers) if isinstance(layer, nn.Linear)]
+                   for _ in range(n)]
+        for l in range(self.n_layers):
+            for kind in ("weight", "bias"):
+                stack = torch.stack([getattr(m[l], kind).data for m in members])
+                self.register_parameter(f"{kind}{l}", nn.Parameter(stack))
+
+    @property
+    def in_features(self) -> int:
+        return self.weight0.shape[-1]
+
+    @property
+    def out_features(self) -> int:
+        return self.get_parameter(f"weight{self.n_layers - 1}").shape[1]
+
+    def stacked(self) -> list[Tensor]:
+        """``[weight0, bias0, weight1, ...]``: the op's parameter list."""
+        return [self.get_parameter(f"{kind}{l}") for l in range(self.n_layers) for kind in ("weight", "bias")]
+
+    def member(self, k: int) -> list[Tensor]:
+        """Member ``k``'s parameters (views into the stacks), in :meth:`stacked`'s order."""
+        return [p[k] for p in self.stacked()]
+
+    def run(self, x: Tensor, params: list[Tensor]) -> Tensor:
+        """The MLP of ``params`` (one member's, e.g. from :meth:`member`) on ``x [..., in]``."""
+        for l in range(self.n_layers):
+            x = F.linear(x, params[2 * l], params[2 * l + 1])
+            if l < self.n_layers - 1:
+                x = torch.relu(x)
+        return x
+
+    def forward_member(self, x: Tensor, k: int) -> Tensor:
+        """Member ``k`` on ``x [..., in]``."""
+        return self.run(x, self.member(k))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Every member on its own input, ``x [n, rows, in] -> [n, rows, out]``."""
+        for l in range(self.n_layers):
+            x = torch.baddbmm(self.get_parameter(f"bias{l}").unsqueeze(1), x,
+                              self.get_parameter(f"weight{l}").transpose(1, 2))
+            if l < self.n_layers - 1:
+                x = torch.relu(x)
+        return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the stacking hold one nn.Sequential per member: "<k>.<2 l>.weight".
+        legacy = f"{prefix}0.0.weight"
+        if legacy in state_dict and f"{prefix}weight0" not in state_dict:
+            for l in range(self.n_layers):
+                for kind in ("weight", "bias"):
+                    state_dict[f"{prefix}{kind}{l}"] = torch.stack(
+                        [state_dict.pop(f"{prefix}{k}.{2 * l}.{kind}") for k in range(self.n)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class AgentPolicies(nn.Module):
     """Categorical policies of N agents on their local observations.
 
-    With ``shared=True`` one network serves every agent and receives a one-hot agent id next to the observation;
-    otherwise each agent has its own network (the usual setting for sequential updates, where updating agent i
-    must leave its teammates' policies untouched).
+    Each agent has its own network (the usual setting for sequential updates, where updating agent i must leave its
+    teammates' policies untouched), all of them stacked in one :class:`StackedMLP` of N members; with
+    ``shared=True`` one network (a stack of one) serves every agent and receives a one-hot agent id next to the
+    observation.
     """
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int, shared: bool = False) -> None:
         super().__init__()
         self.n_agents, self.shared = n_agents, shared
         in_dim = obs_dim + (n_agents if shared else 0)
-        self.nets = nn.ModuleList([mlp(in_dim, hidden, n_actions) for _ in range(1 if shared else n_agents)])
+        self.nets = StackedMLP(1 if shared else n_agents, in_dim, hidden, n_actions)
 
-    def logits(self, obs: Tensor, agent: int) -> Tensor:
-        """Logits ``[..., A]`` of ``agent`` from its observations ``[..., obs_dim]``."""
-        if not self.shared:
-            return self.nets[agent](obs)
-        ident = obs.new_zeros(*obs.shape[:-1], self.n_agents)
-        ident[..., agent] = 1.0
-        return self.nets[0](torch.cat([obs, ident], dim=-1))
+    def member(self, agent: int) -> int:
+        """The member of :attr:`nets` that holds ``agent``'s policy."""
+        return 0 if self.shared else agent
+
+    def _with_id(self, obs: Tensor, agent: int | None) -> Tensor:
+        # The one-hot agent id of a shared network; agent None: obs is [..., N, obs_dim], one id per agent.
+        if agent is None:
+            ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
+        else:
+            ident = obs.new_zeros(*obs.shape[:-1], self.n_agents)
+            ident[..., agent] = 1.0
+        return torch.cat([obs, ident], dim=-1)
+
+    def logits(self, obs: Tensor, agent: int, params: list[Tensor] | None = None) -> Tensor:
+        """Logits ``[..., A]`` of ``agent`` from its observations ``[..., obs_dim]``; ``params`` replaces its
+        network's parameters (views from ``nets.member``, to take gradients with respect to them alone)."""
+        x = self._with_id(obs, agent) if self.shared else obs
+        return self.nets.run(x, self.nets.member(self.member(agent)) if params is None else params)
 
     def all_logits(self, obs: Tensor) -> Tensor:
-        """Logits ``[..., N, A]`` of every agent from observations ``[..., N, obs_dim]``."""
-        return torch.stack([self.logits(obs[..., i, :], i) for i in range(self.n_agents)], dim=-2)
-
-    def agent_parameters(self, agent: int) -> list[nn.Parameter]:
-        """The parameters that an update of ``agent`` changes (all of them when shared)."""
-        return list(self.nets[0 if self.shared else agent].parameters())
+        """Logits ``[..., N, A]`` of every agent from observations ``[..., N, obs_dim]`` (one batched forward)."""
+        if self.shared:
+            return self.nets.forward_member(self._with_id(obs, None), 0)
+        lead = obs.shape[:-2]
+        x = obs.reshape(-1, self.n_agents, obs.shape[-1]).transpose(0, 1)  # [N, rows, obs_dim]
+        return self.nets(x).transpose(0, 1).reshape(*lead, self.n_agents, -1)
 
 
 class JointCritic(nn.Module):

@@ -11,6 +11,7 @@ optimiser step: the ranks then take the single-process step, to float rounding, 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -56,10 +57,13 @@ class Shard:
 
     def average_gradients(self, opt: torch.optim.Optimizer) -> None:
         """Average the gradients of ``opt``'s parameters over ranks, in place: call it right before ``opt.step()``."""
+        self.average_([p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None])
+
+    def average_(self, grads: Sequence[Tensor]) -> None:
+        """Average ``grads`` over ranks, in place."""
         if self.world == 1:
             return
         # One all-reduce per optimiser step: the networks are small, so latency, not bandwidth, is the cost.
-        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat /= self.world

@@ -1,0 +1,267 @@
+// Op 3 (SPEC 5.3): InSPO's whole sequential improvement pass over the agents in one call.
+//
+// The policies and the local critics of the N agents are stacks of N MLPs (`weight{l}` [N, out, in], `bias{l}`
+// [N, out], as inspo.algos.networks.StackedMLP holds them), each with Adam moments of the same shape and one step
+// count per member. For each agent of `order`, exactly as the Python loop of inspo.algos.inspo.InSPO: teammate ratio
+// (op 1), local-critic step(s) on the rows resampled in proportion to it, exponentiated advantage (op 1), weighted
+// log-likelihood step on the agent's policy (op 2, forward and backward), refresh of its row of `logp_pi`.
+// Gradients are written out by hand (linear layers and ReLU), and the optimiser step is PyTorch's own fused Adam
+// kernel on the member's slices, so that a step changes nothing but the member.
+//
+// Built from ATen and dispatcher calls only, so it is registered once (CompositeExplicitAutograd) and runs on the
+// device of its tensors. On the CPU a non-finite loss ends the pass before its step is taken.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+namespace inspo {
+namespace {
+
+using Tensors = std::vector<at::Tensor>;
+
+std::tuple<at::Tensor, at::Tensor> advantage_weights(const at::Tensor& q, const at::Tensor& v,
+                                                     const at::Tensor& logp_pi, const at::Tensor& logp_mu,
+                                                     int64_t agent, double tau, double beta, double rho_max,
+                                                     double z_max) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("inspo::advantage_weights", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&, const at::Tensor&,
+                                                                 const std::optional<at::Tensor>&, int64_t, double,
+                                                                 double, double, double)>();
+  return op.call(q, v, logp_pi, logp_mu, std::nullopt, agent, tau, beta, rho_max, z_max);
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_softmax_stats(const at::Tensor& logits, const at::Tensor& avail,
+                                                        const at::Tensor& actions) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("inspo::masked_softmax_stats", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&)>();
+  return op.call(logits, avail, actions);
+}
+
+at::Tensor masked_softmax_stats_backward(const at::Tensor& grad_logp, const at::Tensor& grad_entropy,
+                                         const at::Tensor& logits, const at::Tensor& avail,
+                                         const at::Tensor& actions) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("inspo::masked_softmax_stats_backward", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const at::Tensor&)>();
+  return op.call(grad_logp, grad_entropy, logits, avail, actions);
+}
+
+// One member of a stack of MLPs and its Adam state: views into the stacks, so that updates land in them.
+struct Member {
+  Tensors params, exp_avg, exp_avg_sq;
+  at::Tensor step;
+
+  Member(at::TensorList params_, at::TensorList exp_avg_, at::TensorList exp_avg_sq_, const at::Tensor& steps,
+         int64_t k)
+      : step(steps.select(0, k)) {
+    for (size_t j = 0; j < params_.size(); ++j) {
+      params.push_back(params_[j].select(0, k));
+      exp_avg.push_back(exp_avg_[j].select(0, k));
+      exp_avg_sq.push_back(exp_avg_sq_[j].select(0, k));
+    }
+  }
+
+  size_t layers() const { return params.size() / 2; }
+
+  // Output of the MLP on x [rows, in]; `inputs` (if given) receives every layer's input, for backward.
+  at::Tensor forward(at::Tensor x, Tensors* inputs = nullptr) const {
+    for (size_t l = 0; l < layers(); ++l) {
+      if (inputs) inputs->push_back(x);
+      x = at::linear(x, params[2 * l], params[2 * l + 1]);
+      if (l + 1 < layers()) x = at::relu(x);
+    }
+    return x;
+  }
+
+  // Gradients of the parameters from the gradient of the output and the layers' inputs of `forward`.
+  Tensors backward(at::Tensor grad, const Tensors& inputs) const {
+    Tensors grads(params.size());
+    for (size_t l = layers(); l-- > 0;) {
+      grads[2 * l] = grad.t().mm(inputs[l]);
+      grads[2 * l + 1] = grad.sum(0);
+      // A layer's input is the previous layer's ReLU output: positive exactly where the ReLU passed its input.
+      if (l > 0) grad = at::threshold_backward(grad.mm(params[2 * l]), inputs[l], 0);
+    }
+    return grads;
+  }
+
+  void adam_step(const Tensors& grads, double lr, double beta1, double beta2, double eps) {
+    // As torch.optim.Adam(fused=True): the step count first, then the fused kernel (which reads it).
+    step.add_(1);
+    const Tensors steps(params.size(), step);
+    at::_fused_adam_(params, grads, exp_avg, exp_avg_sq, {}, steps, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
+                     /*amsgrad=*/false, /*maximize=*/false, std::nullopt, std::nullopt);
+  }
+};
+
+bool finite_or_unchecked(const at::Tensor& loss) {
+  // Reading a CUDA value back would synchronise the device every agent: there the caller checks the statistics.
+  return !loss.device().is_cpu() || std::isfinite(loss.item<double>());
+}
+
+void check_stack(const char* name, at::TensorList params, at::TensorList exp_avg, at::TensorList exp_avg_sq,
+                 const at::Tensor& steps, int64_t n, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(!params.empty() && params.size() % 2 == 0, name,
+                    ": expected [weight0, bias0, weight1, bias1, ...], got ", params.size(), " tensors");
+  TORCH_CHECK_VALUE(exp_avg.size() == params.size() && exp_avg_sq.size() == params.size(), name,
+                    ": expected one exp_avg and one exp_avg_sq per parameter (", params.size(), "), got ",
+                    exp_avg.size(), " and ", exp_avg_sq.size());
+  for (size_t j = 0; j < params.size(); ++j) {
+    const auto& p = params[j];
+    TORCH_CHECK_VALUE(p.dim() == (j % 2 == 0 ? 3 : 2) && p.size(0) == n, name, "[", j, "] must be ",
+                      j % 2 == 0 ? "[N, out, in]" : "[N, out]", " with N=", n, ", got shape ", p.sizes());
+    TORCH_CHECK_VALUE(p.is_contiguous(), name, "[", j, "] must be contiguous");
+    TORCH_CHECK_TYPE(p.scalar_type() == like.scalar_type(), name, "[", j, "] has dtype ", p.scalar_type(),
+                     " but the data have ", like.scalar_type());
+    TORCH_CHECK_VALUE(p.device() == like.device(), name, "[", j, "] is on ", p.device(), " but the data are on ",
+                      like.device());
+    TORCH_CHECK_VALUE(exp_avg[j].sizes() == p.sizes() && exp_avg_sq[j].sizes() == p.sizes() &&
+                          exp_avg[j].is_contiguous() && exp_avg_sq[j].is_contiguous(),
+                      name, "[", j, "]: the Adam moments must be contiguous and of its shape ", p.sizes());
+  }
+  TORCH_CHECK_VALUE(steps.dim() == 1 && steps.size(0) == n && steps.scalar_type() == at::kFloat &&
+                        steps.device() == like.device(),
+                    name, ": steps must be float32 [N]=[", n, "] on ", like.device(), ", got ", steps.scalar_type(),
+                    " ", steps.sizes(), " on ", steps.device());
+}
+
+at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::TensorList pi_exp_avg_sq,
+                             const at::Tensor& pi_steps, at::TensorList lq, at::TensorList lq_exp_avg,
+                             at::TensorList lq_exp_avg_sq, const at::Tensor& lq_steps, const at::Tensor& logp_pi,
+                             const at::Tensor& obs, const at::Tensor& state, const at::Tensor& avail,
+                             const at::Tensor& actions, const at::Tensor& logmu_all, const at::Tensor& logp_mu,
+                             const at::Tensor& qbar, const at::Tensor& order, double alpha, double beta,
+                             double rho_max, double z_max, double lr_policy, double lr_critic, double adam_beta1,
+                             double adam_beta2, double adam_eps, int64_t local_critic_steps, bool sequential,
+                             bool use_rho, bool resample, std::optional<at::Generator> generator) {
+  TORCH_CHECK_VALUE(obs.dim() == 3, "obs must be [B, N, obs_dim], got shape ", obs.sizes());
+  const int64_t rows = obs.size(0), n = obs.size(1);
+  TORCH_CHECK_VALUE(logp_pi.dim() == 2 && logp_pi.size(0) == n && logp_pi.size(1) == rows,
+                    "logp_pi must be [N, B]=[", n, ", ", rows, "], got shape ", logp_pi.sizes());
+  TORCH_CHECK_VALUE(state.dim() == 2 && state.size(0) == rows, "state must be [B, state_dim] with B=", rows,
+                    ", got shape ", state.sizes());
+  TORCH_CHECK_VALUE(logmu_all.sizes() == avail.sizes() && avail.dim() == 3 && avail.size(0) == rows &&
+                        avail.size(1) == n,
+                    "avail and logmu_all must be [B, N, A] with B=", rows, ", N=", n, ", got ", avail.sizes(),
+                    " and ", logmu_all.sizes());
+  TORCH_CHECK_VALUE(qbar.dim() == 1 && qbar.size(0) == rows, "qbar must be [B]=[", rows, "], got shape ",
+                    qbar.sizes());
+  TORCH_CHECK_VALUE(order.device().is_cpu() && order.scalar_type() == at::kLong && order.dim() == 1 &&
+                        order.size(0) == n,
+                    "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ",
+                    order.sizes(), " on ", order.device());
+  TORCH_CHECK_VALUE(local_critic_steps >= 1, "local_critic_steps must be >= 1, got ", local_critic_steps);
+  check_stack("pi", pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, n, obs);
+  check_stack("local_q", lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, n, obs);
+  const auto agents = order.contiguous();
+  const int64_t* idx = agents.data_ptr<int64_t>();
+  std::vector<bool> seen(n, false);
+  for (int64_t k = 0; k < n; ++k) {
+    TORCH_CHECK_VALUE(idx[k] >= 0 && idx[k] < n && !seen[idx[k]], "order must be a permutation of 0..", n - 1,
+                      ", got ", order);
+    seen[idx[k]] = true;
+  }
+
+  const double tau = alpha + beta;
+  auto policy_loss = qbar.new_zeros({}), local_q_loss = qbar.new_zeros({}), entropy = qbar.new_zeros({});
+  auto weight_max = qbar.new_zeros({});
+  const auto stats = [&] { return at::stack({policy_loss, local_q_loss, entropy, weight_max}); };
+  at::Tensor rho_all;
+  if (!sequential && use_rho) {
+    // Every agent sees the pre-iteration teammates: all ratios at once.
+    rho_all = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, -1, tau, beta, rho_max, z_max));
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = idx[k];
+    Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, i), crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, i);
+    at::Tensor rho;
+    if (!use_rho) {
+      rho = at::ones_like(qbar);
+    } else if (sequential) {
+      // Only rho is used here (it picks the local critic's rows); q and v are placeholders.
+      rho = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, i, tau, beta, rho_max, z_max));
+    } else {
+      rho = rho_all[i];
+    }
+    const auto obs_i = obs.select(1, i), avail_i = avail.select(1, i), actions_i = actions.select(1, i);
+    at::Tensor sel, row_w, state_s = state, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
+    if (resample) {
+      sel = at::multinomial(rho, rows, /*replacement=*/true, generator);
+      state_s = state.index_select(0, sel);
+      target = qbar.index_select(0, sel);
+      obs_s = obs_i.index_select(0, sel);
+      avail_s = avail_i.index_select(0, sel);
+      a_s = actions_i.index_select(0, sel);
+    } else {
+      row_w = rho;
+    }
+    const auto a_col = a_s.unsqueeze(1);
+
+    // Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
+    at::Tensor lq_loss;
+    for (int64_t s = 0; s < local_critic_steps; ++s) {
+      Tensors inputs;
+      const auto out = crit.forward(state_s, &inputs);
+      const auto diff = out.gather(1, a_col).squeeze(1) - target;
+      const auto err = diff.pow(2);
+      at::Tensor grad_q;  // d lq_loss / d Qloc(s, a_i)
+      if (resample) {
+        lq_loss = err.mean();
+        grad_q = diff * (2.0 / static_cast<double>(rows));
+      } else {
+        const auto w_sum = row_w.sum();
+        lq_loss = (row_w * err).sum() / w_sum;
+        grad_q = diff * row_w * 2.0 / w_sum;
+      }
+      if (!finite_or_unchecked(lq_loss)) {
+        local_q_loss = lq_loss;
+        return stats();
+      }
+      const auto grad_out = at::zeros_like(out).scatter_(1, a_col, grad_q.unsqueeze(1));
+      crit.adam_step(crit.backward(grad_out, inputs), lr_critic, adam_beta1, adam_beta2, adam_eps);
+    }
+
+    // Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
+    const auto qloc = crit.forward(state);
+    const auto vloc = at::logsumexp(logmu_all.select(1, i) * (alpha / tau) + qloc / tau, -1) * tau;
+    const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
+    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi, logp_mu, i, tau, beta, rho_max, z_max));
+    const auto w = resample ? expadv.index_select(0, sel) : expadv * row_w;
+
+    Tensors inputs;
+    const auto logits = pol.forward(obs_s, &inputs);
+    const auto [logp, ent] = masked_softmax_stats(logits, avail_s, a_s);
+    const auto w_sum = w.sum();
+    const auto loss = -(w * logp).sum() / w_sum;
+    if (!finite_or_unchecked(loss)) {
+      policy_loss = loss;
+      return stats();
+    }
+    const auto grad_logits = masked_softmax_stats_backward(-w / w_sum, at::zeros_like(logp), logits, avail_s, a_s);
+    pol.adam_step(pol.backward(grad_logits, inputs), lr_policy, adam_beta1, adam_beta2, adam_eps);
+
+    // The last agent's successors (none) read no ratio: its refresh would be discarded.
+    if (sequential && k + 1 < n) {
+      logp_pi.select(0, i).copy_(std::get<0>(masked_softmax_stats(pol.forward(obs_i), avail_i, actions_i)));
+    }
+    policy_loss = policy_loss + loss / n;
+    local_q_loss = local_q_loss + lq_loss / n;
+    entropy = entropy + ent.mean() / n;
+    weight_max = at::maximum(weight_max, w.max());
+  }
+  return stats();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(inspo, CompositeExplicitAutograd, m) { m.impl("sequential_update", &sequential_update); }
+
+}  // namespace inspo
