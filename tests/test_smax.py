@@ -186,13 +186,18 @@ def test_generate_is_deterministic_per_seed(smax: types.ModuleType) -> None:
     assert first.manifest["behaviour"]["win_rate"] == 0.0  # random allies do not win 3m
 
 
-def test_generate_refuses_unavailable_qualities() -> None:
+def test_generate_refuses_bad_qualities_and_missing_policies(tmp_path: Path) -> None:
     from inspo.data import generate_smax
 
-    with pytest.raises(ValueError, match=r"'expert' needs a policy trained online.*available: random, heuristic"):
+    # 3m ships no trained policy: the online qualities need one, and the error says how to make it.
+    with pytest.raises(ValueError, match=r"needs an online-trained policy for smax:3m.*inspo online train --env smax:3m"):
         generate_smax(MAP, "expert", 8, seed=0)
-    with pytest.raises(ValueError, match=r"unknown quality 'good'"):
+    with pytest.raises(FileNotFoundError, match=r"holds no online-trained SMAX policy.*inspo online train"):
+        generate_smax(MAP, "medium", 8, seed=0, policy=tmp_path / "nothing")
+    with pytest.raises(ValueError, match=r"unknown quality 'good'; expected one of random, heuristic, medium, expert"):
         generate_smax(MAP, "good", 8, seed=0)
+    with pytest.raises(ValueError, match=r"quality 'random' is scripted and takes no policy folder"):
+        generate_smax(MAP, "random", 8, seed=0, policy=tmp_path)
     with pytest.raises(ValueError, match=r"needs an environment 'smax:<map>', got 'xor'"):
         generate_smax("xor", "random", 8, seed=0)
 
@@ -205,9 +210,9 @@ def test_cli_generates_smax_data(smax: types.ModuleType, tmp_path: Path, capsys:
                  "--out", str(out)]) == 0
     assert load_dataset(out, env=MAP).manifest["behaviour"]["quality"] == "random"
     assert main(["datasets", "generate", "--env", MAP, "--quality", "medium", "--out", str(tmp_path / "m")]) == 2
-    assert "'medium' needs a policy trained online" in capsys.readouterr().err
+    assert "needs an online-trained policy for smax:3m" in capsys.readouterr().err
     assert main(["datasets", "generate", "--env", MAP, "--preset", "xor-ab", "--out", str(tmp_path / "p")]) == 2
-    assert "needs --quality (one of random, heuristic)" in capsys.readouterr().err
+    assert "needs --quality (one of random, heuristic, medium, expert, medium-replay, mixed)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- training and evaluation
@@ -238,8 +243,11 @@ def test_train_and_evaluate_on_smax_data(smax: types.ModuleType, tmp_path: Path)
     result = inspo.train(cfg)
     assert [point["iteration"] for point in result.curve] == [0, 20]
     assert all(math.isfinite(point["return"]) for point in result.curve)
+    assert all(0.0 <= point["win_rate"] <= 1.0 for point in result.curve)  # SMAX curves record the win rate
+    assert result.final_win_rate == result.curve[-1]["win_rate"]
     evaluated = inspo.evaluate(result.checkpoint, episodes=8, seed=1)
     assert evaluated["episodes"] == 8 and 0.0 <= evaluated["mean"] <= 2.0 + 1e-4
+    assert 0.0 <= evaluated["win_rate"] <= 1.0
     assert inspo.evaluate(result.checkpoint, episodes=8, seed=1) == evaluated  # same seed, same episodes
 
 

@@ -85,6 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 reports
     summary = {"final_return": result.final_return, "best_return": result.best_return,
                "behaviour_return": result.behaviour_return, "optimum": result.optimum, "updates_per_second": round(result.updates_per_second, 1),
+               **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
                "metrics": result.metrics_path}
     print(json.dumps(summary, indent=2))
@@ -114,9 +115,11 @@ def _generate(args: argparse.Namespace):
         if args.preset is not None or args.quality is None:
             raise ValueError(f"{args.env} needs --quality (one of {', '.join(data.SMAX_QUALITIES)}), not --preset")
         return data.generate_smax(args.env, args.quality, args.episodes, args.seed,
-                             episode_limit=args.episode_limit)
+                                  episode_limit=args.episode_limit, policy=args.policy)
     if args.env not in ("xor", "mne"):
         raise ValueError(f"cannot generate data for environment '{args.env}'; expected xor, mne or smax:<map>")
+    if args.policy is not None:
+        raise ValueError(f"--policy is for SMAX data; {args.env} takes none")
     if args.preset is None or args.quality is not None:
         raise ValueError(f"{args.env} needs --preset (a joint-action distribution), not --quality")
     return data.generate_matrix(args.env, args.preset, args.episodes, args.seed,
@@ -181,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("generate", help="sample a matrix-game or SMAX dataset (deterministic per seed)")
     q.add_argument("--env", required=True, help="xor, mne or smax:<map> (e.g. smax:3m)")
     q.add_argument("--preset", help="matrix games: joint-action distribution, e.g. mne-imbalanced")
-    q.add_argument("--quality", help="SMAX: behaviour policy, random or heuristic (stand-in for medium); "
-                                     "medium, expert, medium-replay and mixed need an online-trained policy "
-                                     "and are not available yet")
+    q.add_argument("--quality", help="SMAX: behaviour policy: random, heuristic, medium, expert, medium-replay or "
+                                     "mixed (the last four play online-trained policies, see --policy)")
+    q.add_argument("--policy", default=None, metavar="DIR",
+                   help="SMAX medium/expert/medium-replay/mixed: a folder written by `inspo online train` "
+                        "(default: data/smax_policies/<map> when the repository ships one)")
     q.add_argument("--episodes", type=int, default=5000)
     q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
                                                                    "games, 100 for SMAX)")

@@ -173,8 +173,9 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         played = env.rollout(SampledPolicy(actor), cfg.eval_episodes, seed=10_000_019 + cfg.seed)
         record = {"index": len(snapshots), "update": update, "env_steps": update * B * T,
                   "return": played.mean_return, "win_rate": played.win_rate, "eval_episodes": cfg.eval_episodes,
-                  "train_return": float(np.mean(finished)) if finished else float("nan"),
-                  "train_win_rate": float(np.mean(finished_won)) if finished_won else float("nan"),
+                  # None (not NaN, which JSON lacks) before any training episode has ended
+                  "train_return": float(np.mean(finished)) if finished else None,
+                  "train_win_rate": float(np.mean(finished_won)) if finished_won else None,
                   "wall_time": time.perf_counter() - started, **losses}
         finished.clear()
         finished_won.clear()
@@ -185,7 +186,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         if progress:
             print(f"[{cfg.env} update {update}/{updates}, {record['env_steps']} steps, "
                   f"{record['wall_time']:.0f}s] eval return {record['return']:.3f} win {record['win_rate']:.2f}"
-                  f"  train return {record['train_return']:.3f}", file=sys.stderr, flush=True)
+                  f"  train return {record['train_return'] or 0.0:.3f}", file=sys.stderr, flush=True)
         return record
 
     snapshot(0, {})
@@ -322,6 +323,12 @@ def load_snapshots(path: str | Path) -> dict[str, Any]:
 
 # -- command line -------------------------------------------------------------------------------------------------
 def _cmd_online(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from inspo.data.smax import export_policies
+
+        index = export_policies(args.src, args.dst)
+        print(json.dumps({"out": args.dst, **index["exported_from"]}))
+        return 0
     torch.set_num_threads(args.threads)
     cfg = OnlineConfig(env=args.env, steps=args.steps, seed=args.seed, num_envs=args.num_envs, hidden=args.hidden,
                        lr=args.lr, snapshot_every=args.snapshot_every, eval_episodes=args.eval_episodes,
@@ -354,4 +361,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (not "
                    "deterministic in length)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    q = osub.add_parser("export", help="copy the snapshots that the SMAX data qualities use to a small folder "
+                                       "(what data/smax_policies/<map> ships)")
+    q.add_argument("src", help="a folder written by inspo online train")
+    q.add_argument("dst")
     p.set_defaults(func=_cmd_online)

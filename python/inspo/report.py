@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
+import numpy as np
+
 from inspo.checkpoint import atomic_write
 
 __all__ = ["BarSeries", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "grouped_bar_chart",
@@ -527,6 +529,44 @@ def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
     rows = record["rows"]
     grouped_bar_chart(path, f"Baselines and InSPO on {record['env_title']}", _groups(rows),
                       _method_panels(rows, len(record["seeds"])), [_optimum_line(rows)])
+
+
+def plot_smax(record: dict[str, Any], path: str | Path) -> None:
+    """``smax.png`` of ``inspo reproduce smax``: one panel per dataset (map, quality) with the learning curve of
+    each method (mean over seeds; return solid, win rate dashed on the right axis) and the data's own return."""
+    Figure = _figure_class()
+    rows = record["rows"]
+    datasets = _groups(rows)
+    fig, axes = _grid(Figure, len(datasets), cols=3, size=(4.8, 3.4))
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for ax, name in zip(axes, datasets):
+        wins = ax.twinx()
+        wins.set_ylim(-0.02, 1.02)
+        wins.set_ylabel("win rate", fontsize=8)
+        mine = [r for r in rows if r["dataset"] == name]
+        for k, row in enumerate(mine):
+            colour = colours[k % len(colours)]
+            for key, axis, style, what in (("curves", ax, "-", "return"), ("win_curves", wins, "--", "win rate")):
+                curves = [c for c in row[key] if c and all(_finite(v) for _, v in c)]
+                if not curves:
+                    continue
+                length = min(len(c) for c in curves)
+                xs = [c[0] for c in curves[0][:length]]
+                ys = np.mean([[v for _, v in c[:length]] for c in curves], axis=0)
+                axis.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if length <= 20 else None,
+                          markersize=3, label=f"{row['label']} {what}")
+        ax.axhline(mine[0]["data_return"], color="gray", linestyle=":", linewidth=1.2,
+                   label=f"data return {mine[0]['data_return']:.3g}")
+        ax.set_title(f"{name} (data win rate {mine[0]['data_win_rate']:.2f})", fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("return")
+        ax.grid(alpha=0.3)
+        handles = ax.get_legend_handles_labels()
+        extra = wins.get_legend_handles_labels()
+        ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
+    fig.suptitle(f"SMAX: InSPO and BC learning curves, mean over {len(record['seeds'])} seed"
+                 f"{'s' * (len(record['seeds']) > 1)}")
+    _save_png(fig, Path(path))
 
 
 def report(path: str | Path, out: str | Path | None = None, progress: bool = False) -> Report:

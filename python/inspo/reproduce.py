@@ -8,9 +8,14 @@
 - ``bridge``: InSPO and behaviour cloning on the public AlberDICE Bridge buffers, imported into a cache under the
   output folder; final and best return over sampled evaluation episodes, next to the data's own return and the
   dynamic-programming optimum.
-- ``baselines --env {xor,mne,bridge,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer on
-  every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
-  the mixed and the optimal AlberDICE buffers), one table per environment, ``<out>/baselines_<env>.md``.
+- ``smax``: InSPO and behaviour cloning on generated SMAX datasets (maps 2s3z, 3s_vs_5z, 5m_vs_6m, 6h_vs_8z by
+  default; qualities from :data:`inspo.data.SMAX_QUALITIES`, the online ones played by the policies of
+  ``data/smax_policies/<map>`` or ``--policies DIR/<map>``); final and best return and win rate next to the
+  behaviour policy's own, and learning curves.
+- ``baselines --env {xor,mne,bridge,smax,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
+  on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
+  the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
+  ``<out>/baselines_<env>.md``.
 
 Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
 committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
@@ -38,13 +43,15 @@ import torch
 from inspo import report
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig
-from inspo.data import MATRIX_PRESETS, DatasetError, generate_matrix, import_pymarl, load_dataset, save_dataset
+from inspo.data import (MATRIX_PRESETS, SMAX_QUALITIES, DatasetError, generate_matrix, generate_smax, import_pymarl,
+                        load_dataset, save_dataset)
 from inspo.envs.bridge import bridge_optimum
 from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF, solve
 from inspo.training import train
 
-__all__ = ["BASELINE_ENVS", "BASELINE_METHODS", "BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "BaselineEnv",
-           "MatrixCase", "add_parser", "reproduce_baselines", "reproduce_bridge", "reproduce_matrix"]
+__all__ = ["BASELINE_ENVS", "BASELINE_METHODS", "BRIDGE_DATASETS", "BRIDGE_SETTINGS", "MATRIX_CASES", "SMAX_MAPS",
+           "SMAX_METHODS", "SMAX_SETTINGS", "BaselineEnv", "MatrixCase", "add_parser", "reproduce_baselines",
+           "reproduce_bridge", "reproduce_matrix", "reproduce_smax"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,30 @@ BASELINE_ENVS: dict[str, BaselineEnv] = {
     "mne": BaselineEnv("M-NE", ("mne-imbalanced", "mne-balanced"), 3000, 500, 12,
                        {"gamma": 0.0, "alpha": 1.0}, {"inspo": {"beta": 1.0}}),
     "bridge": BaselineEnv("Bridge", BRIDGE_DATASETS, 10000, 2000, 10, {"eval_episode_limit": BRIDGE_EVAL_LIMIT}, {}),
+    # SMAX: `<map>-<quality>` datasets (generated, 1000 episodes by default: see SMAX_EPISODES); the default list is
+    # the one the committed table was made with, any map and quality can be named with --datasets.
+    "smax": BaselineEnv("SMAX", ("2s3z-medium", "3s_vs_5z-medium"), 1000, 500, 5, {"hidden": 64}, {}),
 }
 """The environments of ``inspo reproduce baselines``; ``--env all`` runs them in this order."""
+
+SMAX_MAPS: tuple[str, ...] = ("2s3z", "3s_vs_5z", "5m_vs_6m", "6h_vs_8z")
+"""The SMAX maps of the paper, the default of ``inspo reproduce smax``."""
+
+SMAX_METHODS: tuple[str, ...] = ("bc", "inspo")
+"""The methods of ``inspo reproduce smax``, in table order."""
+
+SMAX_DEFAULT_QUALITIES: tuple[str, ...] = ("medium", "expert", "mixed")
+"""The qualities ``inspo reproduce smax`` trains on unless told otherwise."""
+
+SMAX_SETTINGS: dict[str, Any] = {"hidden": 64}
+"""`TrainConfig` fields of every SMAX run that differ from the defaults (a small network: 2 CPU cores)."""
+
+SMAX_EPISODES = 1000
+"""Episodes per generated SMAX dataset by default: the paper uses 5000; 1000 keeps generation and training within
+the CPU budget this table was made with."""
+
+_ALL_BASELINE_ENVS = ("xor", "mne", "bridge")
+"""What ``baselines --env all`` runs: SMAX is left out (trained policies, and hours of CPU)."""
 
 BASELINE_DATA_SEED = 0
 """Seed of the generated matrix-game data: every run of a dataset trains on the same data."""
@@ -133,11 +162,13 @@ _SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data"
 
 # -- running many training runs -----------------------------------------------------------------------------------
 def _outcome(result: dict[str, Any], cached: bool) -> dict[str, Any]:
-    """What the tables need from a finished run (``TrainResult`` fields, as in its ``metrics.json``)."""
+    """What the tables need from a finished run (``TrainResult`` fields, as in its ``metrics.json``); win rates
+    (SMAX) are None where the environment has none."""
     return {"final": result["final_return"], "best": result["best_return"], "behaviour": result["behaviour_return"],
             "optimum": result["optimum"], "updates_per_second": result["updates_per_second"],
             "wall_time": result["wall_time"], "curve": [[c["iteration"], c["return"]] for c in result["curve"]],
-            "cached": cached}
+            "final_win_rate": result.get("final_win_rate"),
+            "win_curve": [[c["iteration"], c.get("win_rate")] for c in result["curve"]], "cached": cached}
 
 
 def _train_one(config: dict[str, Any]) -> dict[str, Any]:
@@ -444,6 +475,9 @@ def _best_after_start(curve: Sequence[Sequence[float]]) -> float:
 def _baseline_dataset(env: str, name: str, episodes: int, data_root: Path, cache: Path) -> Path:
     if env == "bridge":
         return _bridge_buffer(name, data_root, cache)
+    if env == "smax":
+        map_name, quality = _smax_dataset_name(name)
+        return _smax_dataset(map_name, quality, episodes, cache, None)
     game = MATRIX_PRESETS[name][0]
     return _cached_dataset(cache / "data" / f"{name}-n{episodes}-seed{BASELINE_DATA_SEED}",
                            lambda: generate_matrix(game, name, episodes, BASELINE_DATA_SEED))
@@ -461,7 +495,7 @@ def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], ca
         for method in BASELINE_METHODS:
             for seed in seeds:
                 values = {**spec.settings, **spec.per_method.get(method, {})}
-                if env == "bridge":
+                if env in ("bridge", "smax"):
                     values["eval_episodes"] = eval_episodes
                 configs.append(TrainConfig(dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps,
                                            eval_every=max(iters // spec.evaluations, 1), seed=seed,
@@ -492,7 +526,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
         raise ValueError(f"unknown baselines environment {env!r}; expected one of {', '.join(BASELINE_ENVS)}")
     spec = BASELINE_ENVS[env]
     datasets = list(spec.datasets if datasets is None else datasets)
-    unknown = [name for name in datasets if name not in spec.datasets]
+    unknown = [name for name in datasets if name not in spec.datasets and not (env == "smax" and _is_smax_name(name))]
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not a dataset of {env}; expected some of {', '.join(spec.datasets)}")
     iters = spec.iters if iters is None else iters
@@ -512,6 +546,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
                          "final": _stats([o["final"] for _, o in runs]),
                          "best": _stats([_best_after_start(o["curve"]) for _, o in runs]),
                          "data_return": runs[0][1]["behaviour"], "optimum": runs[0][1]["optimum"],
+                         **(_win_stats(runs[0][0]["dataset"], [o for _, o in runs]) if env == "smax" else {}),
                          "wall_time_s": _stats([o["wall_time"] for _, o in runs]),
                          "curves": [o["curve"] for _, o in runs],
                          "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
@@ -522,6 +557,10 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     if env == "bridge":
         evaluation = (f"{eval_episodes} sampled episodes of at most {BRIDGE_EVAL_LIMIT} steps, every {every} "
                       "iterations; the data return is over the buffers' episodes of at most 50 steps")
+    elif env == "smax":
+        evaluation = (f"{eval_episodes} sampled SMAX episodes every {every} iterations (win rate: fraction won; "
+                      f"best win rate: the highest after the start); data: {episodes} episodes per dataset "
+                      f"generated with seed {BASELINE_DATA_SEED} (`inspo.data.generate_smax`)")
     else:
         evaluation = (f"the exact expected payoff of the product policy, every {every} iterations; data: {episodes} "
                       f"one-step episodes sampled with seed {BASELINE_DATA_SEED} (`inspo.data.generate_matrix`)")
@@ -531,6 +570,15 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     for name in datasets:
         mine = [r for r in rows if r["dataset"] == name]
         optimum = mine[0]["optimum"]
+        if env == "smax":
+            sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, data win rate "
+                            f"{mine[0]['data_win_rate']:.3f}\n\n" + _markdown_table(
+                                ["method", "final return", "final win rate", "best return", "best win rate", "seeds",
+                                 "wall time per run (s)"],
+                                [[r["label"], _pm(r["final"]), _pm(r["final_win"]), _pm(r["best"]),
+                                  _pm(r["best_win"]), str(len(seeds)), f"{r['wall_time_s']['mean']:.0f}"]
+                                 for r in mine]))
+            continue
         sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, optimum "
                         f"{'n/a' if optimum is None else f'{optimum:.4f}'}\n\n" + _markdown_table(
                             ["method", "final return", "best return", "seeds", "wall time per run (s)"],
@@ -553,6 +601,173 @@ temperature {configs[0]['cfcql_policy_temp']}).
 {sections_text}
 """
     _publish(out, f"baselines_{env}", markdown, record, report.plot_baselines)
+    return record
+
+
+# -- SMAX ---------------------------------------------------------------------------------------------------------
+def _is_smax_name(name: str) -> bool:
+    """Whether ``name`` reads ``<map>-<quality>`` with a known quality."""
+    return any(name.endswith(f"-{q}") and len(name) > len(q) + 1 for q in SMAX_QUALITIES)
+
+
+def _smax_dataset_name(name: str) -> tuple[str, str]:
+    """``2s3z-medium-replay`` -> (``2s3z``, ``medium-replay``)."""
+    for quality in sorted(SMAX_QUALITIES, key=len, reverse=True):  # medium-replay before medium
+        if name.endswith(f"-{quality}") and len(name) > len(quality) + 1:
+            return name[: -len(quality) - 1], quality
+    raise ValueError(f"SMAX dataset name {name!r}: expected <map>-<quality> with a quality among "
+                     f"{', '.join(SMAX_QUALITIES)}")
+
+
+def _smax_dataset(map_name: str, quality: str, episodes: int, cache: Path, policies: Path | None) -> Path:
+    """The cached SMAX dataset of a map and quality (generated with seed ``BASELINE_DATA_SEED``). Online qualities
+    are keyed by the SHA-256 of the policies' ``snapshots.json`` too, so new policies make new data."""
+    import hashlib
+
+    from inspo.data.smax import policy_folder
+
+    env_name = f"smax:{map_name}"
+    policy, tag = None, ""
+    if quality in ("medium", "expert", "medium-replay", "mixed"):
+        policy = policy_folder(env_name, None if policies is None else policies / map_name)
+        index = policy / "snapshots.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"{policy} holds no online-trained policy for {env_name} ({index} is missing); "
+                                    f"make one with `inspo online train --env {env_name} --out {policy}`")
+        tag = "-p" + hashlib.sha256(index.read_bytes()).hexdigest()[:10]
+    return _cached_dataset(cache / "data" / "smax" / f"{map_name}-{quality}-n{episodes}-seed{BASELINE_DATA_SEED}{tag}",
+                           lambda: generate_smax(env_name, quality, episodes, BASELINE_DATA_SEED, policy=policy))
+
+
+def _smax_available(map_name: str, quality: str, policies: Path | None) -> bool:
+    """Whether the data of ``quality`` can be made for the map (scripted, or a trained policy exists)."""
+    if quality in ("random", "heuristic"):
+        return True
+    from inspo.data.smax import policy_folder
+
+    try:
+        folder = policy_folder(f"smax:{map_name}", None if policies is None else policies / map_name)
+    except ValueError:
+        return False
+    return (folder / "snapshots.json").is_file()
+
+
+def _best_win(win_curve: Sequence[Sequence[Any]]) -> float:
+    """Highest evaluated win rate once the learner has started (as :func:`_best_after_start`)."""
+    wins = [w for it, w in win_curve if it > 0 and w is not None] or [w for _, w in win_curve if w is not None]
+    return max(wins)
+
+
+def _win_stats(dataset: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Win-rate columns of a SMAX row: final and best of the runs, and the behaviour policy's (manifest)."""
+    behaviour = load_dataset(dataset, verify=False).manifest["behaviour"]
+    return {"final_win": _stats([o["final_win_rate"] for o in runs]),
+            "best_win": _stats([_best_win(o["win_curve"]) for o in runs]),
+            "data_win_rate": behaviour["win_rate"], "data_behaviour": behaviour}
+
+
+def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
+                   episodes: int, eval_episodes: int, out: Path, policies: Path | None = None, jobs: int = 1,
+                   evaluations: int = 10, command: str = "") -> dict[str, Any]:
+    """Train InSPO and behaviour cloning on SMAX datasets of every map and quality; write ``smax.md``,
+    ``smax.json`` and ``smax.png`` to ``out``; return the record.
+
+    Args:
+        maps: SMAX map names (``2s3z``, ...).
+        qualities: data qualities (keys of :data:`inspo.data.SMAX_QUALITIES`); an online quality whose map has no
+            trained policy is left out of the table, which says so.
+        iters, bc_steps: the budget of every run (BC: the cloning steps alone).
+        episodes: episodes per generated dataset (seed ``BASELINE_DATA_SEED``).
+        eval_episodes: sampled episodes per evaluation (``evaluations`` per run).
+        policies: a folder of ``<map>/`` folders written by ``inspo online train`` (None: ``data/smax_policies``).
+        jobs: runs in parallel (worker processes).
+        command: the command line recorded in the table's header.
+    """
+    unknown = [q for q in qualities if q not in SMAX_QUALITIES]
+    if unknown:
+        raise ValueError(f"unknown SMAX quality {', '.join(map(repr, unknown))}; expected some of "
+                         f"{', '.join(SMAX_QUALITIES)}")
+    started = time.perf_counter()
+    cache = out / "cache"
+    every = max(iters // evaluations, 1)
+    configs, keys, missing = [], [], []
+    for map_name in maps:
+        for quality in qualities:
+            if not _smax_available(map_name, quality, policies):
+                missing.append(f"{map_name}-{quality}")
+                continue
+            data = _smax_dataset(map_name, quality, episodes, cache, policies)
+            for method in SMAX_METHODS:
+                for seed in seeds:
+                    configs.append(TrainConfig(
+                        dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps, eval_every=every,
+                        eval_episodes=eval_episodes, seed=seed, **SMAX_SETTINGS,
+                        out=str(cache / "runs" / "smax" / f"{map_name}-{quality}" / method / f"seed{seed}")).to_dict())
+                    keys.append((map_name, quality, method, seed))
+    if not configs:
+        raise ValueError(f"no SMAX dataset can be made: {', '.join(missing)} need online-trained policies "
+                         f"(`inspo online train`, then --policies DIR)")
+    progress = _Progress(len(configs))
+    outcomes = _run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+
+    rows = []
+    for map_name in maps:
+        for quality in qualities:
+            for method in SMAX_METHODS:
+                runs = [(cfg, o) for cfg, key, o in zip(configs, keys, outcomes) if key[:3] == (map_name, quality,
+                                                                                                 method)]
+                if not runs:
+                    continue
+                rows.append({"map": map_name, "quality": quality, "dataset": f"{map_name}-{quality}",
+                             "method": method, "label": METHOD_NAMES[method],
+                             "final": _stats([o["final"] for _, o in runs]),
+                             "best": _stats([_best_after_start(o["curve"]) for _, o in runs]),
+                             "data_return": runs[0][1]["behaviour"],
+                             **_win_stats(runs[0][0]["dataset"], [o for _, o in runs]),
+                             "wall_time_s": _stats([o["wall_time"] for _, o in runs]),
+                             "curves": [o["curve"] for _, o in runs], "win_curves": [o["win_curve"] for _, o in runs],
+                             "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
+    record = {**_provenance(command, seeds, time.perf_counter() - started), "maps": list(maps),
+              "qualities": list(qualities), "methods": list(SMAX_METHODS), "iters": iters, "bc_steps": bc_steps,
+              "episodes": episodes, "eval_episodes": eval_episodes, "eval_every": every, "missing": missing,
+              "rows": rows}
+
+    def source(row: dict[str, Any]) -> str:
+        b = row["data_behaviour"]
+        if b.get("kind") != "smax-online":
+            return row["quality"]
+        medium = b["medium"]
+        files = [c["file"].rsplit("/", 1)[-1] if c else "heuristic" for c in b["checkpoints"]]
+        note = f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}"
+        return f"{row['quality']} ({note}; medium = {medium['source']})"
+
+    table = _markdown_table(
+        ["map", "data", "method", "data return", "data win rate", "final return", "final win rate", "best return",
+         "best win rate"],
+        [[r["map"], source(r), r["label"], f"{r['data_return']:.3f}", f"{r['data_win_rate']:.3f}", _pm(r["final"]),
+          _pm(r["final_win"]), _pm(r["best"]), _pm(r["best_win"])] for r in rows])
+    missing_note = (f"\n- Not in the table (no online-trained policy for the map): {', '.join(missing)}."
+                    if missing else "")
+    markdown = f"""# SMAX: InSPO and behaviour cloning on generated datasets
+
+Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
+{record['wall_time_s']:.0f} s wall time; {_cache_note(outcomes, cache)}).
+
+- Data: {episodes} episodes per dataset (the paper: 5000), generated with seed {BASELINE_DATA_SEED} by \
+`inspo.data.generate_smax`; the online qualities are played by the MAPPO snapshots of `inspo online train` (the \
+files named in the data column, from {'`data/smax_policies/<map>`' if policies is None else f'`{policies}/<map>`'}). \
+Data return and win rate: the behaviour policy's own, over the recorded episodes.
+- Return: undiscounted team return (SMAX: damage dealt, normalised to 1 per enemy team, plus 1 for a win); win \
+rate: fraction of episodes won; both over {eval_episodes} sampled episodes per evaluation, mean ± std (ddof=1) \
+over seeds {list(seeds)}.
+- InSPO: {bc_steps} behaviour-cloning steps, then {iters} iterations; {_hyper(configs[0])}. BC: the same \
+{bc_steps} cloning steps alone.
+- Best: the highest return (win rate) of the evaluations made every {every} iterations after the learner started, \
+selected on the evaluation episodes themselves (optimistic).{missing_note}
+
+{table}
+"""
+    _publish(out, "smax", markdown, record, report.plot_smax)
     return record
 
 
@@ -581,7 +796,7 @@ def _command(args: argparse.Namespace, iters: int, bc_steps: int, env: str | Non
     parts += ["--seeds", seeds, "--iters", str(iters), "--bc-steps", str(bc_steps)]
     if args.suite == "matrix" or (env is not None and env != "bridge"):
         parts += ["--episodes", str(args.episodes)]
-    else:
+    if args.suite != "matrix" and env not in ("xor", "mne"):
         parts += ["--eval-episodes", str(args.eval_episodes)]
     if args.datasets is not None or args.suite == "bridge":
         parts += ["--datasets", *(args.datasets or BRIDGE_DATASETS)]
@@ -595,29 +810,49 @@ _DEFAULTS = {"matrix": {"iters": 2000, "bc_steps": 1000}, "bridge": {"iters": 10
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     if (args.env is None) != (args.suite != "baselines"):
-        raise ValueError(f"--env (one of xor, mne, bridge, all) is required by the baselines suite and only by it; "
-                         f"got suite {args.suite!r} with --env {args.env}")
+        raise ValueError(f"--env (one of {', '.join(_ALL_BASELINE_ENVS)}, all) is required by the baselines suite "
+                         f"and only by it (or --env smax, which all leaves out: it needs trained SMAX policies and "
+                         f"far more CPU time); got suite {args.suite!r} with --env {args.env}")
+    if args.suite == "smax":
+        iters = 2000 if args.iters is None else args.iters
+        bc_steps = 1000 if args.bc_steps is None else args.bc_steps
+        episodes = SMAX_EPISODES if args.episodes is None else args.episodes
+        command = (f"inspo reproduce smax --maps {' '.join(args.maps)} --qualities {' '.join(args.qualities)} "
+                   f"--seeds {','.join(map(str, args.seeds))} --iters {iters} --bc-steps {bc_steps} --episodes "
+                   f"{episodes} --eval-episodes {args.eval_episodes}"
+                   + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
+        reproduce_smax(args.maps, args.qualities, args.seeds, iters, bc_steps, episodes, args.eval_episodes,
+                       args.out, args.policies, args.jobs, command=command)
+        return 0
     if args.suite == "baselines":
-        envs = list(BASELINE_ENVS) if args.env == "all" else [args.env]
+        envs = list(_ALL_BASELINE_ENVS) if args.env == "all" else [args.env]
         if args.datasets is not None:  # with several environments, each takes its own datasets from the list
             known = {name for env in envs for name in BASELINE_ENVS[env].datasets}
-            unknown = [name for name in args.datasets if name not in known]
+            unknown = [name for name in args.datasets if name not in known
+                       and not ("smax" in envs and _is_smax_name(name))]
             if unknown:
                 raise ValueError(f"{', '.join(unknown)}: not a dataset of --env {args.env}; expected some of "
-                                 f"{', '.join(sorted(known))}")
-            envs = [env for env in envs if set(BASELINE_ENVS[env].datasets) & set(args.datasets)]
+                                 f"{', '.join(sorted(known))}" + (" or <map>-<quality>" if "smax" in envs else ""))
+            envs = [env for env in envs if env == "smax" or set(BASELINE_ENVS[env].datasets) & set(args.datasets)]
         for env in envs:
             spec = BASELINE_ENVS[env]
             iters = spec.iters if args.iters is None else args.iters
             bc_steps = spec.bc_steps if args.bc_steps is None else args.bc_steps
-            datasets = None if args.datasets is None else [d for d in args.datasets if d in spec.datasets]
-            reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, args.episodes,
-                                args.eval_episodes, args.data, args.jobs, _command(args, iters, bc_steps, env))
+            datasets = None if args.datasets is None else [
+                d for d in args.datasets if d in spec.datasets or (env == "smax" and _is_smax_name(d))]
+            episodes = (SMAX_EPISODES if env == "smax" else 5000) if args.episodes is None else args.episodes
+            args_episodes, args.episodes = args.episodes, episodes  # _command records the value used
+            command = _command(args, iters, bc_steps, env)
+            args.episodes = args_episodes
+            reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes,
+                                args.eval_episodes, args.data, args.jobs, command)
         return 0
     iters = _DEFAULTS[args.suite]["iters"] if args.iters is None else args.iters
     bc_steps = _DEFAULTS[args.suite]["bc_steps"] if args.bc_steps is None else args.bc_steps
     command = _command(args, iters, bc_steps)
     if args.suite == "matrix":
+        args.episodes = 5000 if args.episodes is None else args.episodes
+        command = _command(args, iters, bc_steps)
         reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.jobs, command)
     else:
         reproduce_bridge(args.data, args.datasets or list(BRIDGE_DATASETS), args.seeds, iters, bc_steps,
@@ -627,11 +862,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``inspo reproduce {matrix,bridge,baselines}`` on the CLI's sub-command parser."""
-    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines)",
+    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge", "baselines"])
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"])
     p.add_argument("--env", choices=[*BASELINE_ENVS, "all"], default=None,
-                   help="baselines: the environment (all: each in turn, one table each)")
+                   help="baselines: the environment (all: xor, mne and bridge in turn, one table each)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3: seeds 0-2) or a list (4,7)")
     p.add_argument("--iters", type=_positive, default=None,
                    help="iterations per run (default: 2000 matrix, 10000 bridge; baselines: 3000 xor and mne, "
@@ -641,8 +876,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "and mne, 2000 bridge)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
     p.add_argument("--jobs", type=_positive, default=1, help="training runs in parallel (processes)")
-    p.add_argument("--episodes", type=_positive, default=5000,
-                   help="matrix, baselines on xor and mne: one-step episodes per dataset")
+    p.add_argument("--episodes", type=_positive, default=None,
+                   help="matrix, baselines on xor and mne: one-step episodes per dataset (default 5000); smax, "
+                        f"baselines on smax: episodes per generated dataset (default {SMAX_EPISODES})")
+    p.add_argument("--maps", nargs="+", default=list(SMAX_MAPS), help="smax: SMAX maps (default: the paper's four)")
+    p.add_argument("--qualities", nargs="+", default=list(SMAX_DEFAULT_QUALITIES),
+                   help=f"smax: data qualities (default: {' '.join(SMAX_DEFAULT_QUALITIES)}; any of "
+                        f"{', '.join(SMAX_QUALITIES)})")
+    p.add_argument("--policies", type=Path, default=None,
+                   help="smax: folder of <map>/ folders written by inspo online train (default: data/smax_policies)")
     p.add_argument("--data", type=Path, default=Path("../shared/data/alberdice"),
                    help="bridge: folder of the AlberDICE buffers not shipped in data/ (default: "
                         "../shared/data/alberdice)")
@@ -650,5 +892,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="bridge: buffer names (default: bridge_mix bridge_optimal); baselines: a subset of the "
                         "environment's datasets (default: all)")
     p.add_argument("--eval-episodes", type=_positive, default=100,
-                   help="bridge, baselines on bridge: sampled episodes per evaluation")
+                   help="bridge, smax, baselines on bridge and smax: sampled episodes per evaluation")
     p.set_defaults(func=_cmd_reproduce)

@@ -26,7 +26,7 @@ from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
 
-__all__ = ["TrainResult", "train", "evaluate", "policy_return"]
+__all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"]
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TrainResult:
     metrics_path: str | None = None
     wall_time: float = 0.0
     updates_per_second: float = 0.0
+    final_win_rate: float | None = None  # environments with a win condition (SMAX); None elsewhere
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -73,10 +74,19 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-@torch.no_grad()
 def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
                   greedy: bool = False) -> tuple[float, float]:
-    """Mean and std of the undiscounted team return of ``policy`` over ``episodes`` episodes.
+    """Mean and std of the undiscounted team return of ``policy`` over ``episodes`` episodes (see
+    :func:`policy_outcome`)."""
+    outcome = policy_outcome(policy, env, episodes, seed, greedy)
+    return outcome["mean"], outcome["std"]
+
+
+@torch.no_grad()
+def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
+                   greedy: bool = False) -> dict[str, float]:
+    """``mean`` and ``std`` of the undiscounted team return of ``policy`` over ``episodes`` episodes, and
+    ``win_rate`` on environments that play batched episodes with a win condition (SMAX).
 
     Matrix games (environments with a ``payoff`` table and a constant state) are evaluated exactly: the expected
     payoff of the product policy per round, times the number of rounds, with std 0.
@@ -89,7 +99,7 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
         logits = policy.all_logits(to_t(obs).to(param.dtype)).masked_fill(~to_t(avail), -math.inf)
         probs = torch.softmax(logits, -1).double().cpu().numpy()
         value = float(np.einsum("ij,i,j->", payoff, probs[0], probs[1])) * env.info.episode_limit
-        return value, 0.0
+        return {"mean": value, "std": 0.0}
     # Episodes run in lockstep so that each step is one batched forward pass.
     gen = torch.Generator(device=param.device).manual_seed(seed)
 
@@ -102,8 +112,8 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
         return torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(probs.shape[:2]).cpu().numpy()
 
     if hasattr(env, "rollout"):  # environments that step whole batches of episodes themselves (SMAX)
-        returns = env.rollout(act, episodes, seed).returns
-        return float(returns.mean()), float(returns.std())
+        played = env.rollout(act, episodes, seed)
+        return {"mean": float(played.returns.mean()), "std": float(played.returns.std()), "win_rate": played.win_rate}
     envs = [make(env.info.name, **env.options) for _ in range(episodes)]
     current = [e.reset(seed=seed + k) for k, e in enumerate(envs)]
     returns = np.zeros(episodes)
@@ -118,7 +128,7 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
             if not (terminated or truncated):
                 still.append(k)
         running = still
-    return float(returns.mean()), float(returns.std())
+    return {"mean": float(returns.mean()), "std": float(returns.std())}
 
 
 def _eval_env(cfg: TrainConfig, env_name: str, data_options: dict[str, Any]) -> MultiAgentEnv:
@@ -288,8 +298,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
     def record(iteration: int, losses: dict[str, float]) -> None:
         if not lead:
             return
-        mean, std = policy_return(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
-        run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **losses})
+        outcome = policy_outcome(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
+        mean, std = outcome["mean"], outcome["std"]
+        won = {"win_rate": outcome["win_rate"]} if "win_rate" in outcome else {}
+        run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **won, **losses})
         bar.update(bc_steps + iteration, f"return {mean:.4f}")
         if mean > run["best_return"]:
             run["best_return"] = mean
@@ -350,7 +362,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
     result = TrainResult(
         final_return=run["curve"][-1]["return"], best_return=run["best_return"],
         behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=run["curve"],
-        wall_time=run["wall_time"],
+        wall_time=run["wall_time"], final_win_rate=run["curve"][-1].get("win_rate"),
         updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0)
     if out is not None:
         final_path = out / "final.pt"
@@ -380,12 +392,13 @@ def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[Age
 
 def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
              episode_limit: int | None = None, greedy: bool = False, **env_options: Any) -> dict[str, float]:
-    """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for)."""
+    """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for), and its
+    ``win_rate`` on environments with a win condition (SMAX)."""
     policy, ckpt = load_policy(checkpoint)
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}
     options.update(env_options)
     if episode_limit is not None:
         options["episode_limit"] = episode_limit
-    mean, std = policy_return(policy, make(name, **options), episodes, seed=seed, greedy=greedy)
-    return {"mean": mean, "std": std, "episodes": episodes}
+    outcome = policy_outcome(policy, make(name, **options), episodes, seed=seed, greedy=greedy)
+    return {**outcome, "episodes": episodes}

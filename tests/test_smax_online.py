@@ -1,0 +1,212 @@
+"""SMAX online training (MAPPO, `inspo.online`), the data qualities it feeds (medium, expert, medium-replay, mixed)
+and `inspo reproduce smax`, at toy scale on 3m (the compiled SMAX functions are shared with tests/test_smax.py
+through the module-level cache of `inspo.envs.smax`)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspo.config import TrainConfig
+from inspo.data import load_dataset, save_dataset
+
+MAP = "smax:3m"
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None or importlib.util.find_spec("jaxmarl") is None,
+                                reason="SMAX needs the optional extra: pip install 'inspo[smax]'")
+
+
+def _tiny(seed: int = 0, **changes: object):
+    from inspo.online import OnlineConfig
+
+    # 8 parallel episodes (a batch size SMAXEnv.rollout compiles anyway), 4 updates of 8 steps, a snapshot every 2.
+    values = dict(env=MAP, steps=8 * 8 * 4, seed=seed, num_envs=8, rollout=8, minibatches=2, epochs=2, hidden=16,
+                  snapshot_every=2, eval_episodes=8)
+    values.update(changes)
+    return OnlineConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny online run on 3m: snapshots at updates 0, 2 and 4."""
+    from inspo.online import train_online
+
+    out = tmp_path_factory.mktemp("online") / "3m"
+    train_online(_tiny(), out)
+    return out
+
+
+def _weights(path: Path) -> list[torch.Tensor]:
+    from inspo.training import load_policy
+
+    policy, _ = load_policy(path)
+    return [p.detach().clone() for p in policy.parameters()]
+
+
+def test_online_training_runs_and_is_deterministic(policy_dir: Path, tmp_path: Path) -> None:
+    from inspo.online import load_snapshots, train_online
+
+    meta = load_snapshots(policy_dir)
+    snaps = meta["snapshots"]
+    assert [s["update"] for s in snaps] == [0, 2, 4]
+    for s in snaps[1:]:
+        assert all(math.isfinite(s[k]) for k in ("policy_loss", "value_loss", "entropy", "approx_kl"))
+        assert 0.0 <= s["win_rate"] <= 1.0 and s["eval_episodes"] == 8
+    first, last = _weights(policy_dir / snaps[0]["file"]), _weights(policy_dir / snaps[-1]["file"])
+    assert any(not torch.equal(a, b) for a, b in zip(first, last))  # the policy changed
+    assert all(torch.equal(a, b) for a, b in zip(_weights(policy_dir / "policy.pt"), last))  # the expert
+    # Same seed, same snapshots; another seed, other parameters.
+    again = train_online(_tiny(), tmp_path / "again")
+    drop = ("wall_time", "sha256")
+    assert [{k: v for k, v in s.items() if k not in drop} for s in again.snapshots] == \
+        [{k: v for k, v in s.items() if k not in drop} for s in snaps]
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "again" / "policy.pt"), last))
+    other = train_online(_tiny(seed=1))
+    assert other.out is None and other.snapshots[-1]["update"] == 4
+
+
+def test_online_refuses_bad_config() -> None:
+    from inspo.online import train_online
+
+    with pytest.raises(ValueError, match=r"needs an environment 'smax:<map>', got 'xor'"):
+        train_online(_tiny(env="xor"))
+    with pytest.raises(ValueError, match=r"OnlineConfig.num_envs must be a positive integer, got 0"):
+        train_online(_tiny(num_envs=0))
+    with pytest.raises(ValueError, match=r"must be divisible by minibatches \(3\)"):
+        train_online(_tiny(minibatches=3))
+
+
+def test_snapshot_checksums_are_verified(policy_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from inspo.online import load_snapshots
+
+    copy = tmp_path / "copy"
+    shutil.copytree(policy_dir, copy)
+    (copy / "snapshots" / "0002.pt").write_bytes(b"not the policy")
+    with pytest.raises(ValueError, match=r"0002.pt: sha256 .* snapshots.json says"):
+        load_snapshots(copy)
+
+
+@pytest.mark.parametrize("quality", ["expert", "medium", "medium-replay", "mixed"])
+def test_generate_online_qualities(policy_dir: Path, tmp_path: Path, quality: str) -> None:
+    from inspo.data import generate_smax
+    from inspo.online import load_snapshots
+
+    data = generate_smax(MAP, quality, 8, seed=3, policy=policy_dir)
+    loaded = load_dataset(save_dataset(data, tmp_path / quality), env=MAP)
+    behaviour = loaded.manifest["behaviour"]
+    returns = loaded.episode_returns()
+    assert loaded.n_episodes == 8 and behaviour["quality"] == quality and behaviour["kind"] == "smax-online"
+    assert behaviour["mean_return"] == pytest.approx(returns.mean())
+    assert behaviour["win_rate"] == pytest.approx(np.mean(returns > 1.5))
+    assert sum(behaviour["episodes_per_source"]) == 8
+    snaps = load_snapshots(policy_dir)["snapshots"]
+    files = [c and Path(c["file"]).name for c in behaviour["checkpoints"]]
+    medium = behaviour["medium"]
+    medium_file = "heuristic" if medium["source"] == "heuristic" else Path(medium["snapshot"]["file"]).name
+    if quality == "expert":
+        assert files == [Path(snaps[-1]["file"]).name]
+    elif quality == "mixed":
+        assert len(files) == 2 and files[1] == Path(snaps[-1]["file"]).name
+        assert behaviour["episodes_per_source"] == [4, 4]
+    elif quality == "medium":
+        assert (files[0] or "heuristic") == medium_file
+    else:  # medium-replay: snapshots from the first, in training order
+        assert files == [Path(s["file"]).name for s in snaps[:len(files)]]
+    again = generate_smax(MAP, quality, 8, seed=3, policy=policy_dir)
+    np.testing.assert_array_equal(again.actions, data.actions)  # deterministic per seed
+
+
+def test_medium_choice_rule() -> None:
+    from inspo.data.smax import behaviour_choice
+
+    snaps = [{"index": k, "win_rate": w, "return": r} for k, (w, r) in
+             enumerate([(0.0, 0.2), (0.3, 1.0), (0.5, 1.3), (0.45, 1.2), (0.9, 1.9)])]
+    meta = {"snapshots": snaps}
+    choice = behaviour_choice(meta, heuristic_win_rate=0.1, heuristic_return=0.8)
+    # Half the expert's win rate is 0.45: snapshot 3 exactly (not 2, at distance 0.05).
+    assert choice["medium"]["index"] == 3 and [s["index"] for s in choice["replay"]] == [0, 1, 2, 3]
+    assert choice["expert"]["index"] == 4
+    closer = behaviour_choice(meta, heuristic_win_rate=0.45, heuristic_return=0.95)
+    assert closer["medium"] is None  # as close in win rate, closer in return: the heuristic
+    # Replay: up to the last snapshot whose win rate does not exceed the heuristic's (3), in training order.
+    assert [s["index"] for s in closer["replay"]] == [0, 1, 2, 3]
+
+
+def test_export_keeps_the_same_choice(policy_dir: Path, tmp_path: Path) -> None:
+    from inspo.data import generate_smax
+    from inspo.data.smax import export_policies
+
+    index = export_policies(policy_dir, tmp_path / "shipped")
+    assert index["snapshots"][-1]["file"] == "snapshots/0002.pt"
+    for quality in ("expert", "medium"):
+        a = generate_smax(MAP, quality, 8, seed=0, policy=policy_dir)
+        b = generate_smax(MAP, quality, 8, seed=0, policy=tmp_path / "shipped")
+        np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_cli_online_train_and_generate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from inspo.cli import main
+
+    out = tmp_path / "pol"
+    assert main(["online", "train", "--env", MAP, "--steps", "128", "--num-envs", "8", "--hidden", "16",
+                 "--snapshot-every", "1", "--eval-episodes", "8", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["snapshots"] == 2 and printed["env_steps"] == 256 and (out / "policy.pt").is_file()
+    assert main(["datasets", "generate", "--env", MAP, "--quality", "expert", "--episodes", "8",
+                 "--policy", str(out), "--out", str(tmp_path / "e")]) == 0
+    assert load_dataset(tmp_path / "e").manifest["behaviour"]["checkpoints"][0]["file"].endswith("0001.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "policy.pt"), "--episodes", "8"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["win_rate"] <= 1.0
+
+
+def test_offline_training_beats_random_win_rate(tmp_path: Path) -> None:
+    import inspo
+    from inspo.data import Dataset
+    from inspo.envs import make
+    from inspo.envs.smax import HeuristicPolicy, UniformPolicy
+
+    # 32 heuristic episodes as four rollouts of 8: a batch of 8 is compiled by the other tests already, a batch of
+    # 32 would compile the batch of 128 (tens of seconds).
+    env = make(MAP)
+    parts = [env.rollout(HeuristicPolicy(env), 8, seed=s, record=True) for s in range(4)]
+    rows = {name: np.concatenate([p.transitions[name] for p in parts]) for name in parts[0].transitions}
+    path = save_dataset(Dataset.create(rows, env, behaviour={"quality": "heuristic"}, seed=0, source="test"),
+                        tmp_path / "h32")
+    cfg = TrainConfig(dataset=str(path), algo="bc", bc_steps=1000, iters=0, eval_every=1, eval_episodes=8, hidden=64,
+                      batch_size=256, out=str(tmp_path / "run"))
+    result = inspo.train(cfg)
+    random_win = env.rollout(UniformPolicy(1), 8, seed=1).win_rate
+    # Greedy: the heuristic it imitates is a deterministic script (sampled, 8 episodes win nothing yet).
+    trained = inspo.evaluate(result.checkpoint, episodes=8, seed=1, greedy=True)
+    assert random_win == 0.0 and trained["win_rate"] > random_win
+
+
+def test_reproduce_smax_toy(policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from inspo.cli import main
+
+    out = tmp_path / "res"
+    argv = ["reproduce", "smax", "--maps", "3m", "--qualities", "random", "expert", "--seeds", "1", "--iters", "4",
+            "--bc-steps", "2", "--episodes", "8", "--eval-episodes", "8", "--policies", str(policy_dir.parent),
+            "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "smax.json").read_text())
+    assert [(r["dataset"], r["method"]) for r in record["rows"]] == [
+        ("3m-random", "bc"), ("3m-random", "inspo"), ("3m-expert", "bc"), ("3m-expert", "inspo")]
+    for row in record["rows"]:
+        assert 0.0 <= row["final_win"]["mean"] <= 1.0 and 0.0 <= row["data_win_rate"] <= 1.0
+    text = (out / "smax.md").read_text()
+    assert "| map | data | method | data return | data win rate | final return | final win rate |" in text
+    assert "inspo reproduce smax --maps 3m --qualities random expert" in text
+    capsys.readouterr()
+    assert main(argv) == 0  # the second time every run comes from the run cache
+    assert "4 of 4 runs read from the run cache" in (out / "smax.md").read_text()
+    assert main(["reproduce", "smax", "--maps", "3m", "--qualities", "best", "--out", str(out)]) == 2
+    assert "unknown SMAX quality 'best'" in capsys.readouterr().err
