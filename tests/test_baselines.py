@@ -34,6 +34,9 @@ from inspo.data import generate_matrix, load_dataset, save_dataset
 from inspo.envs import make
 from inspo.training import _BATCH_FIELDS, TrainingInterrupted, _to_device, load_policy
 
+# The learners are driven directly, not through inspo.train: one intra-op thread, as there.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BASELINES = ("icq", "omiga", "cfcql")
 # The loss that must go down in each run: the critic's regression (TD) loss. (CFCQL's conservative penalty sits near
 # its floor log|A| from the start, so its total objective moves little on the matrix games.)
@@ -44,14 +47,6 @@ SMALL = {"bc_steps": 100, "batch_size": 128, "hidden": 32}
 MATRIX = {**SMALL, "gamma": 0.0, "eval_every": 1, "lr_policy": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Like ``inspo.train`` (``TrainConfig.threads = 1``): the learners driven directly here use small networks, and
-    several intra-op threads on a busy machine cost far more in synchronisation than they gain."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

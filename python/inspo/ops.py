@@ -54,7 +54,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
 
     ``pi`` and ``local_q`` are the agents' policies and local critics, each ``[weight0, bias0, weight1, ...]`` of
     :class:`~inspo.algos.networks.StackedMLP` (``[N, out, in]`` and ``[N, out]``), with their Adam moments and per-agent
-    step counts ``[N]`` (float32) as :class:`~inspo.algos.optim.MemberAdam` holds them; ``logp_pi [N, B]`` is the
+    step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is the
     log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
     those of :class:`~inspo.algos.inspo.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
     int64 CPU permutation of the agents. Its pure-PyTorch twin is ``InSPO.policy_loop`` (``inspo.algos.inspo``): same

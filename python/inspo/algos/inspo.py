@@ -29,7 +29,7 @@ from inspo.algos.common import kernel_backend as _backend
 from inspo.algos.common import require_finite as _require_finite
 from inspo import ops
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
-from inspo.algos.optim import BETAS, EPS, MemberAdam, adam, load_optimizer
+from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
@@ -69,7 +69,7 @@ class BehaviourCloning:
         self.shard = shard or Shard()
         self.k = _backend(cfg.backend)
         self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
-        self.opt = adam(self.policy.parameters(), cfg.lr_policy)
+        self.opt = FusedAdam(list(self.policy.parameters()), cfg.lr_policy)
 
     def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> float:
         """One step on a batch ``[B, N, ...]`` (this rank's shard of the global batch); returns the negative
@@ -77,10 +77,9 @@ class BehaviourCloning:
         logits = self.policy.all_logits(obs)
         logp, _ = self.k.masked_softmax_stats(logits, avail, actions)
         loss = -logp.mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.shard.average_gradients(self.opt)
-        self.opt.step()
+        grads = torch.autograd.grad(loss, self.opt.params)
+        self.shard.average_(grads)
+        self.opt.step(grads)
         return loss.detach()
 
     def state_dict(self) -> dict:
@@ -88,7 +87,7 @@ class BehaviourCloning:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-        load_optimizer(self.opt, state["opt"])
+        self.opt.load_state_dict(state["opt"])
 
 
 class InSPO:
@@ -105,13 +104,13 @@ class InSPO:
         self.tau = cfg.alpha + cfg.beta
         self.pi = copy.deepcopy(mu)
         # One Adam state per agent (per member of the stacks): updating agent i changes nothing of its teammates.
-        self.pi_opt = MemberAdam(self.pi.nets, cfg.lr_policy)
+        self.pi_opt = FusedAdam(self.pi.nets.stacked(), cfg.lr_policy, stacked=True)
         self.q = JointCritic(state_dim, self.n_agents, n_actions, cfg.hidden).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = mlp(state_dim, cfg.hidden, 1).to(device)
-        self.critic_opt = adam([*self.q.parameters(), *self.v.parameters()], cfg.lr_critic)
+        self.critic_opt = FusedAdam([*self.q.parameters(), *self.v.parameters()], cfg.lr_critic)
         self.local_q = StackedMLP(self.n_agents, state_dim, cfg.hidden, n_actions).to(device)
-        self.local_opt = MemberAdam(self.local_q, cfg.lr_critic)
+        self.local_opt = FusedAdam(self.local_q.stacked(), cfg.lr_critic, stacked=True)
         # The whole pass in one C++ op (fused kernels, one process, a network per agent); otherwise the Python loop.
         self.fused_pass = self.k is ops and not self.pi.shared and self.shard.world == 1
 
@@ -124,9 +123,8 @@ class InSPO:
     def load_state_dict(self, state: dict) -> None:
         for name in ("pi", "q", "q_target", "v", "local_q"):
             getattr(self, name).load_state_dict(state[name])
-        load_optimizer(self.critic_opt, state["critic_opt"])
-        self.pi_opt.load_state_dict(state["pi_opt"])
-        self.local_opt.load_state_dict(state["local_opt"])
+        for name in ("pi_opt", "critic_opt", "local_opt"):
+            getattr(self, name).load_state_dict(state[name])
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,13 +139,11 @@ class InSPO:
         # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
         z = torch.clamp((qbar[rows] - v) / tau - (cfg.beta / tau) * b.logp_mu[:, rows].sum(0), max=cfg.z_max)
         v_loss = torch.exp(z).mean() + v.mean() / tau
-        self.critic_opt.zero_grad(set_to_none=True)
-        (q_loss + v_loss).backward()
-        self.shard.average_gradients(self.critic_opt)
-        self.critic_opt.step()
+        grads = torch.autograd.grad(q_loss + v_loss, self.critic_opt.params)
+        self.shard.average_(grads)
+        self.critic_opt.step(grads)
         with torch.no_grad():
-            for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
-                pt.lerp_(p, cfg.polyak)
+            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), cfg.polyak)
         return qbar, q_loss.detach(), v_loss.detach()
 
     # -- 2. the sequential pass -----------------------------------------------------------------------------
@@ -229,7 +225,7 @@ class InSPO:
                 _require_finite(local_q_loss=lq_loss)
                 grads = torch.autograd.grad(lq_loss, params)
                 self.shard.average_(grads)
-                self.local_opt.step(i, grads)
+                self.local_opt.step(grads, i)
 
             with torch.no_grad():
                 qloc = self.local_q.forward_member(b.state, i)  # [B, A]
@@ -248,7 +244,7 @@ class InSPO:
             _require_finite(policy_loss=loss)
             grads = torch.autograd.grad(loss, params)
             self.shard.average_(grads)
-            self.pi_opt.step(member, grads)
+            self.pi_opt.step(grads, member)
 
             # The last agent's successors (none) read no ratio: its refresh would be discarded.
             if sequential and i != order[-1]:
