@@ -17,6 +17,7 @@ a fresh child process per case and backend (allocators keep what one backend fre
     python bench/bench_train.py --quick          # fewer repeats, scaling series N = 2, 8, 32
     python bench/bench_train.py --cases smax --profile   # also print a torch.profiler table per backend
     python bench/bench_train.py --quick --baseline 64f8088   # also time the learner of that git revision
+    python bench/bench_train.py --compile        # also time the fused backend with TrainConfig.compile
 
 ``--baseline REV`` times the learner and networks (``inspo/algos/inspo.py``, ``networks.py``) of an earlier git
 revision next to the current ones (both backends, all taking turns; the kernels and everything else are the
@@ -68,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children (CPU)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of a few updates per "
                                                           "case and backend")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the fused backend with TrainConfig.compile (torch.compile of the critic losses)")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="a git revision whose learner and networks are timed too, as fused@base/torch@base")
     p.add_argument("--suffix", default="", help="output stem train_<device>[_<suffix>]")
@@ -179,12 +182,14 @@ def baseline_learner(rev: str):
 
 def measure(case: str, args, sync) -> dict:
     data, sizes, overrides = case_setup(case, args.rows, args.device)
-    variants = {backend: (backend, learner_module) for backend in BACKENDS}
+    variants = {backend: (backend, learner_module, overrides) for backend in BACKENDS}
+    if args.compile:
+        variants["fused+compile"] = ("fused", learner_module, {**overrides, "compile": True})
     if args.baseline is not None:
         base = baseline_learner(args.baseline)
-        variants.update({f"{backend}@base": (backend, base) for backend in BACKENDS})
-    runners = {name: Runner(data, sizes, overrides, backend, args.device, learner)
-               for name, (backend, learner) in variants.items()}
+        variants.update({f"{backend}@base": (backend, base, overrides) for backend in BACKENDS})
+    runners = {name: Runner(data, sizes, extra, backend, args.device, learner)
+               for name, (backend, learner, extra) in variants.items()}
     once = {}
     for backend, r in runners.items():
         r.updates(args.warmup, sync)
@@ -282,6 +287,17 @@ def markdown(report: dict) -> str:
                          f"{v['fused@base'] / v['fused']:.2f}x ({m['fused@base'] / m['fused']:.2f}x) | "
                          f"{v['torch@base'] / v['torch']:.2f}x ({m['torch@base'] / m['torch']:.2f}x) | "
                          f"{v['torch@base'] / v['fused']:.2f}x ({m['torch@base'] / m['fused']:.2f}x) |")
+    if "fused+compile" in report["results"][0]["backends"]:
+        lines += ["", "With `TrainConfig.compile` (torch.compile of the critic losses; compilation not timed), in the "
+                  "same run: its updates/s and its speed-up over the fused backend without it, from medians and (in "
+                  "parentheses) from the fastest repeats.", "",
+                  "| case | fused+compile upd/s | vs fused | vs torch |", "|---|---:|---:|---:|"]
+        for r in report["results"]:
+            v = {k: x["median_s"] for k, x in r["backends"].items()}
+            m = {k: x["min_s"] for k, x in r["backends"].items()}
+            lines.append(f"| {r['case']} | {1 / v['fused+compile']:.1f} | {v['fused'] / v['fused+compile']:.2f}x "
+                         f"({m['fused'] / m['fused+compile']:.2f}x) | {v['torch'] / v['fused+compile']:.2f}x "
+                         f"({m['torch'] / m['fused+compile']:.2f}x) |")
     scaling = [r for r in report["results"] if r["case"].startswith("n")]
     if len(scaling) >= 2:
         ns = np.array([r["n_agents"] for r in scaling], dtype=float)

@@ -74,6 +74,9 @@ class TrainConfig:
     ddp: bool = field(default=False, metadata={
         "help": "data-parallel training over torch.distributed ranks; launch: torchrun --nproc-per-node K "
                 "-m inspo.cli train --ddp ... (batch size divisible by K; rank 0 evaluates and writes files)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile InSPO's critic losses (the part of an iteration outside the kernels and the "
+                "sequential-update op); compiling takes tens of seconds at the start of the run"})
     dtype: str = "float32"
     seed: int = 0
     eval_every: int = 500

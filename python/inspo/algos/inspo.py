@@ -113,6 +113,8 @@ class InSPO:
         self.local_opt = FusedAdam(self.local_q.stacked(), cfg.lr_critic, stacked=True)
         # The whole pass in one C++ op (fused kernels, one process, a network per agent); otherwise the Python loop.
         self.fused_pass = self.k is ops and not self.pi.shared and self.shard.world == 1
+        # Compiled, the losses' forward and backward run as generated code instead of one dispatched op at a time.
+        self._critic_losses = torch.compile(self.critic_losses) if cfg.compile else self.critic_losses
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""
@@ -127,8 +129,8 @@ class InSPO:
             getattr(self, name).load_state_dict(state[name])
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
-    def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """One step on Q and V; returns ``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's)."""
+    def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's rows)."""
         cfg, tau, rows = self.cfg, self.tau, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             target = b.reward[rows] + cfg.gamma * (1.0 - b.terminated[rows]) * self.v(b.next_state[rows]).squeeze(-1)
@@ -139,11 +141,16 @@ class InSPO:
         # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
         z = torch.clamp((qbar[rows] - v) / tau - (cfg.beta / tau) * b.logp_mu[:, rows].sum(0), max=cfg.z_max)
         v_loss = torch.exp(z).mean() + v.mean() / tau
+        return qbar, q_loss, v_loss
+
+    def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """One step on Q and V; returns ``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's)."""
+        qbar, q_loss, v_loss = self._critic_losses(b)
         grads = torch.autograd.grad(q_loss + v_loss, self.critic_opt.params)
         self.shard.average_(grads)
         self.critic_opt.step(grads)
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), cfg.polyak)
+            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.cfg.polyak)
         return qbar, q_loss.detach(), v_loss.detach()
 
     # -- 2. the sequential pass -----------------------------------------------------------------------------
