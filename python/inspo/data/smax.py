@@ -92,13 +92,20 @@ def behaviour_choice(meta: dict[str, Any], heuristic_win_rate: float, heuristic_
     return {"expert": expert, "medium": snaps[best], "replay": snaps[:best + 1]}
 
 
+_HEURISTIC_EVALS: dict[tuple, tuple[float, float]] = {}
+"""Evaluations of the heuristic already made in this process (each generation of an online quality needs one)."""
+
+
 def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
     """The heuristic's win rate and return, evaluated as the snapshots were (same episodes, same count)."""
     from inspo.envs.smax import HeuristicPolicy
 
     cfg = meta["config"]
-    played = env.rollout(HeuristicPolicy(env), cfg["eval_episodes"], seed=10_000_019 + cfg["seed"])
-    return played.win_rate, played.mean_return
+    key = (env.info.name, tuple(sorted(env.options.items())), cfg["eval_episodes"], cfg["seed"])
+    if key not in _HEURISTIC_EVALS:
+        played = env.rollout(HeuristicPolicy(env), cfg["eval_episodes"], seed=10_000_019 + cfg["seed"])
+        _HEURISTIC_EVALS[key] = played.win_rate, played.mean_return
+    return _HEURISTIC_EVALS[key]
 
 
 def _snapshot_note(folder: Path, snap: dict[str, Any]) -> dict[str, Any]:
