@@ -210,3 +210,18 @@ def test_reproduce_smax_toy(policy_dir: Path, tmp_path: Path, capsys: pytest.Cap
     assert "4 of 4 runs read from the run cache" in (out / "smax.md").read_text()
     assert main(["reproduce", "smax", "--maps", "3m", "--qualities", "best", "--out", str(out)]) == 2
     assert "unknown SMAX quality 'best'" in capsys.readouterr().err
+
+
+def test_reproduce_baselines_on_smax_toy(tmp_path: Path) -> None:
+    from inspo.cli import main
+
+    out = tmp_path / "res"
+    assert main(["reproduce", "baselines", "--env", "smax", "--datasets", "3m-random", "--seeds", "1", "--iters", "2",
+                 "--bc-steps", "2", "--episodes", "8", "--eval-episodes", "8", "--out", str(out)]) == 0
+    record = json.loads((out / "baselines_smax.json").read_text())
+    assert [r["method"] for r in record["rows"]] == ["bc", "icq", "omiga", "cfcql", "inspo"]
+    assert all(0.0 <= r["final_win"]["mean"] <= 1.0 for r in record["rows"])
+    text = (out / "baselines_smax.md").read_text()
+    assert "inspo reproduce baselines --env smax --seeds 1 --iters 2 --bc-steps 2 --episodes 8 --eval-episodes 8" \
+        " --datasets 3m-random" in text
+    assert "| method | final return | final win rate | best return | best win rate |" in text
