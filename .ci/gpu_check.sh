@@ -35,7 +35,7 @@ step build 300 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --n
 python3 -c "import inspo; assert inspo.built_with_cuda(), 'built without CUDA'; print('built_with_cuda: True')" \
     || failed+=(import)
 step tests 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_ops.py tests/test_ops.py tests/test_fuzz.py \
-    tests/test_training.py::test_fused_backend_matches_pytorch_reference
+    tests/test_sequential_update.py tests/test_training.py::test_fused_backend_matches_pytorch_reference
 for backend in fused torch; do
     step "train_$backend" 120 python3 -m inspo.cli train --dataset data/bridge_mix --device cuda --backend "$backend" \
         --iters 1000 --bc-steps 300 --eval-every 1000 --eval-episodes 10 --eval-episode-limit 20 \

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+import inspo
 from inspo import ops
 from inspo.algos.inspo import Batch, InSPO
 from inspo.algos.networks import AgentPolicies, StackedMLP
@@ -39,13 +40,13 @@ def _batch(seed: int, mu: AgentPolicies, dtype: torch.dtype) -> Batch:
                  logp_mu=logmu_all.gather(-1, actions[..., None]).squeeze(-1).t().contiguous())
 
 
-def _learner(dtype: torch.dtype, backend: str = "fused", **change: Any) -> InSPO:
+def _learner(dtype: torch.dtype, backend: str = "fused", device: str = "cpu", **change: Any) -> InSPO:
     """An InSPO learner made as the trainer makes it (modules moved to ``dtype`` after construction), from seed 0."""
     cfg = TrainConfig(**{"dataset": "-", "hidden": HIDDEN, "batch_size": ROWS, "alpha": 0.5, "beta": 0.3,
                          "lr_policy": 3e-3, "lr_critic": 3e-3, "backend": backend, **change})
     torch.manual_seed(0)
-    mu = AgentPolicies(N, OBS, A, HIDDEN, shared=cfg.shared_policy).to(dtype)
-    learner = InSPO(cfg, mu, STATE, torch.device("cpu"), torch.Generator().manual_seed(1))
+    mu = AgentPolicies(N, OBS, A, HIDDEN, shared=cfg.shared_policy).to(device, dtype)
+    learner = InSPO(cfg, mu, STATE, torch.device(device), torch.Generator(device).manual_seed(1))
     for module in vars(learner).values():
         if isinstance(module, torch.nn.Module):
             module.to(dtype)
@@ -98,6 +99,23 @@ def test_op_equals_the_python_loop(variant: dict[str, Any], dtype: torch.dtype) 
     for name, p in fused.pi.state_dict().items():
         assert all((p[i] - start[name][i]).abs().max() > 1e-4 for i in range(N)), name
     assert fused.pi_opt.state()[2].tolist() == [4.0] * N  # one step per agent and iteration
+
+
+@pytest.mark.cuda
+def test_op_equals_the_python_loop_on_cuda() -> None:
+    if not (torch.cuda.is_available() and inspo.built_with_cuda()):
+        pytest.skip("needs a CUDA device and inspo built with its CUDA kernels")
+    fused, loop = _learner(torch.float64, device="cuda"), _learner(torch.float64, device="cuda")
+    loop.fused_pass = False
+    mu = copy.deepcopy(fused.pi).cpu()
+    for it in range(3):
+        b = _batch(it, mu, torch.float64)
+        b = Batch(**{f: getattr(b, f).cuda() for f in ("obs", "state", "avail", "actions", "reward", "terminated",
+                                                       "next_state", "logmu_all", "logp_mu")})
+        fused.update(b)
+        loop.update(b)
+    for name, want in _everything(loop).items():
+        torch.testing.assert_close(_everything(fused)[name], want, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_op_equals_the_pure_pytorch_learner() -> None:
@@ -260,3 +278,15 @@ def test_batched_forward_equals_each_agent_alone() -> None:
         policy = AgentPolicies(N, OBS, A, HIDDEN, shared=shared).double()
         alone = torch.stack([policy.logits(obs[..., i, :], i) for i in range(N)], dim=-2)
         torch.testing.assert_close(policy.all_logits(obs), alone, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_critic_losses_train_like_eager() -> None:
+    """``TrainConfig.compile``: the critic losses as generated code, the same iterations as eager to rounding."""
+    compiled, eager = _learner(torch.float64, compile=True), _learner(torch.float64)
+    mu = copy.deepcopy(eager.pi)
+    for it in range(3):
+        b = _batch(20 + it, mu, torch.float64)
+        compiled.update(b)
+        eager.update(b)
+    for name, want in _everything(eager).items():
+        torch.testing.assert_close(_everything(compiled)[name], want, rtol=1e-9, atol=1e-11, msg=name)
