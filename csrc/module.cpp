@@ -18,6 +18,11 @@ TORCH_LIBRARY(inspo, m) {
       "Tensor qbar, Tensor order, float alpha, float beta, float rho_max, float z_max, float lr_policy, "
       "float lr_critic, float adam_beta1, float adam_beta2, float adam_eps, int local_critic_steps, bool sequential, "
       "bool use_rho, bool resample, Generator? generator) -> Tensor");
+  m.def(
+      "critic_update(Tensor(a!)[] q, Tensor(b!)[] q_target, Tensor(c!)[] v, Tensor(d!)[] exp_avg, "
+      "Tensor(e!)[] exp_avg_sq, Tensor(f!) step, Tensor state, Tensor actions, Tensor reward, Tensor terminated, "
+      "Tensor next_state, Tensor logp_mu, int n_actions, float alpha, float beta, float gamma, float z_max, "
+      "float polyak, float lr, float adam_beta1, float adam_beta2, float adam_eps) -> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(_C, mod) {

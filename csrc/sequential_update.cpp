@@ -10,49 +10,12 @@
 //
 // Built from ATen and dispatcher calls only, so it is registered once (CompositeExplicitAutograd) and runs on the
 // device of its tensors. On the CPU a non-finite loss ends the pass before its step is taken.
-#include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <vector>
+#include "mlp.h"
 
 namespace inspo {
 namespace {
-
-using Tensors = std::vector<at::Tensor>;
-
-std::tuple<at::Tensor, at::Tensor> advantage_weights(const at::Tensor& q, const at::Tensor& v,
-                                                     const at::Tensor& logp_pi, const at::Tensor& logp_mu,
-                                                     int64_t agent, double tau, double beta, double rho_max,
-                                                     double z_max) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("inspo::advantage_weights", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const at::Tensor&,
-                                                                 const std::optional<at::Tensor>&, int64_t, double,
-                                                                 double, double, double)>();
-  return op.call(q, v, logp_pi, logp_mu, std::nullopt, agent, tau, beta, rho_max, z_max);
-}
-
-std::tuple<at::Tensor, at::Tensor> masked_softmax_stats(const at::Tensor& logits, const at::Tensor& avail,
-                                                        const at::Tensor& actions) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("inspo::masked_softmax_stats", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&)>();
-  return op.call(logits, avail, actions);
-}
-
-at::Tensor masked_softmax_stats_backward(const at::Tensor& grad_logp, const at::Tensor& grad_entropy,
-                                         const at::Tensor& logits, const at::Tensor& avail,
-                                         const at::Tensor& actions) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("inspo::masked_softmax_stats_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&)>();
-  return op.call(grad_logp, grad_entropy, logits, avail, actions);
-}
 
 // One member of a stack of MLPs and its Adam state: views into the stacks, so that updates land in them.
 struct Member {
@@ -69,69 +32,12 @@ struct Member {
     }
   }
 
-  size_t layers() const { return params.size() / 2; }
+  at::Tensor forward(const at::Tensor& x, Tensors* inputs = nullptr) const { return mlp_forward(params, x, inputs); }
 
-  // Output of the MLP on x [rows, in]; `inputs` (if given) receives every layer's input, for backward.
-  at::Tensor forward(at::Tensor x, Tensors* inputs = nullptr) const {
-    for (size_t l = 0; l < layers(); ++l) {
-      if (inputs) inputs->push_back(x);
-      x = at::linear(x, params[2 * l], params[2 * l + 1]);
-      if (l + 1 < layers()) x = at::relu(x);
-    }
-    return x;
-  }
-
-  // Gradients of the parameters from the gradient of the output and the layers' inputs of `forward`.
-  Tensors backward(at::Tensor grad, const Tensors& inputs) const {
-    Tensors grads(params.size());
-    for (size_t l = layers(); l-- > 0;) {
-      grads[2 * l] = grad.t().mm(inputs[l]);
-      grads[2 * l + 1] = grad.sum(0);
-      // A layer's input is the previous layer's ReLU output: positive exactly where the ReLU passed its input.
-      if (l > 0) grad = at::threshold_backward(grad.mm(params[2 * l]), inputs[l], 0);
-    }
-    return grads;
-  }
-
-  void adam_step(const Tensors& grads, double lr, double beta1, double beta2, double eps) {
-    // As torch.optim.Adam(fused=True): the step count first, then the fused kernel (which reads it).
-    step.add_(1);
-    const Tensors steps(params.size(), step);
-    at::_fused_adam_(params, grads, exp_avg, exp_avg_sq, {}, steps, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
-                     /*amsgrad=*/false, /*maximize=*/false, std::nullopt, std::nullopt);
+  void step_with(const at::Tensor& grad_out, const Tensors& inputs, const AdamSettings& adam) {
+    adam_step(params, mlp_backward(params, grad_out, inputs), exp_avg, exp_avg_sq, step, adam);
   }
 };
-
-bool finite_or_unchecked(const at::Tensor& loss) {
-  // Reading a CUDA value back would synchronise the device every agent: there the caller checks the statistics.
-  return !loss.device().is_cpu() || std::isfinite(loss.item<double>());
-}
-
-void check_stack(const char* name, at::TensorList params, at::TensorList exp_avg, at::TensorList exp_avg_sq,
-                 const at::Tensor& steps, int64_t n, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(!params.empty() && params.size() % 2 == 0, name,
-                    ": expected [weight0, bias0, weight1, bias1, ...], got ", params.size(), " tensors");
-  TORCH_CHECK_VALUE(exp_avg.size() == params.size() && exp_avg_sq.size() == params.size(), name,
-                    ": expected one exp_avg and one exp_avg_sq per parameter (", params.size(), "), got ",
-                    exp_avg.size(), " and ", exp_avg_sq.size());
-  for (size_t j = 0; j < params.size(); ++j) {
-    const auto& p = params[j];
-    TORCH_CHECK_VALUE(p.dim() == (j % 2 == 0 ? 3 : 2) && p.size(0) == n, name, "[", j, "] must be ",
-                      j % 2 == 0 ? "[N, out, in]" : "[N, out]", " with N=", n, ", got shape ", p.sizes());
-    TORCH_CHECK_VALUE(p.is_contiguous(), name, "[", j, "] must be contiguous");
-    TORCH_CHECK_TYPE(p.scalar_type() == like.scalar_type(), name, "[", j, "] has dtype ", p.scalar_type(),
-                     " but the data have ", like.scalar_type());
-    TORCH_CHECK_VALUE(p.device() == like.device(), name, "[", j, "] is on ", p.device(), " but the data are on ",
-                      like.device());
-    TORCH_CHECK_VALUE(exp_avg[j].sizes() == p.sizes() && exp_avg_sq[j].sizes() == p.sizes() &&
-                          exp_avg[j].is_contiguous() && exp_avg_sq[j].is_contiguous(),
-                      name, "[", j, "]: the Adam moments must be contiguous and of its shape ", p.sizes());
-  }
-  TORCH_CHECK_VALUE(steps.dim() == 1 && steps.size(0) == n && steps.scalar_type() == at::kFloat &&
-                        steps.device() == like.device(),
-                    name, ": steps must be float32 [N]=[", n, "] on ", like.device(), ", got ", steps.scalar_type(),
-                    " ", steps.sizes(), " on ", steps.device());
-}
 
 at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::TensorList pi_exp_avg_sq,
                              const at::Tensor& pi_steps, at::TensorList lq, at::TensorList lq_exp_avg,
@@ -159,8 +65,10 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
                     "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ",
                     order.sizes(), " on ", order.device());
   TORCH_CHECK_VALUE(local_critic_steps >= 1, "local_critic_steps must be >= 1, got ", local_critic_steps);
-  check_stack("pi", pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, n, obs);
-  check_stack("local_q", lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, n, obs);
+  check_mlp("pi", pi, pi_exp_avg, pi_exp_avg_sq, 1, n, obs);
+  check_steps("pi", pi_steps, 1, n, obs);
+  check_mlp("local_q", lq, lq_exp_avg, lq_exp_avg_sq, 1, n, obs);
+  check_steps("local_q", lq_steps, 1, n, obs);
   const auto agents = order.contiguous();
   const int64_t* idx = agents.data_ptr<int64_t>();
   std::vector<bool> seen(n, false);
@@ -171,6 +79,8 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
   }
 
   const double tau = alpha + beta;
+  const AdamSettings adam_pi{lr_policy, adam_beta1, adam_beta2, adam_eps};
+  const AdamSettings adam_lq{lr_critic, adam_beta1, adam_beta2, adam_eps};
   auto policy_loss = qbar.new_zeros({}), local_q_loss = qbar.new_zeros({}), entropy = qbar.new_zeros({});
   auto weight_max = qbar.new_zeros({});
   const auto stats = [&] { return at::stack({policy_loss, local_q_loss, entropy, weight_max}); };
@@ -226,7 +136,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
         return stats();
       }
       const auto grad_out = at::zeros_like(out).scatter_(1, a_col, grad_q.unsqueeze(1));
-      crit.adam_step(crit.backward(grad_out, inputs), lr_critic, adam_beta1, adam_beta2, adam_eps);
+      crit.step_with(grad_out, inputs, adam_lq);
     }
 
     // Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
@@ -246,7 +156,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
       return stats();
     }
     const auto grad_logits = masked_softmax_stats_backward(-w / w_sum, at::zeros_like(logp), logits, avail_s, a_s);
-    pol.adam_step(pol.backward(grad_logits, inputs), lr_policy, adam_beta1, adam_beta2, adam_eps);
+    pol.step_with(grad_logits, inputs, adam_pi);
 
     // The last agent's successors (none) read no ratio: its refresh would be discarded.
     if (sequential && k + 1 < n) {

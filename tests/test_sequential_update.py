@@ -77,11 +77,11 @@ VARIANTS = {
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_op_equals_the_python_loop(variant: dict[str, Any], dtype: torch.dtype) -> None:
-    """Several whole iterations (critic step, then the pass) with the op and with the Python loop (fused kernels),
+    """Several whole iterations (critic step, then the pass) with the ops and with the Python code (fused kernels),
     from the same networks and generator: the same parameters, optimiser states and statistics."""
     fused, loop = _learner(dtype, **variant), _learner(dtype, **variant)
-    assert fused.fused_pass
-    loop.fused_pass = False
+    assert fused.fused_pass and fused.fused_critic
+    loop.fused_pass = loop.fused_critic = False
     start = copy.deepcopy(fused.pi.state_dict())
     mu = copy.deepcopy(fused.pi)
     for it in range(4):
@@ -106,7 +106,7 @@ def test_op_equals_the_python_loop_on_cuda() -> None:
     if not (torch.cuda.is_available() and inspo.built_with_cuda()):
         pytest.skip("needs a CUDA device and inspo built with its CUDA kernels")
     fused, loop = _learner(torch.float64, device="cuda"), _learner(torch.float64, device="cuda")
-    loop.fused_pass = False
+    loop.fused_pass = loop.fused_critic = False
     mu = copy.deepcopy(fused.pi).cpu()
     for it in range(3):
         b = _batch(it, mu, torch.float64)
@@ -131,10 +131,15 @@ def test_op_equals_the_pure_pytorch_learner() -> None:
         torch.testing.assert_close(_everything(fused)[name], want, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_python_loop_only_where_the_op_does_not_apply() -> None:
-    assert _learner(torch.float64).fused_pass
-    assert not _learner(torch.float64, backend="torch").fused_pass
-    assert not _learner(torch.float64, shared_policy=True).fused_pass
+def test_python_loop_only_where_the_ops_do_not_apply() -> None:
+    fused = _learner(torch.float64)
+    assert fused.fused_pass and fused.fused_critic
+    torch_backend = _learner(torch.float64, backend="torch")
+    assert not torch_backend.fused_pass and not torch_backend.fused_critic
+    shared = _learner(torch.float64, shared_policy=True)
+    assert not shared.fused_pass and shared.fused_critic
+    compiled = _learner(torch.float64, compile=True)
+    assert compiled.fused_pass and not compiled.fused_critic
 
 
 def _op_args(learner: InSPO, b: Batch) -> tuple[list, dict]:
@@ -290,3 +295,73 @@ def test_compiled_critic_losses_train_like_eager() -> None:
         eager.update(b)
     for name, want in _everything(eager).items():
         torch.testing.assert_close(_everything(compiled)[name], want, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def _critic_args(learner: InSPO, b: Batch) -> tuple[list, dict]:
+    cfg = learner.cfg
+    args = [list(learner.q.parameters()), list(learner.q_target.parameters()), list(learner.v.parameters()),
+            *learner.critic_opt.state(), b.state, b.actions, b.reward, b.terminated, b.next_state, b.logp_mu]
+    kwargs = {"n_actions": A, "alpha": cfg.alpha, "beta": cfg.beta, "gamma": cfg.gamma, "z_max": cfg.z_max,
+              "polyak": cfg.polyak, "lr": cfg.lr_critic, "adam_betas": BETAS, "adam_eps": EPS}
+    return args, kwargs
+
+
+def test_critic_op_equals_the_python_step() -> None:
+    """One critic step with ``critic_update`` and with autograd on ``critic_losses``, from the same networks; z_max is
+    the median of z, so that the clamp in the V loss is active on half the rows (its gradient is zero there)."""
+    fused, ref = _learner(torch.float64), _learner(torch.float64)
+    ref.fused_critic = False
+    b = _batch(3, fused.pi, torch.float64)
+    with torch.no_grad():
+        z = ((fused.q_target(b.state, b.actions) - fused.v(b.state).squeeze(-1)) / fused.tau
+             - (fused.cfg.beta / fused.tau) * b.logp_mu.sum(0))
+    fused.cfg.z_max = ref.cfg.z_max = float(z.median())
+    got, want = fused.critic_step(b), ref.critic_step(b)
+    for g, w, name in zip(got, want, ("qbar", "q_loss", "v_loss")):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=name)
+    for name, value in _everything(ref).items():
+        torch.testing.assert_close(_everything(fused)[name], value, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_opcheck_critic_update() -> None:
+    learner = _learner(torch.float64)
+    args, kw = _critic_args(learner, _batch(0, learner.pi, torch.float64))
+    raw = [*args, kw["n_actions"], kw["alpha"], kw["beta"], kw["gamma"], kw["z_max"], kw["polyak"], kw["lr"],
+           *kw["adam_betas"], kw["adam_eps"]]
+    torch.library.opcheck(torch.ops.inspo.critic_update.default, tuple(raw),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("reward", ValueError, r"reward must be \[B\]=\[48\], got shape \[47\]"),
+    ("actions", ValueError, r"actions must be int64 \[B, N\] with B=48, got Float"),
+    ("target", ValueError, r"q_target must have q's 6 tensors, got 4"),
+    ("weight", ValueError, r"q, v\[0\] must be \[out, in\], got shape \[1, 16, 22\]"),
+    ("step", ValueError, r"critic: steps must be float32 \[\]"),
+])
+def test_critic_op_bad_arguments_name_the_value(case: str, error: type, message: str) -> None:
+    learner = _learner(torch.float64)
+    args, kw = _critic_args(learner, _batch(0, learner.pi, torch.float64))
+    if case == "reward":
+        args[8] = args[8][:-1]
+    elif case == "actions":
+        args[7] = args[7].float()
+    elif case == "target":
+        args[1] = args[1][:4]
+    elif case == "weight":
+        args[0] = [args[0][0][None], *args[0][1:]]
+    elif case == "step":
+        args[5] = args[5].double()
+    with pytest.raises(error, match=message):
+        ops.critic_update(*args, **kw)
+
+
+def test_critic_op_non_finite_loss_changes_nothing() -> None:
+    learner = _learner(torch.float64)
+    b = _batch(0, learner.pi, torch.float64)
+    b.reward[5] = math.nan
+    before = {name: t.clone() for name, t in _everything(learner).items()}
+    with pytest.raises(FloatingPointError, match="non-finite q_loss"):
+        learner.update(b)
+    for name, t in _everything(learner).items():
+        assert torch.equal(t, before[name]), name

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from inspo._extension import built_with_cuda  # importing it loads the library that registers torch.ops.inspo
 
-__all__ = ["advantage_weights", "masked_softmax_stats", "sequential_update"]
+__all__ = ["advantage_weights", "critic_update", "masked_softmax_stats", "sequential_update"]
 
 
 # A constant, read once: torch.compile cannot trace a call into the pybind11 module.
@@ -72,6 +72,29 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
             resample, generator)
 
 
+def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_avg: list[Tensor],
+                  exp_avg_sq: list[Tensor], step: Tensor, state: Tensor, actions: Tensor, reward: Tensor,
+                  terminated: Tensor, next_state: Tensor, logp_mu: Tensor, *, n_actions: int, alpha: float,
+                  beta: float, gamma: float, z_max: float, polyak: float, lr: float, adam_betas: tuple[float, float],
+                  adam_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """InSPO's policy-evaluation step in one call; updates ``q``, ``v`` (one Adam step), ``q_target`` (Polyak) and the
+    Adam state in place.
+
+    ``q``, ``q_target`` and ``v`` are MLP parameter lists ``[weight0, bias0, ...]`` (the joint critic's network, on the
+    state and the agents' one-hot actions, and the state-value network), and ``exp_avg``, ``exp_avg_sq`` and
+    ``step`` the state of one Adam over ``[*q, *v]`` as :class:`~inspo.algos.optim.FusedAdam` holds it. Its
+    pure-PyTorch twin is ``InSPO.critic_losses`` followed by the step of ``InSPO.critic_step``.
+
+    Returns ``(Qbar(s, a), Q loss, V loss)``, ``Qbar`` from the target critic before the update. On the CPU a
+    non-finite loss returns before any parameter changes.
+    """
+    _check_cuda_build(state)
+    with torch.no_grad():
+        return torch.ops.inspo.critic_update.default(
+            q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state, logp_mu,
+            n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas[0], adam_betas[1], adam_eps)
+
+
 def _check_same_device(anchor_name: str, anchor: Tensor, **others: Tensor | None) -> None:
     # A meta tensor among real ones sends the whole call here, so the fake kernels repeat the C++ device checks.
     for name, t in others.items():
@@ -107,6 +130,13 @@ def _(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q
     _check_same_device("obs", obs, state=state, avail=avail, actions=actions, logmu_all=logmu_all, logp_mu=logp_mu,
                        qbar=qbar, logp_pi=logp_pi)
     return qbar.new_empty(4)
+
+
+@torch.library.register_fake("inspo::critic_update")
+def _(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state, logp_mu, *args):
+    _check_same_device("state", state, actions=actions, reward=reward, terminated=terminated, next_state=next_state,
+                       logp_mu=logp_mu)
+    return state.new_empty(state.shape[0]), state.new_empty(()), state.new_empty(())
 
 
 def _setup_context(ctx, inputs, output):

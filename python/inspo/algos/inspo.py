@@ -115,6 +115,8 @@ class InSPO:
         self.fused_pass = self.k is ops and not self.pi.shared and self.shard.world == 1
         # Compiled, the losses' forward and backward run as generated code instead of one dispatched op at a time.
         self._critic_losses = torch.compile(self.critic_losses) if cfg.compile else self.critic_losses
+        # The policy-evaluation step in one C++ op too, unless it is to be compiled.
+        self.fused_critic = self.k is ops and self.shard.world == 1 and not cfg.compile
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""
@@ -145,6 +147,13 @@ class InSPO:
 
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """One step on Q and V; returns ``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's)."""
+        if self.fused_critic:
+            cfg, opt = self.cfg, self.critic_opt
+            return ops.critic_update(
+                list(self.q.parameters()), list(self.q_target.parameters()), list(self.v.parameters()),
+                *opt.state(), b.state, b.actions, b.reward, b.terminated, b.next_state, b.logp_mu,
+                n_actions=self.q.n_actions, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, z_max=cfg.z_max,
+                polyak=cfg.polyak, lr=cfg.lr_critic, adam_betas=BETAS, adam_eps=EPS)
         qbar, q_loss, v_loss = self._critic_losses(b)
         grads = torch.autograd.grad(q_loss + v_loss, self.critic_opt.params)
         self.shard.average_(grads)
