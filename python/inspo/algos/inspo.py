@@ -10,7 +10,10 @@ Read top to bottom: behaviour cloning of mu (once), then per iteration
        value, and takes a weighted log-likelihood step on its own policy,
      - refreshes its row of the log-prob stack.
 The ratios and weights come from the fused kernels of :mod:`inspo.ops` (``backend="fused"``) or from their
-pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``).
+pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``). With the fused kernels in one process, step 1
+and the whole of step 2 each run as one C++ op (``critic_update`` and ``sequential_update``, on the agents' networks
+stacked ``[N, ...]``); the Python code below is what they compute (tests hold them equal), and it runs where the ops
+do not apply: a policy shared by the agents, data-parallel training, ``compile=True`` (step 1).
 
 Data-parallel training (:mod:`inspo.algos.parallel`): every rank computes the batch-wide quantities (Qbar, the
 log-prob stack, rho, the resampled rows, the weights and their normaliser) on the whole global batch, and only the
@@ -25,9 +28,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from inspo import ops
 from inspo.algos.common import kernel_backend as _backend
 from inspo.algos.common import require_finite as _require_finite
-from inspo import ops
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.algos.parallel import Shard
