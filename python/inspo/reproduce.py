@@ -130,7 +130,7 @@ BASELINE_ENVS: dict[str, BaselineEnv] = {
     "bridge": BaselineEnv("Bridge", BRIDGE_DATASETS, 10000, 2000, 10, {"eval_episode_limit": BRIDGE_EVAL_LIMIT}, {}),
     # SMAX: `<map>-<quality>` datasets (generated, 1000 episodes by default: see SMAX_EPISODES); the default list is
     # the one the committed table was made with, any map and quality can be named with --datasets.
-    "smax": BaselineEnv("SMAX", ("2s3z-medium", "3s_vs_5z-medium"), 1000, 500, 5, {"hidden": 64}, {}),
+    "smax": BaselineEnv("SMAX", ("2s3z-medium", "6h_vs_8z-medium"), 1000, 1000, 10, {"hidden": 64}, {}),
 }
 """The environments of ``inspo reproduce baselines``; ``--env all`` runs them in this order."""
 
