@@ -2,6 +2,8 @@
 run with the same global batch, and only rank 0 writes files."""
 from __future__ import annotations
 
+import math
+import re
 import socket
 import time
 from datetime import timedelta
@@ -16,6 +18,7 @@ import torch.multiprocessing as mp
 import inspo
 from inspo import checkpoint as ckpt_io
 from inspo.algos import LEARNERS
+from inspo.algos.inspo import InSPO
 from inspo.cli import build_parser, config_from_args
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
@@ -68,7 +71,20 @@ def _worker(rank: int, port: int, dataset: str, out: str, results: str) -> None:
         inspo.train(_config(dataset, "inspo", Path(out), ddp=True, batch_size=63))
     except ValueError as exc:
         report["indivisible"] = str(exc)
-    report["writes"] = writes
+    report["writes"] = list(writes)
+    # A loss that is non-finite on rank 1 only: every rank must raise, none may wait for the others forever.
+    real_losses = InSPO.critic_losses
+
+    def nan_on_rank_1(self: InSPO, b: Any) -> Any:
+        qbar, q_loss, v_loss = real_losses(self, b)
+        return qbar, q_loss * math.nan if rank == 1 else q_loss, v_loss
+
+    InSPO.critic_losses = nan_on_rank_1
+    try:
+        inspo.train(_config(dataset, "inspo", Path(out) / "nan", ddp=True))
+    except FloatingPointError as exc:
+        report["non_finite"] = str(exc)
+    InSPO.critic_losses = real_losses
     torch.save(report, Path(results) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -140,6 +156,10 @@ def test_two_gloo_ranks_match_single_process(mne_two_rounds: str, tmp_path: Path
         f"{name}/{file}" for name in RUNS for file in ("metrics.json", "final.pt", "best.pt", "checkpoint.pt")}
     for rank in ranks:
         assert "batch_size=63" in rank["indivisible"] and "world size 2" in rank["indivisible"]
+    # (d) a non-finite loss on one rank stops every rank, with the loss named.
+    for r, rank in enumerate(ranks):
+        value = "nan" if r == 1 else r"\d+\.\d+"
+        assert re.match(rf"non-finite q_loss on some rank \(rank {r}: {value}\) at iteration 1;", rank["non_finite"])
 
 
 def test_ddp_flag_and_missing_process_group(mne_two_rounds: str, monkeypatch: pytest.MonkeyPatch) -> None:

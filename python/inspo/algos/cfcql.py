@@ -35,7 +35,7 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_finite
+from inspo.algos.common import kernel_backend, policy_sizes, polyak_
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, QMixer
 from inspo.algos.networks import AgentPolicies
@@ -117,7 +117,7 @@ class CFCQL:
                 lam = torch.full_like(penalty, 1.0 / self.n_agents)
         cql_loss = (lam * penalty).sum(-1).mean()
         loss = td_loss + cfg.cql_alpha * cql_loss
-        require_finite(td_loss=td_loss, cql_loss=cql_loss)
+        self.shard.require_finite(td_loss=td_loss, cql_loss=cql_loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.shard.average_gradients(self.opt)

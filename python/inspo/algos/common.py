@@ -1,8 +1,8 @@
-"""Small helpers shared by every learner: the kernel backend switch, the non-finite loss guard, Polyak averaging."""
+"""Small helpers shared by every learner: the kernel backend switch, Polyak averaging, policy sizes."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from inspo import ops, reference
 
@@ -10,16 +10,6 @@ from inspo import ops, reference
 def kernel_backend(name: str):
     """The fused kernels of :mod:`inspo.ops` (``"fused"``) or their pure-PyTorch twins in :mod:`inspo.reference`."""
     return ops if name == "fused" else reference
-
-
-def require_finite(**losses: Tensor) -> None:
-    """Raise FloatingPointError naming the first non-finite loss.
-
-    Checked where each loss is made: one NaN would otherwise spread into every network before anything notices.
-    """
-    for name, value in losses.items():
-        if not bool(torch.isfinite(value)):
-            raise FloatingPointError(f"non-finite {name} ({float(value.detach())})")
 
 
 @torch.no_grad()

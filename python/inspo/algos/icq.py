@@ -37,7 +37,7 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_finite
+from inspo.algos.common import kernel_backend, policy_sizes, polyak_
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
@@ -89,7 +89,7 @@ class ICQ:
         q_taken = self.q(b.obs[mine]).gather(-1, b.actions[mine, :, None]).squeeze(-1)
         err = (self.mixer(q_taken, b.state[mine]) - target[mine]).pow(2)
         loss = self.shard.total(rows[mine] * err) / rows.sum().clamp(min=1.0)
-        require_finite(q_loss=loss)
+        self.shard.require_finite(q_loss=loss)
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.shard.average_gradients(self.critic_opt)
@@ -112,7 +112,7 @@ class ICQ:
         logits = self.pi.all_logits(b.obs[mine])  # [B / world, N, A]
         logp, entropy = self.k.masked_softmax_stats(logits, b.avail[mine], b.actions[mine])
         loss = -self.shard.total(weight[mine] * logp, dim=0).mean()
-        require_finite(policy_loss=loss)
+        self.shard.require_finite(policy_loss=loss)
         self.pi_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.shard.average_gradients(self.pi_opt)

@@ -30,7 +30,6 @@ from torch import Tensor
 
 from inspo import ops
 from inspo.algos.common import kernel_backend as _backend
-from inspo.algos.common import require_finite as _require_finite
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.algos.parallel import Shard
@@ -198,7 +197,7 @@ class InSPO:
             adam_eps=EPS, local_critic_steps=cfg.local_critic_steps, sequential=cfg.order != "simultaneous",
             use_rho=cfg.use_rho, resample=cfg.weighting == "resample", generator=self.gen)
         stats = dict(zip(("policy_loss", "local_q_loss", "entropy", "weight_max"), out.unbind()))
-        _require_finite(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
+        self.shard.require_finite(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
         return stats
 
     def policy_loop(self, b: Batch, qbar: Tensor, logp_pi: Tensor, order: Tensor) -> dict[str, Tensor]:
@@ -241,7 +240,7 @@ class InSPO:
                 params = self.local_q.member(i)  # gradients with respect to agent i's slices only
                 err = (self.local_q.run(state, params).gather(-1, a_i[:, None]).squeeze(-1) - target).pow(2)
                 lq_loss = err.mean() if row_w is None else self.shard.total(row_w[mine] * err) / row_w.sum()
-                _require_finite(local_q_loss=lq_loss)
+                self.shard.require_finite(local_q_loss=lq_loss)
                 grads = torch.autograd.grad(lq_loss, params)
                 self.shard.average_(grads)
                 self.local_opt.step(grads, i)
@@ -260,7 +259,7 @@ class InSPO:
             logits = self.pi.logits(b.obs[sel_mine, i], i, params)
             logp, entropy = self.k.masked_softmax_stats(logits, b.avail[sel_mine, i], a_i)
             loss = -self.shard.total(w[mine] * logp) / w.sum()
-            _require_finite(policy_loss=loss)
+            self.shard.require_finite(policy_loss=loss)
             grads = torch.autograd.grad(loss, params)
             self.shard.average_(grads)
             self.pi_opt.step(grads, member)
@@ -281,7 +280,7 @@ class InSPO:
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One InSPO iteration on a uniformly sampled batch."""
         qbar, q_loss, v_loss = self.critic_step(b)
-        _require_finite(q_loss=q_loss, v_loss=v_loss)
+        self.shard.require_finite(q_loss=q_loss, v_loss=v_loss)
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats

@@ -34,7 +34,7 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_, require_finite
+from inspo.algos.common import kernel_backend, policy_sizes, polyak_
 from inspo.algos.inspo import Batch
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
@@ -100,7 +100,7 @@ class OMIGA:
         logp, entropy = self.k.masked_softmax_stats(self.pi.all_logits(b.obs), b.avail, b.actions)
         policy_loss = -(weight * logp).mean()
 
-        require_finite(q_loss=q_loss, v_loss=v_loss, policy_loss=policy_loss)
+        self.shard.require_finite(q_loss=q_loss, v_loss=v_loss, policy_loss=policy_loss)
         for opt in (self.pi_opt, self.q_opt, self.v_opt):
             opt.zero_grad(set_to_none=True)
         (q_loss + v_loss + policy_loss).backward()  # the three losses share no parameters

@@ -70,6 +70,23 @@ class Shard:
         for g, avg in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
             g.copy_(avg.view_as(g))
 
+    def require_finite(self, **losses: Tensor) -> None:
+        """Raise FloatingPointError naming the first non-finite loss, on every rank when it is non-finite on any.
+
+        Checked where each loss is made: one NaN would otherwise spread into every network before anything notices.
+        Collective (every rank calls it at the same points): a rank that raised alone would leave the others waiting
+        in their next all-reduce until the process group's timeout.
+        """
+        bad = [name for name, value in losses.items() if not bool(torch.isfinite(value))]
+        if self.world > 1:
+            flags = torch.tensor([float(name in bad) for name in losses], device=self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            bad = [name for name, flag in zip(losses, flags.tolist()) if flag]
+        if bad:
+            value = float(losses[bad[0]].detach())
+            raise FloatingPointError(f"non-finite {bad[0]} ({value})" if self.world == 1 else
+                                     f"non-finite {bad[0]} on some rank (rank {self.rank}: {value})")
+
     def broadcast_(self, module: nn.Module) -> None:
         """Overwrite ``module``'s parameters and buffers with rank 0's, so that every rank starts from the same."""
         if self.world > 1:
