@@ -217,7 +217,29 @@ def measure(case: str, args, sync) -> dict:
         out["backends"][backend] = {"median_s": med, "min_s": min(s), "max_s": max(s), "updates_per_s": 1 / med,
                                     "peak_bytes": peak.get(backend)}
     out["ratio"] = out["backends"]["torch"]["median_s"] / out["backends"]["fused"]["median_s"]
+    out["parts"] = parts(runners, args.repeats, sync)
     return out
+
+
+def parts(runners: dict, repeats: int, sync) -> dict:
+    """Milliseconds of the two halves of an update on one batch, per backend (median over ``repeats`` rounds, the
+    backends taking turns): the critic step (the ``critic_update`` op against autograd on ``critic_losses``) and the
+    sequential pass (the ``sequential_update`` op, with the log-prob stack before it, against the Python loop on the
+    reference kernels)."""
+    names = [name for name in ("fused", "torch") if name in runners]
+    batches = {name: runners[name].batch() for name in names}
+    qbars = {name: runners[name].learner.critic_step(batches[name])[0] for name in names}
+    calls = {"critic": lambda L, b, q: L.critic_step(b), "pass": lambda L, b, q: L.policy_pass(b, q)}
+    times = {name: {part: [] for part in calls} for name in names}
+    for _ in range(repeats):
+        for name in names:
+            for part, call in calls.items():
+                sync()
+                t = time.perf_counter()
+                call(runners[name].learner, batches[name], qbars[name])
+                sync()
+                times[name][part].append(time.perf_counter() - t)
+    return {name: {part: statistics.median(ts) * 1e3 for part, ts in by_part.items()} for name, by_part in times.items()}
 
 
 def _status_bytes(field: str) -> int:
@@ -287,6 +309,16 @@ def markdown(report: dict) -> str:
                          f"{v['fused@base'] / v['fused']:.2f}x ({m['fused@base'] / m['fused']:.2f}x) | "
                          f"{v['torch@base'] / v['torch']:.2f}x ({m['torch@base'] / m['torch']:.2f}x) | "
                          f"{v['torch@base'] / v['fused']:.2f}x ({m['torch@base'] / m['fused']:.2f}x) |")
+    lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends taking "
+              "turns): the critic step (fused: the `critic_update` op; torch: autograd on the critic losses) and the "
+              "sequential pass over the agents (fused: the log-prob stack and the `sequential_update` op; torch: the "
+              "Python loop on the reference kernels); the ratio is torch / fused.", "",
+              "| case | critic fused | critic torch | ratio | pass fused | pass torch | ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        f, t = r["parts"]["fused"], r["parts"]["torch"]
+        lines.append(f"| {r['case']} | {f['critic']:.2f} | {t['critic']:.2f} | {t['critic'] / f['critic']:.2f}x | "
+                     f"{f['pass']:.2f} | {t['pass']:.2f} | {t['pass'] / f['pass']:.2f}x |")
     if "fused+compile" in report["results"][0]["backends"]:
         lines += ["", "With `TrainConfig.compile` (torch.compile of the critic losses; compilation not timed), in the "
                   "same run: its updates/s and its speed-up over the fused backend without it, from medians and (in "
