@@ -169,15 +169,17 @@ def _module_at(rev: str, path: str, name: str):
 
 
 def baseline_learner(rev: str):
-    """The learner module of git revision ``rev``, importing that revision's networks (the rest of inspo as
-    installed)."""
-    networks = _module_at(rev, "python/inspo/algos/networks.py", "inspo_baseline_networks")
-    current = sys.modules["inspo.algos.networks"]
-    sys.modules["inspo.algos.networks"] = networks  # what its `from inspo.algos.networks import ...` binds
+    """The learner module of git revision ``rev``, importing that revision's helper modules of ``inspo.algos`` (the
+    rest of inspo, the kernels included, as installed)."""
+    swapped = ("networks", "common")
+    current = {name: sys.modules[f"inspo.algos.{name}"] for name in swapped}
     try:
+        for name in swapped:  # what its `from inspo.algos.<name> import ...` binds
+            sys.modules[f"inspo.algos.{name}"] = _module_at(rev, f"python/inspo/algos/{name}.py",
+                                                            f"inspo_baseline_{name}")
         return _module_at(rev, "python/inspo/algos/inspo.py", "inspo_baseline")
     finally:
-        sys.modules["inspo.algos.networks"] = current
+        sys.modules.update({f"inspo.algos.{name}": module for name, module in current.items()})
 
 
 def measure(case: str, args, sync) -> dict:
