@@ -65,6 +65,14 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
                     "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ",
                     order.sizes(), " on ", order.device());
   TORCH_CHECK_VALUE(local_critic_steps >= 1, "local_critic_steps must be >= 1, got ", local_critic_steps);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"state", state}, {"logmu_all", logmu_all},
+                                {"logp_mu", logp_mu}, {"qbar", qbar}, {"logp_pi", logp_pi}}) {
+    TORCH_CHECK_TYPE(t.scalar_type() == obs.scalar_type(), name, " has dtype ", t.scalar_type(), " but obs has ",
+                     obs.scalar_type(), "; all must match");
+    TORCH_CHECK_VALUE(t.device() == obs.device(), name, " is on ", t.device(), " but obs is on ", obs.device());
+  }
+  TORCH_CHECK_VALUE(logp_mu.sizes() == logp_pi.sizes(), "logp_mu must be [N, B]=", logp_pi.sizes(), ", got shape ",
+                    logp_mu.sizes());
   check_mlp("pi", pi, pi_exp_avg, pi_exp_avg_sq, 1, n, obs);
   check_steps("pi", pi_steps, 1, n, obs);
   check_mlp("local_q", lq, lq_exp_avg, lq_exp_avg_sq, 1, n, obs);

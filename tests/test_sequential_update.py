@@ -175,6 +175,7 @@ def test_opcheck_sequential_update() -> None:
     ("steps", ValueError, r"pi: steps must be float32 \[N\]=\[3\]"),
     ("qbar", ValueError, r"qbar must be \[B\]=\[48\], got shape \[47\]"),
     ("local-steps", ValueError, r"local_critic_steps must be >= 1, got 0"),
+    ("qbar-dtype", TypeError, r"qbar has dtype Float but obs has Double; all must match"),
 ])
 def test_bad_arguments_name_the_value(case: str, error: type, message: str) -> None:
     learner = _learner(torch.float64)
@@ -195,6 +196,8 @@ def test_bad_arguments_name_the_value(case: str, error: type, message: str) -> N
         args[-2] = args[-2][:-1]
     elif case == "local-steps":
         kw["local_critic_steps"] = 0
+    elif case == "qbar-dtype":
+        args[-2] = args[-2].float()
     before = [p.clone() for p in learner.pi_opt.params]
     with pytest.raises(error, match=message):
         ops.sequential_update(*args, **kw)
