@@ -533,7 +533,8 @@ def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
 
 def plot_smax(record: dict[str, Any], path: str | Path) -> None:
     """``smax.png`` of ``inspo reproduce smax``: one panel per dataset (map, quality) with the learning curve of
-    each method (mean over seeds; return solid, win rate dashed on the right axis) and the data's own return."""
+    each method (mean over seeds; return solid, win rate dashed on the right axis; a method evaluated once, behaviour
+    cloning, as a horizontal line) and the data's own return."""
     Figure = _figure_class()
     rows = record["rows"]
     datasets = _groups(rows)
@@ -553,6 +554,10 @@ def plot_smax(record: dict[str, Any], path: str | Path) -> None:
                 length = min(len(c) for c in curves)
                 xs = [c[0] for c in curves[0][:length]]
                 ys = np.mean([[v for _, v in c[:length]] for c in curves], axis=0)
+                if length == 1:  # behaviour cloning: one evaluation, drawn across the panel
+                    axis.axhline(ys[0], linestyle=style, color=colour, linewidth=1.4,
+                                 label=f"{row['label']} {what} {ys[0]:.3g}")
+                    continue
                 axis.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if length <= 20 else None,
                           markersize=3, label=f"{row['label']} {what}")
         ax.axhline(mine[0]["data_return"], color="gray", linestyle=":", linewidth=1.2,

@@ -736,10 +736,9 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         b = row["data_behaviour"]
         if b.get("kind") != "smax-online":
             return row["quality"]
-        medium = b["medium"]
         files = [c["file"].rsplit("/", 1)[-1] if c else "heuristic" for c in b["checkpoints"]]
-        note = f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}"
-        return f"{row['quality']} ({note}; medium = {medium['source']})"
+        note = f"{', '.join(files[:3])}{f', ... {files[-1]}' if len(files) > 3 else ''}"
+        return f"{row['quality']} ({note})"
 
     table = _markdown_table(
         ["map", "data", "method", "data return", "data win rate", "final return", "final win rate", "best return",
