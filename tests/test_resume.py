@@ -126,3 +126,10 @@ def test_nonfinite_loss_stops_the_run_naming_it(dataset, tmp_path) -> None:
     assert state["run"]["step"] == cfg.bc_steps + failed_at - 1
     params = [t for net in ("pi", "q", "v", "local_q") for t in state["learner"][net].values()]
     assert params and all(bool(torch.isfinite(t).all()) for t in params)
+
+
+def test_nonfinite_behaviour_cloning_loss_stops_the_run(dataset, tmp_path) -> None:
+    # A policy learning rate of 1e38 overflows the cloned policy's logits at the first step.
+    cfg = TrainConfig(dataset=str(dataset), iters=5, bc_steps=30, lr_policy=1e38, eval_every=5, eval_episode_limit=1)
+    with pytest.raises(FloatingPointError, match=r"^non-finite bc_nll \(nan\) at behaviour-cloning step \d+;"):
+        train(cfg)

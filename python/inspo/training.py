@@ -323,9 +323,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
             if step < bc_steps:
                 mine = idx[shard.rows(cfg.batch_size)]
                 loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
-                if not bool(torch.isfinite(loss)):
-                    raise FloatingPointError(f"non-finite bc_nll ({float(loss)}) at behaviour-cloning step {step}; "
-                                             f"{_KEPT}")
+                try:
+                    shard.require_finite(bc_nll=loss)  # collective: every rank stops together
+                except FloatingPointError as exc:
+                    raise FloatingPointError(f"{exc} at behaviour-cloning step {step}; {_KEPT}") from None
                 if step == bc_steps - 1:
                     run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
                 if step % 100 == 0:
