@@ -1,4 +1,4 @@
-"""The ``inspo`` command line: train, evaluate, datasets, reproduce."""
+"""The ``inspo`` command line: train, evaluate, datasets, bench, reproduce (and online, tune, report)."""
 from __future__ import annotations
 
 import argparse
@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--env", default=None, help="also check that the data fits this environment")
     p.set_defaults(func=_cmd_datasets)
 
-    from inspo import online, report, reproduce, tune
+    from inspo import benchmarks, online, report, reproduce, tune
 
+    benchmarks.add_parser(sub)
     online.add_parser(sub)
     reproduce.add_parser(sub)
     tune.add_parser(sub)

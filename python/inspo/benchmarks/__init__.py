@@ -1,0 +1,17 @@
+"""Benchmarks against the pure-PyTorch path (``inspo bench``): :mod:`inspo.benchmarks.ops` times the kernels,
+:mod:`inspo.benchmarks.train` InSPO updates per second end to end. Modules are imported only when a benchmark runs."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {"ops": "the fused kernels against their references", "train": "InSPO updates/s, fused vs PyTorch"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``inspo bench ops|train [options]`` (``inspo bench train --help`` lists a benchmark's options)."""
+    p = sub.add_parser("bench", help="benchmarks: " + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    p.add_argument("which", choices=list(BENCHMARKS))
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    p.set_defaults(func=lambda args: importlib.import_module(f"inspo.benchmarks.{args.which}").main(
+        args.options, prog=f"inspo bench {args.which}"))

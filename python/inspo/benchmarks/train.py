@@ -1,0 +1,386 @@
+"""End-to-end benchmark of InSPO training: updates per second of the fused kernels against the pure-PyTorch path.
+
+Times ``InSPO.update`` (one iteration: critic step and the sequential pass over the agents) on uniformly sampled
+batches, exactly as :func:`inspo.train` calls it; data loading, behaviour cloning and evaluation are not timed.
+Both backends are built from the same seed and measured in the same process, taking turns repeat by repeat so that
+the load of a shared machine hits both alike; each number is the median over repeats after warm-up.
+
+Cases: ``bridge`` (the shipped ``data/bridge_mix``, the default config: hidden 64, batch 256), ``smax`` (synthetic
+data of SMAX size: 5 agents, obs dim 80, state dim 130, 12 actions, hidden 256, batch 256) and ``n<N>`` (the same
+SMAX-sized networks with N = 2, 4, 8, 16, 32 agents, state dim 26 N: the scaling series).
+
+Peak memory of an update: on CUDA ``torch.cuda.max_memory_allocated`` during the timed updates; on CPU the growth
+of the resident set's high-water mark (``VmHWM``) during 5 updates above the resident set after warm-up, measured in
+a fresh child process per case and backend (allocators keep what one backend freed for the other).
+
+    inspo bench train                  # every case (about 8 minutes on 2 busy cores with --baseline and --compile)
+    inspo bench train --quick          # fewer repeats, scaling series N = 2, 8, 32
+    inspo bench train --cases smax --profile   # also print a torch.profiler table per backend
+    inspo bench train --quick --baseline 64f8088   # also time the learner of that git revision (source checkout)
+    inspo bench train --compile        # also time the fused backend with TrainConfig.compile
+(``python bench/bench_train.py ...`` is the same.) The ``bridge`` case reads ``data/bridge_mix`` of the source
+checkout.
+
+``--baseline REV`` times the learner and networks (``inspo/algos/inspo.py``, ``networks.py``) of an earlier git
+revision next to the current ones (both backends, all taking turns; the kernels and everything else are the
+installed ones), so that a speed-up is measured under the same machine load rather than across two runs.
+
+Writes ``train_<device>[_<suffix>].json`` and ``.md`` (atomically) to ``--out`` (default as for ``inspo bench ops``).
+Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import inspo.algos.inspo as learner_module
+from inspo.algos.inspo import Batch, behaviour_log_probs
+from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish
+from inspo.config import TrainConfig
+BACKENDS = ("fused", "torch")
+SCALING = (2, 4, 8, 16, 32)
+# SMAX-sized synthetic data (a 5-agent map): sizes per agent, state dim per agent.
+SMAX = {"obs_dim": 80, "n_actions": 12, "state_per_agent": 26, "hidden": 256, "batch_size": 256}
+BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
+
+
+def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=None,
+                   help=f"bridge, smax, n<N> (default: bridge smax and n{{{','.join(map(str, SCALING))}}})")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="5 repeats, scaling series N = 2, 8, 32")
+    p.add_argument("--repeats", type=int, default=9, help="timed repeats per backend (alternating)")
+    p.add_argument("--repeat-seconds", type=float, default=0.4,
+                   help="each repeat runs consecutive updates for at least this long (at least 2 updates)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed updates per backend first")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rows", type=int, default=20000, help="transitions of the synthetic datasets")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children (CPU)")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of a few updates per "
+                                                          "case and backend")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the fused backend with TrainConfig.compile (torch.compile of the critic losses)")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="a git revision whose learner and networks are timed too, as fused@base/torch@base")
+    p.add_argument("--suffix", default="", help="output stem train_<device>[_<suffix>]")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--child", nargs=2, metavar=("CASE", "BACKEND"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = min(args.repeats, 5)
+        args.repeat_seconds = min(args.repeat_seconds, 0.25)
+    if args.cases is None:
+        args.cases = ["bridge", "smax"] + [f"n{n}" for n in ((2, 8, 32) if args.quick else SCALING)]
+    args.device = torch.device(args.device)
+    return args
+
+
+def synthetic_data(n_agents: int, rows: int, device: torch.device, seed: int = 0) -> tuple[dict, dict]:
+    """A random dataset of SMAX size with ``n_agents`` agents (each row's action is available, ~80% of the others
+    are), as the trainer holds it on the device; and its sizes."""
+    g = torch.Generator().manual_seed(seed)
+    obs_dim, n_actions = SMAX["obs_dim"], SMAX["n_actions"]
+    state_dim = SMAX["state_per_agent"] * n_agents
+    actions = torch.randint(n_actions, (rows, n_agents), generator=g)
+    avail = torch.rand(rows, n_agents, n_actions, generator=g) < 0.8
+    avail.scatter_(-1, actions[..., None], True)
+    data = {
+        "obs": torch.randn(rows, n_agents, obs_dim, generator=g), "state": torch.randn(rows, state_dim, generator=g),
+        "avail": avail, "actions": actions, "reward": torch.randn(rows, generator=g),
+        "terminated": (torch.rand(rows, generator=g) < 0.02).float(),
+        "next_state": torch.randn(rows, state_dim, generator=g),
+    }
+    sizes = {"n_agents": n_agents, "obs_dim": obs_dim, "state_dim": state_dim, "n_actions": n_actions}
+    return {k: v.to(device) for k, v in data.items()}, sizes
+
+
+def bridge_data(device: torch.device) -> tuple[dict, dict]:
+    """The shipped Bridge dataset as the trainer holds it."""
+    from inspo.data import load_dataset
+    from inspo.training import _to_device
+
+    path = CHECKOUT / "data" / "bridge_mix"
+    if not path.is_dir():
+        raise FileNotFoundError(f"the bridge case reads the shipped dataset of the source checkout, {path}, which is "
+                                "not there (inspo installed from a wheel?); run from a checkout or pick other --cases")
+    ds = load_dataset(path)
+    data = _to_device(ds, device, torch.float32)
+    spec = ds.manifest["env"]["spec"]
+    return data, {k: spec[k] for k in ("n_agents", "obs_dim", "state_dim", "n_actions")}
+
+
+def case_setup(case: str, rows: int, device: torch.device) -> tuple[dict, dict, dict]:
+    """Data, sizes and config overrides of a case."""
+    if case == "bridge":
+        data, sizes = bridge_data(device)
+        return data, sizes, {}
+    n = 5 if case == "smax" else int(case[1:])
+    data, sizes = synthetic_data(n, rows, device)
+    return data, sizes, {"hidden": SMAX["hidden"], "batch_size": SMAX["batch_size"]}
+
+
+class Runner:
+    """One learner of one backend on a case's data, and the batches it updates on (drawn as in the trainer)."""
+
+    def __init__(self, data: dict, sizes: dict, overrides: dict, backend: str, device: torch.device,
+                 learner=learner_module) -> None:
+        self.cfg = TrainConfig(dataset="-", backend=backend, device=str(device), **overrides)
+        torch.manual_seed(0)
+        bc = learner.BehaviourCloning(self.cfg, sizes["n_agents"], sizes["obs_dim"], sizes["n_actions"], device)
+        self.data = dict(data)
+        logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
+        self.data["logmu_all"] = logmu_all
+        self.logp_mu = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.learner = learner.InSPO(self.cfg, bc.policy, sizes["state_dim"], device, self.gen)
+        self.rows = data["obs"].shape[0]
+
+    def batch(self) -> Batch:
+        idx = torch.randint(self.rows, (self.cfg.batch_size,), generator=self.gen, device=self.gen.device)
+        return Batch(**{k: self.data[k][idx] for k in BATCH_FIELDS}, logp_mu=self.logp_mu[:, idx])
+
+    def updates(self, count: int, sync) -> float:
+        """Seconds spent in ``count`` updates (batch sampling excluded)."""
+        spent = 0.0
+        for _ in range(count):
+            b = self.batch()
+            sync()
+            t = time.perf_counter()
+            self.learner.update(b)
+            sync()
+            spent += time.perf_counter() - t
+        return spent
+
+
+def _module_at(rev: str, path: str, name: str):
+    source = subprocess.run(["git", "-C", str(CHECKOUT), "show", f"{rev}:{path}"], capture_output=True, text=True,
+                            check=True).stdout
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    sys.modules[name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def baseline_learner(rev: str):
+    """The learner module of git revision ``rev``, importing that revision's helper modules of ``inspo.algos`` (the
+    rest of inspo, the kernels included, as installed)."""
+    swapped = ("networks", "common")
+    current = {name: sys.modules[f"inspo.algos.{name}"] for name in swapped}
+    try:
+        for name in swapped:  # what its `from inspo.algos.<name> import ...` binds
+            sys.modules[f"inspo.algos.{name}"] = _module_at(rev, f"python/inspo/algos/{name}.py",
+                                                            f"inspo_baseline_{name}")
+        return _module_at(rev, "python/inspo/algos/inspo.py", "inspo_baseline")
+    finally:
+        sys.modules.update({f"inspo.algos.{name}": module for name, module in current.items()})
+
+
+def measure(case: str, args, sync) -> dict:
+    data, sizes, overrides = case_setup(case, args.rows, args.device)
+    variants = {backend: (backend, learner_module, overrides) for backend in BACKENDS}
+    if args.compile:
+        variants["fused+compile"] = ("fused", learner_module, {**overrides, "compile": True})
+    if args.baseline is not None:
+        base = baseline_learner(args.baseline)
+        variants.update({f"{backend}@base": (backend, base, overrides) for backend in BACKENDS})
+    runners = {name: Runner(data, sizes, extra, backend, args.device, learner)
+               for name, (backend, learner, extra) in variants.items()}
+    once = {}
+    for backend, r in runners.items():
+        r.updates(args.warmup, sync)
+        once[backend] = r.updates(2, sync) / 2
+    per_repeat = max(2, round(args.repeat_seconds / min(once.values())))
+    peak = {}
+    samples = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for backend, r in runners.items():
+            if args.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(args.device)
+            samples[backend].append(r.updates(per_repeat, sync) / per_repeat)
+            if args.device.type == "cuda":
+                peak[backend] = max(peak.get(backend, 0), torch.cuda.max_memory_allocated(args.device))
+    if args.profile:
+        for backend, r in runners.items():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                r.updates(3, sync)
+            print(f"--- {case} {backend}: torch.profiler, 3 updates, by self CPU time")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    out = {"case": case, **sizes, "hidden": runners["fused"].cfg.hidden, "batch_size": runners["fused"].cfg.batch_size,
+           "updates_per_repeat": per_repeat, "repeats": args.repeats, "loadavg": os.getloadavg()[0], "backends": {}}
+    for backend, s in samples.items():
+        med = statistics.median(s)
+        out["backends"][backend] = {"median_s": med, "min_s": min(s), "max_s": max(s), "updates_per_s": 1 / med,
+                                    "peak_bytes": peak.get(backend)}
+    out["ratio"] = out["backends"]["torch"]["median_s"] / out["backends"]["fused"]["median_s"]
+    out["parts"] = parts(runners, args.repeats, sync)
+    return out
+
+
+def parts(runners: dict, repeats: int, sync) -> dict:
+    """Milliseconds of the two halves of an update on one batch, per backend (median over ``repeats`` rounds, the
+    backends taking turns): the critic step (the ``critic_update`` op against autograd on ``critic_losses``) and the
+    sequential pass (the ``sequential_update`` op, with the log-prob stack before it, against the Python loop on the
+    reference kernels)."""
+    names = [name for name in ("fused", "torch") if name in runners]
+    batches = {name: runners[name].batch() for name in names}
+    qbars = {name: runners[name].learner.critic_step(batches[name])[0] for name in names}
+    calls = {"critic": lambda L, b, q: L.critic_step(b), "pass": lambda L, b, q: L.policy_pass(b, q)}
+    times = {name: {part: [] for part in calls} for name in names}
+    for _ in range(repeats):
+        for name in names:
+            for part, call in calls.items():
+                sync()
+                t = time.perf_counter()
+                call(runners[name].learner, batches[name], qbars[name])
+                sync()
+                times[name][part].append(time.perf_counter() - t)
+    return {name: {part: statistics.median(ts) * 1e3 for part, ts in by_part.items()} for name, by_part in times.items()}
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) * 1024  # kB
+
+
+def child_memory(case: str, backend: str, args) -> int:
+    """Peak resident-set growth (bytes) during 5 updates above the resident set after warm-up, in a fresh process:
+    what an update allocates on top of the data, networks and optimiser states. Linux's high-water mark is reset
+    first (writing 5 to clear_refs), so that loading the data and computing log mu over it do not count."""
+    r = Runner(*case_setup(case, args.rows, args.device), backend, args.device)
+    r.updates(args.warmup, lambda: None)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_bytes("VmRSS")
+    r.updates(5, lambda: None)
+    return _status_bytes("VmHWM") - before
+
+
+def memory_in_children(case: str, args) -> dict:
+    peaks = {}
+    for backend in BACKENDS:
+        cmd = [sys.executable, "-m", "inspo.benchmarks.train", "--child", case, backend, "--rows", str(args.rows), "--warmup",
+               str(args.warmup), "--threads", str(args.threads), "--device", str(args.device)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        peaks[backend] = int(done.stdout.strip().splitlines()[-1])
+    return peaks
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# InSPO training updates/s on {m['device']}: fused kernels vs pure PyTorch", "",
+        f"`{report['command']}`", "",
+        (f"{m['gpu']}; host " if m.get("gpu") else "") + f"{m['cpu']}, {m['threads']} torch threads, "
+        f"torch {m['torch']}, Python {m['python']}; {report['started']} ({report['wall_s']:.0f} s). Load average "
+        f"at start {m['loadavg_start']}, at end {m['loadavg_end']}: the machine is shared, so single numbers can be "
+        "off by 20% or more.", "",
+        "One update = `InSPO.update` on a sampled batch (critic step + sequential pass over every agent), default "
+        "config otherwise (resample weighting, random order, 1 local-critic step). Median over repeats, the backends "
+        "alternating; `ratio` = torch time / fused time, from medians and (in parentheses) from the fastest repeats, "
+        "the least disturbed by other load. `peak MB`: " + (
+            "torch.cuda.max_memory_allocated." if m["device"].startswith("cuda") else
+            "growth of the peak resident set (VmHWM) during 5 updates over the resident set after warm-up, in a "
+            "fresh process per case and backend (data, networks and optimiser states excluded)."), "",
+        "| case | N | obs | state | A | hidden | batch | fused upd/s | torch upd/s | ratio | fused ms/upd | "
+        "ms per agent (fused) | peak MB fused | peak MB torch | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    mb = lambda b: "-" if b is None else f"{b / 2**20:.1f}"  # noqa: E731
+    for r in report["results"]:
+        f, t = r["backends"]["fused"], r["backends"]["torch"]
+        lines.append(f"| {r['case']} | {r['n_agents']} | {r['obs_dim']} | {r['state_dim']} | {r['n_actions']} | "
+                     f"{r['hidden']} | {r['batch_size']} | {f['updates_per_s']:.1f} | {t['updates_per_s']:.1f} | "
+                     f"{r['ratio']:.2f}x ({t['min_s'] / f['min_s']:.2f}x) | {f['median_s'] * 1e3:.2f} | {f['median_s'] * 1e3 / r['n_agents']:.2f} | "
+                     f"{mb(f['peak_bytes'])} | {mb(t['peak_bytes'])} | {r['loadavg']:.1f} |")
+    if "fused@base" in report["results"][0]["backends"]:
+        lines += ["", f"Against the baseline learner `{report['args']['baseline']}`, timed in the same run: its "
+                  "updates/s and the speed-up (its time / this version's time) per backend, from medians and (in "
+                  "parentheses) from the fastest repeats.", "",
+                  "| case | fused@base upd/s | torch@base upd/s | fused speed-up | torch speed-up | "
+                  "torch@base / fused (before vs after) |", "|---|---:|---:|---:|---:|---:|"]
+        for r in report["results"]:
+            v = {k: x["median_s"] for k, x in r["backends"].items()}
+            m = {k: x["min_s"] for k, x in r["backends"].items()}
+            lines.append(f"| {r['case']} | {1 / v['fused@base']:.1f} | {1 / v['torch@base']:.1f} | "
+                         f"{v['fused@base'] / v['fused']:.2f}x ({m['fused@base'] / m['fused']:.2f}x) | "
+                         f"{v['torch@base'] / v['torch']:.2f}x ({m['torch@base'] / m['torch']:.2f}x) | "
+                         f"{v['torch@base'] / v['fused']:.2f}x ({m['torch@base'] / m['fused']:.2f}x) |")
+    lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends taking "
+              "turns): the critic step (fused: the `critic_update` op; torch: autograd on the critic losses) and the "
+              "sequential pass over the agents (fused: the log-prob stack and the `sequential_update` op; torch: the "
+              "Python loop on the reference kernels); the ratio is torch / fused.", "",
+              "| case | critic fused | critic torch | ratio | pass fused | pass torch | ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        f, t = r["parts"]["fused"], r["parts"]["torch"]
+        lines.append(f"| {r['case']} | {f['critic']:.2f} | {t['critic']:.2f} | {t['critic'] / f['critic']:.2f}x | "
+                     f"{f['pass']:.2f} | {t['pass']:.2f} | {t['pass'] / f['pass']:.2f}x |")
+    if "fused+compile" in report["results"][0]["backends"]:
+        lines += ["", "With `TrainConfig.compile` (torch.compile of the critic losses; compilation not timed), in the "
+                  "same run: its updates/s and its speed-up over the fused backend without it, from medians and (in "
+                  "parentheses) from the fastest repeats.", "",
+                  "| case | fused+compile upd/s | vs fused | vs torch |", "|---|---:|---:|---:|"]
+        for r in report["results"]:
+            v = {k: x["median_s"] for k, x in r["backends"].items()}
+            m = {k: x["min_s"] for k, x in r["backends"].items()}
+            lines.append(f"| {r['case']} | {1 / v['fused+compile']:.1f} | {v['fused'] / v['fused+compile']:.2f}x "
+                         f"({m['fused'] / m['fused+compile']:.2f}x) | {v['torch'] / v['fused+compile']:.2f}x "
+                         f"({m['torch'] / m['fused+compile']:.2f}x) |")
+    scaling = [r for r in report["results"] if r["case"].startswith("n")]
+    if len(scaling) >= 2:
+        ns = np.array([r["n_agents"] for r in scaling], dtype=float)
+        lines += ["", "Scaling (SMAX-sized networks; the state, hence the joint and local critics' input, grows as 26 N): "
+                  "least-squares fits of ms per update against N, per backend: linear `a + b N` with the largest "
+                  "relative deviation of a point from it, and quadratic `a + b N + c N^2`.", ""]
+        for backend in BACKENDS:
+            ms = np.array([r["backends"][backend]["median_s"] * 1e3 for r in scaling])
+            b, a = np.polyfit(ns, ms, 1)
+            dev = np.max(np.abs(ms - (a + b * ns)) / ms)
+            line = f"- {backend}: linear a = {a:.1f} ms, b = {b:.1f} ms per agent, max deviation {100 * dev:.0f}%"
+            if len(scaling) >= 3:
+                c2, b2, a2 = np.polyfit(ns, ms, 2)
+                line += f"; quadratic a = {a2:.1f}, b = {b2:.1f}, c = {c2:.2f} ms"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None, prog: str = "inspo bench train") -> int:
+    args = parse_args(argv, prog)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(child_memory(*args.child, args))
+        return 0
+    sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else (lambda: None)
+    started = time.time()
+    report = {"command": f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv),
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "args": {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()},
+              "machine": machine_info(args.device), "results": []}
+    for case in args.cases:
+        r = measure(case, args, sync)
+        if args.device.type == "cpu" and not args.no_memory:
+            for backend, peak in memory_in_children(case, args).items():
+                r["backends"][backend]["peak_bytes"] = peak
+        report["results"].append(r)
+        print(f"{case:>6}: " + "  ".join(f"{b} {v['updates_per_s']:.1f}/s" for b, v in r["backends"].items())
+              + f"  ratio {r['ratio']:.2f}x", flush=True)
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["wall_s"] = time.time() - started
+    stem = f"train_{args.device.type}" + (f"_{args.suffix}" if args.suffix else "")
+    publish(args.out, stem, report, markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
