@@ -31,10 +31,12 @@ import inspo.ops as ops
 from inspo.checkpoint import atomic_write
 import inspo.reference as ref
 
-CHECKOUT = Path(__file__).resolve().parents[3]
-"""The repository root when inspo runs from its source checkout (an editable install)."""
+_SOURCE = Path(__file__).resolve().parents[3]
+CHECKOUT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
+"""The repository root: the source checkout of an editable install; otherwise the working directory (e.g. a
+checkout in which inspo was installed with ``pip install .``)."""
 RESULTS = CHECKOUT / "bench" / "results"
-if not RESULTS.is_dir():  # installed from a wheel: no checkout around the package
+if not RESULTS.is_dir():  # not a checkout
     RESULTS = Path("bench_results")
 IMPLS = ("kernel", "eager", "compile", "clone")
 
