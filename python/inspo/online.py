@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -127,6 +126,12 @@ class SampledPolicy:
         return torch.multinomial(probs.flatten(0, 1), 1, generator=self._gen).view(probs.shape[:2]).numpy()
 
 
+def snapshot_eval_seed(seed: int) -> int:
+    """Seed of the episodes every snapshot of a run with `seed` is evaluated on: far from the training stream's
+    episode keys, so that they never repeat it (the data module evaluates the scripted heuristic on them too)."""
+    return 10_000_019 + seed
+
+
 def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint of one snapshot: the fields `inspo.training.load_policy` and `inspo evaluate` read, plus
     `online` (the training config and this snapshot's record)."""
@@ -169,8 +174,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
     finished_won: list[bool] = []
 
     def snapshot(update: int, losses: dict[str, float]) -> dict[str, Any]:
-        # Evaluation episodes use their own seeds (far from the training stream's) so they never repeat it.
-        played = env.rollout(SampledPolicy(actor), cfg.eval_episodes, seed=10_000_019 + cfg.seed)
+        played = env.rollout(SampledPolicy(actor), cfg.eval_episodes, seed=snapshot_eval_seed(cfg.seed))
         record = {"index": len(snapshots), "update": update, "env_steps": update * B * T,
                   "return": played.mean_return, "win_rate": played.win_rate, "eval_episodes": cfg.eval_episodes,
                   # None (not NaN, which JSON lacks) before any training episode has ended
@@ -279,12 +283,9 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 break
             if out_of_time:
                 break
-    if snapshots[-1]["update"] != update:  # stopped between snapshots: never happens, but keep the expert last
-        snapshot(update, losses)
     if out_dir is not None:
-        _write_index(out_dir, cfg, snapshots)
-        shutil.copyfile(out_dir / snapshots[-1]["file"], out_dir / ".policy.pt.tmp")
-        (out_dir / ".policy.pt.tmp").replace(out_dir / "policy.pt")
+        expert = (out_dir / snapshots[-1]["file"]).read_bytes()
+        ckpt_io.atomic_write(out_dir / "policy.pt", lambda fh: fh.write(expert))
     return OnlineResult(snapshots=snapshots, out=None if out_dir is None else str(out_dir),
                         wall_time=time.perf_counter() - started, env_steps=snapshots[-1]["env_steps"])
 

@@ -43,8 +43,8 @@ import torch
 from inspo import report
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig
-from inspo.data import (MATRIX_PRESETS, SMAX_QUALITIES, DatasetError, generate_matrix, generate_smax, import_pymarl,
-                        load_dataset, save_dataset)
+from inspo.data import (MATRIX_PRESETS, SHIPPED_DATA, SMAX_QUALITIES, DatasetError, generate_matrix, generate_smax,
+                        import_pymarl, load_dataset, save_dataset)
 from inspo.envs.bridge import bridge_optimum
 from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF, solve
 from inspo.training import train
@@ -155,9 +155,6 @@ _ALL_BASELINE_ENVS = ("xor", "mne", "bridge")
 
 BASELINE_DATA_SEED = 0
 """Seed of the generated matrix-game data: every run of a dataset trains on the same data."""
-
-_SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data"
-"""``data/`` of the repository (absent from an installed package): ``bridge_mix`` is shipped there."""
 
 
 # -- running many training runs -----------------------------------------------------------------------------------
@@ -384,7 +381,7 @@ order and rho setting, otherwise {_hyper(configs[0])} (the `TrainConfig` default
 def _bridge_buffer(name: str, data_root: Path, cache: Path) -> Path:
     """A Bridge buffer in the project format: the repository's shipped copy (``data/<name>``) where there is one,
     else ``data_root/<name>`` imported into ``cache/data`` once."""
-    shipped = _SHIPPED_DATA / name
+    shipped = SHIPPED_DATA / name
     if (shipped / "manifest.json").is_file():
         return shipped
     src = data_root / name
@@ -607,7 +604,11 @@ temperature {configs[0]['cfcql_policy_temp']}).
 # -- SMAX ---------------------------------------------------------------------------------------------------------
 def _is_smax_name(name: str) -> bool:
     """Whether ``name`` reads ``<map>-<quality>`` with a known quality."""
-    return any(name.endswith(f"-{q}") and len(name) > len(q) + 1 for q in SMAX_QUALITIES)
+    try:
+        _smax_dataset_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _smax_dataset_name(name: str) -> tuple[str, str]:
@@ -624,11 +625,11 @@ def _smax_dataset(map_name: str, quality: str, episodes: int, cache: Path, polic
     are keyed by the SHA-256 of the policies' ``snapshots.json`` too, so new policies make new data."""
     import hashlib
 
-    from inspo.data.smax import policy_folder
+    from inspo.data.smax import ONLINE_QUALITIES, policy_folder
 
     env_name = f"smax:{map_name}"
     policy, tag = None, ""
-    if quality in ("medium", "expert", "medium-replay", "mixed"):
+    if quality in ONLINE_QUALITIES:
         policy = policy_folder(env_name, None if policies is None else policies / map_name)
         index = policy / "snapshots.json"
         if not index.is_file():
@@ -641,9 +642,10 @@ def _smax_dataset(map_name: str, quality: str, episodes: int, cache: Path, polic
 
 def _smax_available(map_name: str, quality: str, policies: Path | None) -> bool:
     """Whether the data of ``quality`` can be made for the map (scripted, or a trained policy exists)."""
-    if quality in ("random", "heuristic"):
+    from inspo.data.smax import ONLINE_QUALITIES, policy_folder
+
+    if quality not in ONLINE_QUALITIES:
         return True
-    from inspo.data.smax import policy_folder
 
     try:
         folder = policy_folder(f"smax:{map_name}", None if policies is None else policies / map_name)

@@ -276,6 +276,12 @@ def memory_in_children(case: str, args) -> dict:
     return peaks
 
 
+def _speedup(result: dict, slow: str, fast: str) -> str:
+    """Time of ``slow`` over time of ``fast`` in one case, from medians and (in parentheses) the fastest repeats."""
+    b = result["backends"]
+    return f"{b[slow]['median_s'] / b[fast]['median_s']:.2f}x ({b[slow]['min_s'] / b[fast]['min_s']:.2f}x)"
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -301,7 +307,8 @@ def markdown(report: dict) -> str:
         f, t = r["backends"]["fused"], r["backends"]["torch"]
         lines.append(f"| {r['case']} | {r['n_agents']} | {r['obs_dim']} | {r['state_dim']} | {r['n_actions']} | "
                      f"{r['hidden']} | {r['batch_size']} | {f['updates_per_s']:.1f} | {t['updates_per_s']:.1f} | "
-                     f"{r['ratio']:.2f}x ({t['min_s'] / f['min_s']:.2f}x) | {f['median_s'] * 1e3:.2f} | {f['median_s'] * 1e3 / r['n_agents']:.2f} | "
+                     f"{_speedup(r, 'torch', 'fused')} | {f['median_s'] * 1e3:.2f} | "
+                     f"{f['median_s'] * 1e3 / r['n_agents']:.2f} | "
                      f"{mb(f['peak_bytes'])} | {mb(t['peak_bytes'])} | {r['loadavg']:.1f} |")
     if "fused@base" in report["results"][0]["backends"]:
         lines += ["", f"Against the baseline learner `{report['args']['baseline']}`, timed in the same run: its "
@@ -310,12 +317,10 @@ def markdown(report: dict) -> str:
                   "| case | fused@base upd/s | torch@base upd/s | fused speed-up | torch speed-up | "
                   "torch@base / fused (before vs after) |", "|---|---:|---:|---:|---:|---:|"]
         for r in report["results"]:
-            v = {k: x["median_s"] for k, x in r["backends"].items()}
-            m = {k: x["min_s"] for k, x in r["backends"].items()}
-            lines.append(f"| {r['case']} | {1 / v['fused@base']:.1f} | {1 / v['torch@base']:.1f} | "
-                         f"{v['fused@base'] / v['fused']:.2f}x ({m['fused@base'] / m['fused']:.2f}x) | "
-                         f"{v['torch@base'] / v['torch']:.2f}x ({m['torch@base'] / m['torch']:.2f}x) | "
-                         f"{v['torch@base'] / v['fused']:.2f}x ({m['torch@base'] / m['fused']:.2f}x) |")
+            b = r["backends"]
+            lines.append(f"| {r['case']} | {b['fused@base']['updates_per_s']:.1f} | "
+                         f"{b['torch@base']['updates_per_s']:.1f} | {_speedup(r, 'fused@base', 'fused')} | "
+                         f"{_speedup(r, 'torch@base', 'torch')} | {_speedup(r, 'torch@base', 'fused')} |")
     lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends taking "
               "turns): the critic step (fused: the `critic_update` op; torch: autograd on the critic losses) and the "
               "sequential pass over the agents (fused: the log-prob stack and the `sequential_update` op; torch: the "
@@ -332,11 +337,8 @@ def markdown(report: dict) -> str:
                   "parentheses) from the fastest repeats.", "",
                   "| case | fused+compile upd/s | vs fused | vs torch |", "|---|---:|---:|---:|"]
         for r in report["results"]:
-            v = {k: x["median_s"] for k, x in r["backends"].items()}
-            m = {k: x["min_s"] for k, x in r["backends"].items()}
-            lines.append(f"| {r['case']} | {1 / v['fused+compile']:.1f} | {v['fused'] / v['fused+compile']:.2f}x "
-                         f"({m['fused'] / m['fused+compile']:.2f}x) | {v['torch'] / v['fused+compile']:.2f}x "
-                         f"({m['torch'] / m['fused+compile']:.2f}x) |")
+            lines.append(f"| {r['case']} | {r['backends']['fused+compile']['updates_per_s']:.1f} | "
+                         f"{_speedup(r, 'fused', 'fused+compile')} | {_speedup(r, 'torch', 'fused+compile')} |")
     scaling = [r for r in report["results"] if r["case"].startswith("n")]
     if len(scaling) >= 2:
         ns = np.array([r["n_agents"] for r in scaling], dtype=float)

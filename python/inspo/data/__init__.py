@@ -1,7 +1,7 @@
 """Offline datasets: the on-disk format, the PyMARL importer and the matrix-game and SMAX generators."""
 from __future__ import annotations
 
-from inspo.data.format import FIELDS, FORMAT_VERSION, Dataset, DatasetError, load_dataset, save_dataset
+from inspo.data.format import FIELDS, FORMAT_VERSION, SHIPPED_DATA, Dataset, DatasetError, load_dataset, save_dataset
 from inspo.data.generate import MATRIX_PRESETS, generate_matrix
 from inspo.data.pymarl import import_pymarl
 from inspo.data.smax import SMAX_QUALITIES, generate_smax
@@ -10,6 +10,7 @@ __all__ = [
     "FIELDS",
     "FORMAT_VERSION",
     "MATRIX_PRESETS",
+    "SHIPPED_DATA",
     "SMAX_QUALITIES",
     "Dataset",
     "DatasetError",

@@ -46,6 +46,10 @@ __all__ = [
 
 FORMAT_NAME = "inspo-dataset"
 FORMAT_VERSION = 1
+
+SHIPPED_DATA = Path(__file__).resolve().parents[3] / "data"
+"""`data/` of the repository: the datasets and SMAX policies shipped with the source (absent from an installed
+package)."""
 MANIFEST = "manifest.json"
 
 FIELDS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {

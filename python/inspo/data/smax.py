@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from inspo.data.format import Dataset
+from inspo.data.format import SHIPPED_DATA, Dataset
 from inspo.envs import make
 
-__all__ = ["SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies", "generate_smax",
+__all__ = ["ONLINE_QUALITIES", "SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies", "generate_smax",
            "policy_folder"]
 
 SMAX_QUALITIES: dict[str, str] = {
@@ -44,11 +44,11 @@ SMAX_QUALITIES: dict[str, str] = {
 }
 """Data qualities that `generate_smax` can produce -> description."""
 
-_ONLINE = ("medium", "expert", "medium-replay", "mixed")
+ONLINE_QUALITIES = ("medium", "expert", "medium-replay", "mixed")
+"""The qualities played by online-trained policies (the others are scripted)."""
 
-SHIPPED_POLICIES = Path(__file__).resolve().parents[3] / "data" / "smax_policies"
-"""`data/smax_policies/` of the repository: small online-trained policies per map (absent from an installed
-package)."""
+SHIPPED_POLICIES = SHIPPED_DATA / "smax_policies"
+"""Small online-trained policies per map, shipped with the repository."""
 
 
 def policy_folder(env_name: str, policy: str | Path | None) -> Path:
@@ -99,11 +99,12 @@ _HEURISTIC_EVALS: dict[tuple, tuple[float, float]] = {}
 def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
     """The heuristic's win rate and return, evaluated as the snapshots were (same episodes, same count)."""
     from inspo.envs.smax import HeuristicPolicy
+    from inspo.online import snapshot_eval_seed
 
     cfg = meta["config"]
     key = (env.info.name, tuple(sorted(env.options.items())), cfg["eval_episodes"], cfg["seed"])
     if key not in _HEURISTIC_EVALS:
-        played = env.rollout(HeuristicPolicy(env), cfg["eval_episodes"], seed=10_000_019 + cfg["seed"])
+        played = env.rollout(HeuristicPolicy(env), cfg["eval_episodes"], seed=snapshot_eval_seed(cfg["seed"]))
         _HEURISTIC_EVALS[key] = played.win_rate, played.mean_return
     return _HEURISTIC_EVALS[key]
 
@@ -134,7 +135,7 @@ def generate_smax(env_name: str, quality: str, episodes: int, seed: int, *, epis
         raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(SMAX_QUALITIES)}")
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    if quality in _ONLINE:
+    if quality in ONLINE_QUALITIES:
         folder = policy_folder(env_name, policy)  # before building the environment: a missing policy fails fast
     elif policy is not None:
         raise ValueError(f"quality '{quality}' is scripted and takes no policy folder (got {policy})")
