@@ -6,15 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "alberdice"
+ALBERDICE = Path(__file__).resolve().parent.parent / "data" / "alberdice"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The public AlberDICE buffers (`../shared/data/alberdice` next to the repository)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared AlberDICE data not found at {SHARED_DATA} (expected next to the repository)")
-    return SHARED_DATA
+    """The public AlberDICE PyMARL buffers shipped in `data/alberdice` (checked against its SHA256SUMS on import)."""
+    return ALBERDICE
 
 
 @pytest.fixture

@@ -396,7 +396,7 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
     """Build the Bridge table (InSPO and BC per dataset); write ``bridge.md`` and ``bridge.json``; return the record.
 
     Args:
-        data_root: the folder holding the PyMARL buffers (``../shared/data/alberdice``).
+        data_root: the folder holding the PyMARL buffers (``data/alberdice``).
         datasets: buffer names under ``data_root``, imported once into ``out/cache/data``.
         iters: InSPO iterations; ``bc_steps`` behaviour-cloning steps for both methods.
         eval_episodes: sampled evaluation episodes (step limit 20) per evaluation.
@@ -504,7 +504,7 @@ def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], ca
 
 def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | None = None,
                         bc_steps: int | None = None, datasets: Sequence[str] | None = None, episodes: int = 5000,
-                        eval_episodes: int = 100, data_root: Path = Path("../shared/data/alberdice"), jobs: int = 1,
+                        eval_episodes: int = 100, data_root: Path = Path("data/alberdice"), jobs: int = 1,
                         command: str = "") -> dict[str, Any]:
     """Train every method of :data:`BASELINE_METHODS` on the datasets of one environment of :data:`BASELINE_ENVS`;
     write ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
@@ -886,9 +886,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{', '.join(SMAX_QUALITIES)})")
     p.add_argument("--policies", type=Path, default=None,
                    help="smax: folder of <map>/ folders written by inspo online train (default: data/smax_policies)")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/alberdice"),
+    p.add_argument("--data", type=Path, default=Path("data/alberdice"),
                    help="bridge: folder of the AlberDICE buffers not shipped in data/ (default: "
-                        "../shared/data/alberdice)")
+                        "data/alberdice)")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="bridge: buffer names (default: bridge_mix bridge_optimal); baselines: a subset of the "
                         "environment's datasets (default: all)")
