@@ -18,6 +18,7 @@ mkdir -p "$out"
 if [ -x /usr/bin/g++ ]; then export CXX=${CXX:-/usr/bin/g++} CUDAHOSTCXX=${CUDAHOSTCXX:-/usr/bin/g++}; fi
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 failed=()
+scratch=$(mktemp -d)  # build tree and training runs; only OUTDIR is kept
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to OUTDIR/NAME.log, remember a failure
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
@@ -31,7 +32,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to OUTDIR/NAME.log, remembe
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 step build 300 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -v . \
-    -Ccmake.define.INSPO_CUDA_ARCHITECTURES="$arch" -Cbuild-dir=/tmp/inspo-build
+    -Ccmake.define.INSPO_CUDA_ARCHITECTURES="$arch" -Cbuild-dir="$scratch/build"
 python3 -c "import inspo; assert inspo.built_with_cuda(), 'built without CUDA'; print('built_with_cuda: True')" \
     || failed+=(import)
 step tests 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_ops.py tests/test_ops.py tests/test_fuzz.py \
@@ -39,8 +40,8 @@ step tests 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_ops.
 for backend in fused torch; do
     step "train_$backend" 120 python3 -m inspo.cli train --dataset data/bridge_mix --device cuda --backend "$backend" \
         --iters 1000 --bc-steps 300 --eval-every 1000 --eval-episodes 10 --eval-episode-limit 20 \
-        --out "/tmp/inspo-train-$backend"
-    cp "/tmp/inspo-train-$backend/metrics.json" "$out/train_$backend.json" 2>/dev/null
+        --out "$scratch/train-$backend"
+    cp "$scratch/train-$backend/metrics.json" "$out/train_$backend.json" 2>/dev/null
 done
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     step bench_grid 150 python3 bench/bench_ops.py --device cuda --impls kernel eager clone --budget 0.2 \
