@@ -18,6 +18,7 @@ def test_bench_ops_writes_its_table(tmp_path: Path) -> None:
     (result,) = report["results"]
     assert set(result["times"]) == {"kernel", "eager"} and result["times"]["kernel"]["median_s"] > 0
     assert (tmp_path / "toy.md").read_text().startswith("# inspo kernels vs references")
+    assert str(tmp_path) not in (tmp_path / "toy.json").read_text()  # no folder of this machine in the table
 
 
 def test_bench_train_writes_its_table(tmp_path: Path) -> None:
@@ -29,6 +30,7 @@ def test_bench_train_writes_its_table(tmp_path: Path) -> None:
     assert result["case"] == "n2" and result["ratio"] > 0
     assert set(result["parts"]) == {"fused", "torch"}
     assert report["command"].startswith("inspo bench train --cases n2")
+    assert str(tmp_path) not in (tmp_path / "train_cpu.json").read_text()
 
 
 def test_bench_needs_a_known_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,6 +186,29 @@ def machine_info(device: torch.device) -> dict:
     }
 
 
+def _portable(path: Path) -> str:
+    # Relative to the checkout (or the working directory); elsewhere only its name, so that a committed table names
+    # no folder of the machine that made it.
+    for base in (CHECKOUT, Path.cwd()):
+        if path.resolve().is_relative_to(base.resolve()):
+            return path.resolve().relative_to(base.resolve()).as_posix()
+    return path.name
+
+
+def recorded_args(args: argparse.Namespace) -> dict:
+    """The command's arguments as JSON, paths made portable."""
+    def plain(v):
+        if isinstance(v, Path):
+            return _portable(v)
+        return str(v) if isinstance(v, torch.device) else v
+    return {k: plain(v) for k, v in vars(args).items()}
+
+
+def recorded_command(prog: str, argv: list[str]) -> str:
+    """The command line as typed, absolute paths made portable."""
+    return " ".join([prog, *(_portable(Path(a)) if os.path.isabs(a) else a for a in argv)])
+
+
 def publish(out: Path, stem: str, report: dict, md: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``out``, each in one rename, and print the markdown."""
     atomic_write(out / f"{stem}.json", lambda fh: fh.write((json.dumps(report, indent=1) + "\n").encode()))
@@ -254,7 +277,7 @@ def main(argv=None, prog: str = "inspo bench ops") -> int:
     torch._dynamo.config.cache_size_limit = 64
     started = time.time()
     report = {"tag": args.tag, "started": datetime.datetime.now().isoformat(timespec="seconds"),
-              "args": {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()},
+              "args": recorded_args(args),
               "machine": machine_info(args.device), "results": [], "skipped": [], "kernel_only": []}
 
     sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else (lambda: None)

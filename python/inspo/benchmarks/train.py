@@ -45,7 +45,7 @@ import torch
 
 import inspo.algos.inspo as learner_module
 from inspo.algos.inspo import Batch, behaviour_log_probs
-from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish
+from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.config import TrainConfig
 BACKENDS = ("fused", "torch")
 SCALING = (2, 4, 8, 16, 32)
@@ -365,9 +365,9 @@ def main(argv=None, prog: str = "inspo bench train") -> int:
         return 0
     sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else (lambda: None)
     started = time.time()
-    report = {"command": f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "args": {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()},
+              "args": recorded_args(args),
               "machine": machine_info(args.device), "results": []}
     for case in args.cases:
         r = measure(case, args, sync)
