@@ -32,7 +32,8 @@ from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, load_dataset, save_dataset
 from inspo.envs import make
-from inspo.training import _BATCH_FIELDS, TrainingInterrupted, _to_device, load_policy
+from inspo.policy import load_policy
+from inspo.training import _BATCH_FIELDS, TrainingInterrupted, _to_device
 
 # The learners are driven directly, not through inspo.train: one intra-op thread, as there.
 pytestmark = pytest.mark.usefixtures("one_thread")

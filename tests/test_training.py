@@ -12,7 +12,7 @@ import inspo
 from inspo.cli import main
 from inspo.config import PRESETS, TrainConfig
 from inspo.data import generate_matrix, import_pymarl, save_dataset
-from inspo.training import load_policy
+from inspo.policy import load_policy
 
 # A small run: enough iterations for the critics and policies to move far from their initial values.
 SMALL = {"bc_steps": 50, "iters": 200, "batch_size": 64, "hidden": 32, "eval_every": 100}

@@ -8,7 +8,7 @@
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
-  episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.training.load_policy`
+  episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.policy.load_policy`
   reads (so `inspo evaluate` works on a snapshot); `<out>/snapshots.json` lists them in training order and
   `<out>/policy.pt` is a copy of the last one (the expert).
 
@@ -34,11 +34,9 @@ from torch import nn
 
 from inspo import checkpoint as ckpt_io
 from inspo.algos.networks import AgentPolicies, mlp
+from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 
-__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "load_snapshots", "train_online"]
-
-SNAPSHOT_FORMAT = 1
-"""Version of `snapshots.json` and of the snapshot files' extra metadata (`online`)."""
+__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
 
 
 @dataclass
@@ -102,46 +100,11 @@ class Critic(nn.Module):
         return self.net(state).squeeze(-1)
 
 
-def _masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
-    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
-    return actor.all_logits(obs).masked_fill(~avail, -1e9)
-
-
-class SampledPolicy:
-    """A `BatchPolicy` for `SMAXEnv.rollout`: samples each agent's action from an `AgentPolicies` (masked), with a
-    torch generator reseeded per batch of episodes (deterministic rollouts)."""
-
-    def __init__(self, actor: AgentPolicies, description: str = "") -> None:
-        self.actor, self.description = actor, description
-        self._gen = torch.Generator().manual_seed(0)
-
-    def reset(self, batch: int, seed: int) -> None:
-        """Reseed for a new batch of episodes."""
-        self._gen = torch.Generator().manual_seed(seed)
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:
-        logits = _masked_logits(self.actor, torch.as_tensor(obs), torch.as_tensor(avail))
-        probs = torch.softmax(logits, -1)
-        return torch.multinomial(probs.flatten(0, 1), 1, generator=self._gen).view(probs.shape[:2]).numpy()
-
-
-def snapshot_eval_seed(seed: int) -> int:
-    """Seed of the episodes every snapshot of a run with `seed` is evaluated on: far from the training stream's
-    episode keys, so that they never repeat it (the data module evaluates the scripted heuristic on them too)."""
-    return 10_000_019 + seed
-
-
 def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint of one snapshot: the fields `inspo.training.load_policy` and `inspo evaluate` read, plus
-    `online` (the training config and this snapshot's record)."""
-    info = env.info
-    return {"format": 1, "iteration": record["update"], "env": info.name, "env_options": env.options,
-            "env_info": asdict(info), "config": {"online": asdict(cfg)},
-            "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
-                              "hidden": cfg.hidden, "shared": True},
-            "policy": {k: v.clone() for k, v in actor.state_dict().items()},
-            "online": {"format": SNAPSHOT_FORMAT, **record}}
+    """The checkpoint of one snapshot: a policy checkpoint (`inspo.policy`) with the training config and `online`,
+    this snapshot's record."""
+    return policy_checkpoint(actor, env, hidden=cfg.hidden, config={"online": asdict(cfg)}, iteration=record["update"],
+                             online={"format": SNAPSHOT_FORMAT, **record})
 
 
 def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False) -> OnlineResult:
@@ -208,7 +171,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
             with torch.no_grad():
-                probs = torch.softmax(_masked_logits(actor, o, a), -1)
+                probs = torch.softmax(masked_logits(actor, o, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
                 value = critic(s)
@@ -251,7 +214,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
             perm = torch.randperm(rows, generator=gen)
             for k in range(cfg.minibatches):
                 idx = perm[k * size:(k + 1) * size]
-                logits = _masked_logits(actor, f_obs[idx], f_avail[idx])
+                logits = masked_logits(actor, f_obs[idx], f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
@@ -298,28 +261,6 @@ def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) 
     text = json.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
                       indent=2) + "\n"
     ckpt_io.atomic_write(out / "snapshots.json", lambda fh: fh.write(text.encode()))
-
-
-def load_snapshots(path: str | Path) -> dict[str, Any]:
-    """The `snapshots.json` of a folder written by `train_online` (or `inspo online train`), with every
-    snapshot file's SHA-256 checked. Raises FileNotFoundError (saying how to make one) or ValueError."""
-    import hashlib
-
-    folder = Path(path)
-    index = folder / "snapshots.json"
-    if not index.is_file():
-        raise FileNotFoundError(
-            f"{folder} holds no online-trained SMAX policy ({index} is missing); train one with "
-            f"`inspo online train --env smax:<map> --steps N --seed S --out {folder}`")
-    meta = json.loads(index.read_text())
-    if meta.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError(f"{index}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
-    for snap in meta["snapshots"]:
-        digest = hashlib.sha256((folder / snap["file"]).read_bytes()).hexdigest()
-        if digest != snap["sha256"]:
-            raise ValueError(f"{folder / snap['file']}: sha256 {digest}, snapshots.json says {snap['sha256']}")
-    meta["folder"] = str(folder)
-    return meta
 
 
 # -- command line -------------------------------------------------------------------------------------------------
