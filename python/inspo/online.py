@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from inspo import checkpoint as ckpt_io
+from inspo import flags
 from inspo.algos.networks import AgentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 
@@ -43,25 +44,27 @@ __all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
 class OnlineConfig:
     """Settings of `train_online`. `steps` counts environment steps summed over the parallel episodes."""
 
-    env: str = "smax:3m"
-    steps: int = 2_000_000
+    env: str = field(default="smax:3m", metadata={"help": "smax:<map>, e.g. smax:3m"})
+    steps: int = field(default=2_000_000, metadata={"help": "environment steps over all parallel episodes"})
     seed: int = 0
-    num_envs: int = 128  # 8 or 128 reuse the step that SMAXEnv.rollout compiles
-    rollout: int = 32  # steps per episode-row between updates
-    epochs: int = 4
-    minibatches: int = 4
+    num_envs: int = field(default=128, metadata={
+        "help": "parallel episodes (8 or 128 reuse the step that SMAXEnv.rollout compiles)"})
+    rollout: int = field(default=32, metadata={"help": "steps per episode-row between updates"})
+    epochs: int = field(default=4, metadata={"help": "PPO epochs per update"})
+    minibatches: int = field(default=4, metadata={"help": "minibatches per PPO epoch"})
     lr: float = 5e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
-    clip: float = 0.2
+    clip: float = field(default=0.2, metadata={"help": "PPO ratio clip"})
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
-    snapshot_every: int = 20  # updates between snapshots
-    eval_episodes: int = 128
-    target_win_rate: float | None = None  # stop once a snapshot's win rate reaches this
-    max_minutes: float | None = None  # stop after the update during which this much wall time passed
+    snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
+    eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
+    target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop after the update during which this much wall time passed (not deterministic in length)"})
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -272,9 +275,7 @@ def _cmd_online(args: argparse.Namespace) -> int:
         print(json.dumps({"out": args.dst, **index["exported_from"]}))
         return 0
     torch.set_num_threads(args.threads)
-    cfg = OnlineConfig(env=args.env, steps=args.steps, seed=args.seed, num_envs=args.num_envs, hidden=args.hidden,
-                       lr=args.lr, snapshot_every=args.snapshot_every, eval_episodes=args.eval_episodes,
-                       target_win_rate=args.target_win_rate, max_minutes=args.max_minutes)
+    cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args), "OnlineConfig")
     result = train_online(cfg, args.out, progress=True)
     last = result.snapshots[-1]
     print(json.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
@@ -289,19 +290,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     osub = p.add_subparsers(dest="action", required=True)
     q = osub.add_parser("train", help="MAPPO on smax:<map>; writes snapshots with their return and win rate",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = OnlineConfig()
-    q.add_argument("--env", required=True, help="smax:<map>, e.g. smax:3m")
-    q.add_argument("--steps", type=int, default=defaults.steps, help="environment steps over all parallel episodes")
-    q.add_argument("--seed", type=int, default=0)
+    flags.add_flags(q, OnlineConfig, required=("env",))  # one flag per OnlineConfig field
     q.add_argument("--out", required=True, help="folder of the snapshots (snapshots.json, snapshots/, policy.pt)")
-    q.add_argument("--num-envs", type=int, default=defaults.num_envs)
-    q.add_argument("--hidden", type=int, default=defaults.hidden)
-    q.add_argument("--lr", type=float, default=defaults.lr)
-    q.add_argument("--snapshot-every", type=int, default=defaults.snapshot_every, help="updates between snapshots")
-    q.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
-    q.add_argument("--target-win-rate", type=float, default=None, help="stop once a snapshot reaches this")
-    q.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (not "
-                   "deterministic in length)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     q = osub.add_parser("export", help="copy the snapshots that the SMAX data qualities use to a small folder "
                                        "(what data/smax_policies/<map> ships)")

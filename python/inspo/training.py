@@ -264,7 +264,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         if state_path is None or not state_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         saved = ckpt_io.load(state_path, map_location=device)
-        if saved["config"] != cfg.to_dict():
+        if TrainConfig.from_dict(saved["config"]) != cfg:  # read, so that flat (older) keys compare too
             raise ValueError(f"{state_path} was written by a run with another config; resume with the same one")
         run = saved["run"]
         bc.load_state_dict(saved["bc"])
