@@ -5,8 +5,8 @@ A -> B is every import in A (at module level, in a function or class body, in a 
 Python run B:
 
 - `import inspo.a.b`, `from inspo.a.b import x`, `from .b import x` (relative imports resolved against A's
-  package): B = `inspo.a.b`; and `from inspo.a import b` where `b` is a submodule: B = `inspo.a.b` as well as
-  `inspo.a` (the package runs first).
+  package): B = `inspo.a.b`. `from inspo.a import b`: B = `inspo.a` when `inspo/a/__init__.py` binds `b` itself,
+  else `b` is a submodule and B = `inspo.a.b` (a compiled extension such as `inspo._C` is a node without edges).
 - Parent packages: importing `inspo.a.b` runs `inspo/a/__init__.py` first, so it is an edge to `inspo.a` too,
   except when `inspo.a` is a package that A itself is inside: that package has already started running before A
   did (Python imports a module's packages first), so the implicit edge is no import A makes. An explicit
@@ -58,6 +58,22 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
+def _bound_names(path: Path) -> set[str]:
+    """The names that a module's own top-level code binds (definitions, assignments, imports)."""
+    if path.suffix != ".py":
+        return set()
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
 def _ancestors(name: str) -> list[str]:
     parts = name.split(".")
     return [".".join(parts[:k]) for k in range(1, len(parts))]
@@ -85,11 +101,15 @@ def import_graph(package: Path = PACKAGE) -> dict[str, dict[str, int]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                submodules = [f"{target}.{alias.name}" for alias in node.names
-                              if f"{target}.{alias.name}" in modules]
-                # `from P import x` runs P for a name x defined there; for a submodule x, P is only its parent.
-                names_from_package = len(submodules) < len(node.names)
-                explicit = ([target] if names_from_package else []) + submodules
+                # `from P import x` takes x from P's namespace when P's own code binds x (an edge to P);
+                # otherwise, for a package P, x is a submodule (a file here, or a compiled extension such as `_C`,
+                # which a source checkout may lack), and P is only its parent.
+                bound = _bound_names(modules[target]) if target in modules else set()
+                package = target in modules and modules[target].name == "__init__.py"
+                submodules = [f"{target}.{a.name}" for a in node.names
+                              if a.name not in bound and f"{target}.{a.name}" in modules]
+                from_target = [a for a in node.names if a.name in bound or not package]
+                explicit = ([target] if from_target else []) + submodules
             for target in explicit:
                 if target != root and not target.startswith(root + "."):
                     continue
@@ -182,7 +202,8 @@ def test_graph_finds_the_cycles_of_a_small_package(tmp_path: Path) -> None:
         "base.py": "X = 1\n",
         "sub/__init__.py": "from pkg.sub.leaf import Leaf\n",
         "sub/leaf.py": "from pkg.sub import helper\nfrom pkg.base import X\n",  # helper: a submodule
-        "sub/helper.py": "from pkg.sub import Leaf\n",  # a name of the package: the package runs
+        "sub/helper.py": "from pkg.sub import Leaf\n",  # a name the package binds: the package runs
+        "ext.py": "from pkg import _C, base\n",  # _C: a compiled submodule, absent from a source checkout
         "c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.d\n",
         "d.py": "import pkg.c\n",
     }
@@ -191,6 +212,7 @@ def test_graph_finds_the_cycles_of_a_small_package(tmp_path: Path) -> None:
         (tmp_path / "pkg" / name).write_text(text)
     graph = import_graph(tmp_path / "pkg")
     assert graph["pkg.sub.leaf"] == {"pkg.sub.helper": 1, "pkg.base": 2}  # pkg.sub and pkg are already running
+    assert graph["pkg.ext"] == {"pkg.base": 1}
     assert sorted(map(tuple, cycles(graph))) == [("pkg.a", "pkg.b", "pkg.a"),
                                                  ("pkg.sub", "pkg.sub.leaf", "pkg.sub.helper", "pkg.sub")]
 
