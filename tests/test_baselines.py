@@ -32,7 +32,8 @@ from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, load_dataset, save_dataset
 from inspo.envs import make
-from inspo.training import _BATCH_FIELDS, TrainingInterrupted, _to_device, load_policy
+from inspo.policy import load_policy
+from inspo.training import _BATCH_FIELDS, TrainingInterrupted, _to_device
 
 # The learners are driven directly, not through inspo.train: one intra-op thread, as there.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,10 +217,14 @@ def test_interrupted_run_resumes_to_identical_parameters(data_dir: Path, tmp_pat
 def test_config_accepts_the_baselines_and_checks_their_fields() -> None:
     for algo in BASELINES:
         assert TrainConfig.preset(algo, dataset="d").algo == algo
-    for field, bad in (("cql_alpha", -1.0), ("icq_critic_temp", 0.0), ("cfcql_policy_temp", 0.0),
-                       ("cfcql_lambda_temp", -1.0)):
-        with pytest.raises(ValueError, match=field):
-            TrainConfig(dataset="d", algo="cfcql", **{field: bad})
+    for flat, (method, field), bad in (("cql_alpha", ("cfcql", "cql_alpha"), -1.0),
+                                       ("icq_critic_temp", ("icq", "critic_temp"), 0.0),
+                                       ("cfcql_policy_temp", ("cfcql", "policy_temp"), 0.0),
+                                       ("cfcql_lambda_temp", ("cfcql", "lambda_temp"), -1.0)):
+        with pytest.raises(ValueError, match=rf"config\.{method}\.{field}"):
+            TrainConfig(dataset="d", algo="cfcql", **{method: {field: bad}})
+        with pytest.raises(ValueError, match=rf"config\.{method}\.{field}"):  # the flat key of older configs
+            TrainConfig.from_dict({"dataset": "d", "algo": "cfcql", flat: bad})
     with pytest.raises(ValueError, match="alpha"):
         TrainConfig(dataset="d", algo="omiga", alpha=0.0)
 

@@ -19,8 +19,8 @@ import inspo
 from inspo import checkpoint as ckpt_io
 from inspo.algos import LEARNERS
 from inspo.algos.inspo import InSPO
-from inspo.cli import build_parser, config_from_args
-from inspo.config import TrainConfig
+from inspo.cli import build_parser
+from inspo.config import TrainConfig, config_from_args
 from inspo.data import generate_matrix, save_dataset
 
 WORLD = 2

@@ -220,7 +220,7 @@ def test_cli_generates_smax_data(smax: types.ModuleType, tmp_path: Path, capsys:
 
 def _win_rate(checkpoint: str, episodes: int, seed: int) -> float:
     """Win rate of a saved policy, acting by sampling, in batched SMAX episodes."""
-    from inspo.training import load_policy
+    from inspo.policy import load_policy
 
     policy, _ = load_policy(checkpoint)
     gen = torch.Generator().manual_seed(seed)

@@ -42,14 +42,15 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _weights(path: Path) -> list[torch.Tensor]:
-    from inspo.training import load_policy
+    from inspo.policy import load_policy
 
     policy, _ = load_policy(path)
     return [p.detach().clone() for p in policy.parameters()]
 
 
 def test_online_training_runs_and_is_deterministic(policy_dir: Path, tmp_path: Path) -> None:
-    from inspo.online import load_snapshots, train_online
+    from inspo.online import train_online
+    from inspo.policy import load_snapshots
 
     meta = load_snapshots(policy_dir)
     snaps = meta["snapshots"]
@@ -84,7 +85,7 @@ def test_online_refuses_bad_config() -> None:
 def test_snapshot_checksums_are_verified(policy_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from inspo.online import load_snapshots
+    from inspo.policy import load_snapshots
 
     copy = tmp_path / "copy"
     shutil.copytree(policy_dir, copy)
@@ -96,7 +97,7 @@ def test_snapshot_checksums_are_verified(policy_dir: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("quality", ["expert", "medium", "medium-replay", "mixed"])
 def test_generate_online_qualities(policy_dir: Path, tmp_path: Path, quality: str) -> None:
     from inspo.data import generate_smax
-    from inspo.online import load_snapshots
+    from inspo.policy import load_snapshots
 
     data = generate_smax(MAP, quality, 8, seed=3, policy=policy_dir)
     loaded = load_dataset(save_dataset(data, tmp_path / quality), env=MAP)

@@ -1,6 +1,7 @@
 """The training API and CLI: backend parity, metrics and checkpoints on disk, evaluation, config validation, presets."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 import inspo
-from inspo.cli import main
-from inspo.config import PRESETS, TrainConfig
+from inspo.cli import build_parser, main
+from inspo.config import PRESETS, CFCQLConfig, ICQConfig, TrainConfig, config_from_args
 from inspo.data import generate_matrix, import_pymarl, save_dataset
-from inspo.training import load_policy
+from inspo.policy import load_policy
 
 # A small run: enough iterations for the critics and policies to move far from their initial values.
 SMALL = {"bc_steps": 50, "iters": 200, "batch_size": 64, "hidden": 32, "eval_every": 100}
@@ -140,6 +141,46 @@ def test_impossible_values_raise_before_any_work(tmp_path: Path, change: dict, m
     with pytest.raises(ValueError, match=message):
         inspo.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_method_settings_nest_and_keep_their_flat_names(tmp_path: Path) -> None:
+    cfg = TrainConfig(dataset="d", icq=ICQConfig(critic_temp=10.0), cfcql={"cql_alpha": 2.0})
+    assert cfg.cfcql == CFCQLConfig(cql_alpha=2.0)
+    assert cfg.to_dict()["icq"] == {"critic_temp": 10.0}
+    assert cfg.to_dict()["cfcql"] == {"cql_alpha": 2.0, "lambda_temp": 5.0, "policy_temp": 1e-3}
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    # A config written before the settings were nested (metrics.json, --config files) loads into the nested form.
+    flat = {k: v for k, v in cfg.to_dict().items() if k not in ("icq", "cfcql")}
+    flat.update(icq_critic_temp=10.0, cql_alpha=2.0, cfcql_lambda_temp=5.0, cfcql_policy_temp=1e-3)
+    assert TrainConfig.from_dict(flat) == cfg
+    # ... and so do the flags, over a --config file in either form.
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"dataset": "d", "cql_alpha": 3.0, "cfcql": {"lambda_temp": 1.0}}))
+    args = build_parser().parse_args(["train", "--config", str(config), "--cfcql-policy-temp", "0.5",
+                                      "--icq-critic-temp", "7", "--env-option", "episode_limit=20"])
+    parsed = config_from_args(args)
+    assert parsed.cfcql == CFCQLConfig(cql_alpha=3.0, lambda_temp=1.0, policy_temp=0.5)
+    assert parsed.icq == ICQConfig(critic_temp=7.0) and parsed.env_options == {"episode_limit": 20}
+    args = build_parser().parse_args(["train", "--dataset", "d", "--cql-alpha", "0.25", "--no-use-rho",
+                                      "--eval-episode-limit", "3"])
+    parsed = config_from_args(args)
+    assert (parsed.cfcql.cql_alpha, parsed.use_rho, parsed.eval_episode_limit) == (0.25, False, 3)
+    with pytest.raises(ValueError, match=r"unknown config.icq keys \['temp'\]"):
+        TrainConfig(dataset="d", icq={"temp": 1.0})
+
+
+def test_every_config_field_is_a_flag() -> None:
+    from inspo import flags
+    from inspo.online import OnlineConfig
+
+    train_dests = vars(build_parser().parse_args(["train", "--dataset", "d"]))
+    assert {f.name for f in flags.flags_of(TrainConfig)} <= set(train_dests)
+    assert {"icq_critic_temp", "cql_alpha", "cfcql_lambda_temp", "cfcql_policy_temp"} <= set(train_dests)
+    args = build_parser().parse_args(["online", "train", "--env", "smax:3m", "--out", "o", "--clip", "0.1",
+                                      "--gae-lambda", "0.9"])
+    assert {f.name for f in dataclasses.fields(OnlineConfig)} <= set(vars(args))
+    cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args))
+    assert cfg == OnlineConfig(env="smax:3m", clip=0.1, gae_lambda=0.9)
 
 
 def test_unknown_config_keys_raise(tmp_path: Path) -> None:

@@ -2,66 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-from inspo.config import PRESETS, TrainConfig
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--lr-policy`` for ``lr_policy``), so the CLI never lags the config."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "env_options":
-            p.add_argument("--env-option", dest="env_options", action="append", metavar="KEY=VALUE",
-                           help="environment option for evaluation (repeatable)")
-        elif hints[f.name] is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f.metadata.get("help"))
-        else:
-            # `int | None` and the like: the flag parses the non-None type.
-            base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
-            kind = {int: int, float: float}.get(base[0], str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                           help=f.metadata.get("help"))
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values: dict[str, Any] = dict(PRESETS[args.preset])
-    if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
-    for f in dataclasses.fields(TrainConfig):
-        given = getattr(args, f.name, None)
-        if given is None:
-            continue
-        if f.name == "env_options":
-            opts = dict(values.get("env_options", {}))
-            for item in given:
-                key, sep, raw = item.partition("=")
-                if not sep:
-                    raise SystemExit(f"--env-option expects KEY=VALUE, got {item!r}")
-                opts[key] = _parse_value(raw)
-            given = opts
-        values[f.name] = given
-    if "dataset" not in values:
-        raise SystemExit("inspo train: --dataset DIR is required (or a --config file that sets it)")
-    try:
-        return TrainConfig.from_dict(values)
-    except ValueError as exc:
-        raise SystemExit(f"inspo train: {exc}") from exc
+from inspo.config import TrainConfig, add_config_flags, config_from_args
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -161,9 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a method on an offline dataset")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="inspo",
-                   help="method or ablation (default: inspo); flags override it")
-    p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
     add_config_flags(p)
     p.set_defaults(func=_cmd_train)

@@ -1,14 +1,21 @@
-"""Training configuration: one dataclass, validated before any work starts."""
+"""Training configuration: one dataclass (with one small dataclass per baseline's own settings), validated before
+any work starts, and its command-line flags (``inspo train``, ``inspo tune``)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from inspo import flags
 
 ALGOS = ("inspo", "bc", "icq", "omiga", "cfcql")
 ORDERS = ("random", "fixed", "simultaneous")
 WEIGHTINGS = ("resample", "weighted")
 BACKENDS = ("fused", "torch")
+DTYPES = ("float32", "float64")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "inspo": {},
@@ -25,11 +32,56 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
+class ICQConfig:
+    """MA-ICQ's own settings (``algo="icq"``, :mod:`inspo.algos.icq`)."""
+
+    critic_temp: float = field(default=1000.0, metadata={
+        "help": "MA-ICQ: temperature of the in-sample softmax weights of the critic's target"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        if not self.critic_temp > 0:
+            raise ValueError(f"config.icq.critic_temp must be > 0, got {self.critic_temp!r}")
+
+
+@dataclass
+class CFCQLConfig:
+    """CFCQL's own settings (``algo="cfcql"``, :mod:`inspo.algos.cfcql`)."""
+
+    cql_alpha: float = field(default=1.0, metadata={
+        "flat_name": "cql_alpha", "help": "CFCQL: weight of the counterfactual conservative penalty"})
+    lambda_temp: float = field(default=5.0, metadata={
+        "help": "CFCQL: temperature of the agent weights lambda (0: uniform)"})
+    policy_temp: float = field(default=1e-3, metadata={
+        "help": "CFCQL: temperature of the policy read off the utilities (logits Q_i / temp)"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        if not self.policy_temp > 0:
+            raise ValueError(f"config.cfcql.policy_temp must be > 0, got {self.policy_temp!r}")
+        for name in ("cql_alpha", "lambda_temp"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"config.cfcql.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+_METHOD_CONFIGS: dict[str, type] = {"icq": ICQConfig, "cfcql": CFCQLConfig}
+"""TrainConfig fields holding one method's own settings -> their dataclass."""
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run depends on. ``dataset`` is a directory in the project format (SPEC 4).
 
     The baselines (``algo`` in icq, omiga, cfcql) read ``alpha`` as their own behaviour-regularisation temperature
-    (MA-ICQ's actor and OMIGA's KL strength) and the fields prefixed ``icq_``/``cql_``/``cfcql_``; see their modules.
+    (MA-ICQ's actor and OMIGA's KL strength) and their own settings in ``icq`` (:class:`ICQConfig`) and ``cfcql``
+    (:class:`CFCQLConfig`); see their modules. Their flags and flat keys keep the names they had before they were
+    grouped: ``--icq-critic-temp``, ``--cql-alpha``, ``--cfcql-lambda-temp``, ``--cfcql-policy-temp``.
 
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
@@ -45,8 +97,9 @@ class TrainConfig:
     """
 
     dataset: str
-    env_options: dict[str, Any] = field(default_factory=dict)
-    algo: str = "inspo"
+    env_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "flag": "--env-option", "help": "environment option for evaluation"})
+    algo: str = field(default="inspo", metadata={"choices": ALGOS})
     iters: int = 3000
     bc_steps: int = 2000
     batch_size: int = 256
@@ -59,16 +112,14 @@ class TrainConfig:
     polyak: float = 0.005
     rho_max: float = 100.0
     z_max: float = 10.0
-    order: str = "random"
-    weighting: str = "resample"
+    order: str = field(default="random", metadata={"choices": ORDERS})
+    weighting: str = field(default="resample", metadata={"choices": WEIGHTINGS})
     use_rho: bool = True
     local_critic_steps: int = 1
     shared_policy: bool = False
-    icq_critic_temp: float = 1000.0
-    cql_alpha: float = 1.0
-    cfcql_lambda_temp: float = 5.0
-    cfcql_policy_temp: float = 1e-3
-    backend: str = "fused"
+    icq: ICQConfig = field(default_factory=ICQConfig)
+    cfcql: CFCQLConfig = field(default_factory=CFCQLConfig)
+    backend: str = field(default="fused", metadata={"choices": BACKENDS})
     device: str = "cpu"
     threads: int | None = 1
     ddp: bool = field(default=False, metadata={
@@ -77,7 +128,7 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={
         "help": "torch.compile InSPO's critic losses (the part of an iteration outside the kernels and the "
                 "sequential-update op); compiling takes tens of seconds at the start of the run"})
-    dtype: str = "float32"
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
     seed: int = 0
     eval_every: int = 500
     eval_episodes: int = 100
@@ -87,21 +138,29 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
+        for name, cls in _METHOD_CONFIGS.items():  # a mapping (e.g. from JSON) becomes the method's dataclass
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, flags.from_values(cls, value, f"config.{name}"))
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS,
-                   "dtype": ("float32", "float64")}
+        for name, cls in _METHOD_CONFIGS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise ValueError(f"config.{name} must be a {cls.__name__} (or a mapping of its fields), got {value!r}")
+            value.validate()
+        choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "eval_episodes", "eval_every",
-                    "local_critic_steps", "checkpoint_every", "icq_critic_temp", "cfcql_policy_temp")
+                    "local_critic_steps", "checkpoint_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("iters", "bc_steps", "alpha", "beta", "cql_alpha", "cfcql_lambda_temp"):
+        for name in ("iters", "bc_steps", "alpha", "beta"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"config.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.algo == "inspo" and not self.alpha + self.beta > 0:
@@ -119,12 +178,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping (e.g. JSON); unknown keys are an error, not silently ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        """Build from a mapping (e.g. JSON): the nested form of :meth:`to_dict` or the flat keys of the methods'
+        settings (``icq_critic_temp``, ``cql_alpha``, ...; on top of the nested ones); unknown keys are an error,
+        not silently ignored."""
+        return flags.from_values(cls, values)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -134,4 +191,29 @@ class TrainConfig:
         return cls.from_dict({**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, the methods' settings as nested mappings (what :meth:`from_dict` reads back)."""
         return dataclasses.asdict(self)
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """``--preset``, ``--config`` and one flag per TrainConfig field (``--lr-policy`` for ``lr_policy``; see
+    :mod:`inspo.flags`), so the command line never lags the config."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default="inspo",
+                   help="method or ablation (default: inspo); flags override it")
+    p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    flags.add_flags(p, TrainConfig)
+
+
+def config_from_args(args: argparse.Namespace, command: str = "inspo train") -> TrainConfig:
+    """The TrainConfig of parsed :func:`add_config_flags` flags: the preset, then the ``--config`` file, then the
+    flags given. Exits with a message naming ``command`` when the result is not a valid config."""
+    values: dict[str, Any] = dict(PRESETS[args.preset])
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    try:
+        values = flags.values_from_args(TrainConfig, args, values)
+        if "dataset" not in values:
+            raise SystemExit(f"{command}: --dataset DIR is required (or a --config file that sets it)")
+        return TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise SystemExit(f"{command}: {exc}") from exc

@@ -8,7 +8,7 @@
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
-  episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.training.load_policy`
+  episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.policy.load_policy`
   reads (so `inspo evaluate` works on a snapshot); `<out>/snapshots.json` lists them in training order and
   `<out>/policy.pt` is a copy of the last one (the expert).
 
@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +33,38 @@ import torch
 from torch import nn
 
 from inspo import checkpoint as ckpt_io
+from inspo import flags
 from inspo.algos.networks import AgentPolicies, mlp
+from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 
-__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "load_snapshots", "train_online"]
-
-SNAPSHOT_FORMAT = 1
-"""Version of `snapshots.json` and of the snapshot files' extra metadata (`online`)."""
+__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
 
 
 @dataclass
 class OnlineConfig:
     """Settings of `train_online`. `steps` counts environment steps summed over the parallel episodes."""
 
-    env: str = "smax:3m"
-    steps: int = 2_000_000
+    env: str = field(default="smax:3m", metadata={"help": "smax:<map>, e.g. smax:3m"})
+    steps: int = field(default=2_000_000, metadata={"help": "environment steps over all parallel episodes"})
     seed: int = 0
-    num_envs: int = 128  # 8 or 128 reuse the step that SMAXEnv.rollout compiles
-    rollout: int = 32  # steps per episode-row between updates
-    epochs: int = 4
-    minibatches: int = 4
+    num_envs: int = field(default=128, metadata={
+        "help": "parallel episodes (8 or 128 reuse the step that SMAXEnv.rollout compiles)"})
+    rollout: int = field(default=32, metadata={"help": "steps per episode-row between updates"})
+    epochs: int = field(default=4, metadata={"help": "PPO epochs per update"})
+    minibatches: int = field(default=4, metadata={"help": "minibatches per PPO epoch"})
     lr: float = 5e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
-    clip: float = 0.2
+    clip: float = field(default=0.2, metadata={"help": "PPO ratio clip"})
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
-    snapshot_every: int = 20  # updates between snapshots
-    eval_episodes: int = 128
-    target_win_rate: float | None = None  # stop once a snapshot's win rate reaches this
-    max_minutes: float | None = None  # stop after the update during which this much wall time passed
+    snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
+    eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
+    target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop after the update during which this much wall time passed (not deterministic in length)"})
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -102,46 +103,11 @@ class Critic(nn.Module):
         return self.net(state).squeeze(-1)
 
 
-def _masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
-    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
-    return actor.all_logits(obs).masked_fill(~avail, -1e9)
-
-
-class SampledPolicy:
-    """A `BatchPolicy` for `SMAXEnv.rollout`: samples each agent's action from an `AgentPolicies` (masked), with a
-    torch generator reseeded per batch of episodes (deterministic rollouts)."""
-
-    def __init__(self, actor: AgentPolicies, description: str = "") -> None:
-        self.actor, self.description = actor, description
-        self._gen = torch.Generator().manual_seed(0)
-
-    def reset(self, batch: int, seed: int) -> None:
-        """Reseed for a new batch of episodes."""
-        self._gen = torch.Generator().manual_seed(seed)
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:
-        logits = _masked_logits(self.actor, torch.as_tensor(obs), torch.as_tensor(avail))
-        probs = torch.softmax(logits, -1)
-        return torch.multinomial(probs.flatten(0, 1), 1, generator=self._gen).view(probs.shape[:2]).numpy()
-
-
-def snapshot_eval_seed(seed: int) -> int:
-    """Seed of the episodes every snapshot of a run with `seed` is evaluated on: far from the training stream's
-    episode keys, so that they never repeat it (the data module evaluates the scripted heuristic on them too)."""
-    return 10_000_019 + seed
-
-
 def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint of one snapshot: the fields `inspo.training.load_policy` and `inspo evaluate` read, plus
-    `online` (the training config and this snapshot's record)."""
-    info = env.info
-    return {"format": 1, "iteration": record["update"], "env": info.name, "env_options": env.options,
-            "env_info": asdict(info), "config": {"online": asdict(cfg)},
-            "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
-                              "hidden": cfg.hidden, "shared": True},
-            "policy": {k: v.clone() for k, v in actor.state_dict().items()},
-            "online": {"format": SNAPSHOT_FORMAT, **record}}
+    """The checkpoint of one snapshot: a policy checkpoint (`inspo.policy`) with the training config and `online`,
+    this snapshot's record."""
+    return policy_checkpoint(actor, env, hidden=cfg.hidden, config={"online": asdict(cfg)}, iteration=record["update"],
+                             online={"format": SNAPSHOT_FORMAT, **record})
 
 
 def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False) -> OnlineResult:
@@ -208,7 +174,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
             with torch.no_grad():
-                probs = torch.softmax(_masked_logits(actor, o, a), -1)
+                probs = torch.softmax(masked_logits(actor, o, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
                 value = critic(s)
@@ -251,7 +217,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
             perm = torch.randperm(rows, generator=gen)
             for k in range(cfg.minibatches):
                 idx = perm[k * size:(k + 1) * size]
-                logits = _masked_logits(actor, f_obs[idx], f_avail[idx])
+                logits = masked_logits(actor, f_obs[idx], f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
@@ -300,28 +266,6 @@ def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) 
     ckpt_io.atomic_write(out / "snapshots.json", lambda fh: fh.write(text.encode()))
 
 
-def load_snapshots(path: str | Path) -> dict[str, Any]:
-    """The `snapshots.json` of a folder written by `train_online` (or `inspo online train`), with every
-    snapshot file's SHA-256 checked. Raises FileNotFoundError (saying how to make one) or ValueError."""
-    import hashlib
-
-    folder = Path(path)
-    index = folder / "snapshots.json"
-    if not index.is_file():
-        raise FileNotFoundError(
-            f"{folder} holds no online-trained SMAX policy ({index} is missing); train one with "
-            f"`inspo online train --env smax:<map> --steps N --seed S --out {folder}`")
-    meta = json.loads(index.read_text())
-    if meta.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError(f"{index}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
-    for snap in meta["snapshots"]:
-        digest = hashlib.sha256((folder / snap["file"]).read_bytes()).hexdigest()
-        if digest != snap["sha256"]:
-            raise ValueError(f"{folder / snap['file']}: sha256 {digest}, snapshots.json says {snap['sha256']}")
-    meta["folder"] = str(folder)
-    return meta
-
-
 # -- command line -------------------------------------------------------------------------------------------------
 def _cmd_online(args: argparse.Namespace) -> int:
     if args.action == "export":
@@ -331,9 +275,7 @@ def _cmd_online(args: argparse.Namespace) -> int:
         print(json.dumps({"out": args.dst, **index["exported_from"]}))
         return 0
     torch.set_num_threads(args.threads)
-    cfg = OnlineConfig(env=args.env, steps=args.steps, seed=args.seed, num_envs=args.num_envs, hidden=args.hidden,
-                       lr=args.lr, snapshot_every=args.snapshot_every, eval_episodes=args.eval_episodes,
-                       target_win_rate=args.target_win_rate, max_minutes=args.max_minutes)
+    cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args), "OnlineConfig")
     result = train_online(cfg, args.out, progress=True)
     last = result.snapshots[-1]
     print(json.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
@@ -348,19 +290,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     osub = p.add_subparsers(dest="action", required=True)
     q = osub.add_parser("train", help="MAPPO on smax:<map>; writes snapshots with their return and win rate",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = OnlineConfig()
-    q.add_argument("--env", required=True, help="smax:<map>, e.g. smax:3m")
-    q.add_argument("--steps", type=int, default=defaults.steps, help="environment steps over all parallel episodes")
-    q.add_argument("--seed", type=int, default=0)
+    flags.add_flags(q, OnlineConfig, required=("env",))  # one flag per OnlineConfig field
     q.add_argument("--out", required=True, help="folder of the snapshots (snapshots.json, snapshots/, policy.pt)")
-    q.add_argument("--num-envs", type=int, default=defaults.num_envs)
-    q.add_argument("--hidden", type=int, default=defaults.hidden)
-    q.add_argument("--lr", type=float, default=defaults.lr)
-    q.add_argument("--snapshot-every", type=int, default=defaults.snapshot_every, help="updates between snapshots")
-    q.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
-    q.add_argument("--target-win-rate", type=float, default=None, help="stop once a snapshot reaches this")
-    q.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time (not "
-                   "deterministic in length)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     q = osub.add_parser("export", help="copy the snapshots that the SMAX data qualities use to a small folder "
                                        "(what data/smax_policies/<map> ships)")

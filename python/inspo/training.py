@@ -25,6 +25,7 @@ from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
+from inspo.policy import load_policy, policy_checkpoint
 
 __all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"]
 
@@ -179,14 +180,7 @@ class _Progress:
 
 
 def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, iteration: int) -> dict[str, Any]:
-    info = env.info
-    return {
-        "format": 1, "iteration": iteration, "env": info.name, "env_options": env.options,
-        "env_info": asdict(info), "config": cfg.to_dict(),
-        "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
-                          "hidden": cfg.hidden, "shared": cfg.shared_policy},
-        "policy": policy.state_dict(),
-    }
+    return policy_checkpoint(policy, env, hidden=cfg.hidden, config=cfg.to_dict(), iteration=iteration)
 
 
 def train(config: TrainConfig, progress: bool = False, resume: bool = False) -> TrainResult:
@@ -270,7 +264,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         if state_path is None or not state_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         saved = ckpt_io.load(state_path, map_location=device)
-        if saved["config"] != cfg.to_dict():
+        if TrainConfig.from_dict(saved["config"]) != cfg:  # read, so that flat (older) keys compare too
             raise ValueError(f"{state_path} was written by a run with another config; resume with the same one")
         run = saved["run"]
         bc.load_state_dict(saved["bc"])
@@ -381,14 +375,6 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
 _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
 _BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                  "next_avail", "next_actions", "has_next")
-
-
-def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
-    """The policy stored in a checkpoint written by :func:`train`, and the checkpoint's metadata."""
-    ckpt = ckpt_io.load(checkpoint, map_location=device)
-    policy = AgentPolicies(**ckpt["policy_kwargs"])
-    policy.load_state_dict(ckpt["policy"])
-    return policy.to(device), ckpt
 
 
 def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,

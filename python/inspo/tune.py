@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from inspo.checkpoint import atomic_write
-from inspo.config import TrainConfig
+from inspo.config import TrainConfig, add_config_flags, config_from_args
+from inspo.flags import flatten
 
 __all__ = ["DEFAULT_PARAMS", "SPACE", "Param", "TuneResult", "add_parser", "tune"]
 
@@ -60,7 +61,8 @@ SPACE: dict[str, Param] = {
     "cql_alpha": Param(1e-2, 10.0, log=True),
     "icq_critic_temp": Param(1.0, 1e4, log=True),
 }
-"""The default range of every field ``inspo tune`` knows; ``--range NAME=LO:HI[:log]`` overrides or adds one."""
+"""The default range of every field ``inspo tune`` knows; ``--range NAME=LO:HI[:log]`` overrides or adds one. A
+method's own settings go by their flat names, as their flags do (``cql_alpha`` for ``TrainConfig.cfcql.cql_alpha``)."""
 
 DEFAULT_PARAMS: dict[str, tuple[str, ...]] = {
     "inspo": ("alpha", "beta", "lr_policy", "lr_critic", "rho_max", "z_max"),
@@ -102,6 +104,11 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    """Every field of ``config`` by the name that ``--params``, ``--range`` and the trials' values use."""
+    return flatten(TrainConfig, config.to_dict())
+
+
 def resolve_space(base: TrainConfig, params: list[str] | None = None,
                   ranges: dict[str, Param] | None = None) -> dict[str, Param]:
     """The searched fields and their ranges: ``params`` (default: :data:`DEFAULT_PARAMS` of the algo), each with
@@ -110,7 +117,8 @@ def resolve_space(base: TrainConfig, params: list[str] | None = None,
     ranges = dict(ranges or {})
     names = list(params) if params else list(DEFAULT_PARAMS[base.algo])
     names += [n for n in ranges if n not in names]
-    fields = {f: type(v) for f, v in base.to_dict().items()}
+    values = _flat(base)
+    fields = {f: type(v) for f, v in values.items()}
     space: dict[str, Param] = {}
     for name in names:
         if name not in fields:
@@ -120,7 +128,7 @@ def resolve_space(base: TrainConfig, params: list[str] | None = None,
         if name not in ranges and name not in SPACE:
             raise ValueError(f"no default range for {name!r}; give one with --range {name}=LO:HI[:log]")
         p = ranges.get(name, SPACE.get(name))
-        value = float(getattr(base, name))
+        value = float(values[name])
         lower, upper = min(p.lower, value), max(p.upper, value)
         if not lower < upper:
             raise ValueError(f"empty range for {name}: [{lower}, {upper}]")
@@ -137,14 +145,16 @@ def _configspace(space: dict[str, Param], base: TrainConfig, seed: int) -> Any:
     from ConfigSpace import ConfigurationSpace, Float
 
     cs = ConfigurationSpace(seed=seed)
+    values = _flat(base)
     for name, p in space.items():
-        cs.add(Float(name, (p.lower, p.upper), default=float(getattr(base, name)), log=p.log))
+        cs.add(Float(name, (p.lower, p.upper), default=float(values[name]), log=p.log))
     return cs
 
 
 class _Objective:
-    """SMAC3's target function: train the base config with a trial's values; cost = -return. Picklable, so dask
-    workers can run it; it writes nothing (the main process records each trial when SMAC3 is told the result)."""
+    """SMAC3's target function: train the base config (``base``: its fields by flat name) with a trial's values;
+    cost = -return. Picklable, so dask workers can run it; it writes nothing (the main process records each trial
+    when SMAC3 is told the result)."""
 
     def __init__(self, base: dict[str, Any], space: list[str], seeds: list[int], objective: str) -> None:
         self.base, self.space, self.seeds, self.objective = base, space, seeds, objective
@@ -285,16 +295,17 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
 
     space = resolve_space(base, params, ranges)
     base_dict = {**base.to_dict(), "out": None}
+    base_flat = {**_flat(base), "out": None}
     out = Path(out)
     _prepare_out(out, overwrite)
     started = time.perf_counter()
-    fn = _Objective(base_dict, list(space), list(range(base.seed, base.seed + seeds)), objective)
+    fn = _Objective(base_flat, list(space), list(range(base.seed, base.seed + seeds)), objective)
     from importlib.metadata import version
 
     summary: dict[str, Any] = {
         "format": 1, "objective": objective, "seeds": fn.seeds, "n_trials": trials, "workers": workers,
         "smac": {"version": version("smac"), "seed": smac_seed, "facade": "HyperparameterOptimizationFacade"},
-        "space": {n: {"lower": p.lower, "upper": p.upper, "log": p.log, "default": base_dict[n]}
+        "space": {n: {"lower": p.lower, "upper": p.upper, "log": p.log, "default": base_flat[n]}
                   for n, p in space.items()},
         "base_config": base_dict, "trials": [], "incumbent": None, "default": None, "wall_time": None,
     }
@@ -345,7 +356,7 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
         raise RuntimeError(f"every trial failed; first error: {next((e for e in errors if e), 'unknown')} "
                            f"(see {out / 'trials'})")
     default = next((t for t in done if t["default"] and t["return"] is not None), None)
-    incumbent_config = TrainConfig.from_dict({**base_dict, **best["params"]}).to_dict()
+    incumbent_config = TrainConfig.from_dict({**base_flat, **best["params"]}).to_dict()
     _write_json(out / "incumbent.json", incumbent_config)
     summary["incumbent"] = {**best, "config": str(out / "incumbent.json")}
     summary["default"] = None if default is None else {"trial": default["trial"], "return": default["return"]}
@@ -378,14 +389,13 @@ def _positive(text: str) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from inspo.cli import config_from_args
     from inspo.data import load_dataset
 
     if not args.dataset and not args.config:
         raise SystemExit("inspo tune: --dataset DIR is required (or a --config file that sets it)")
     out = args.out or "runs/tune"
     args.out = None  # --out names the search's folder; the trials themselves write no run folder
-    base = config_from_args(args)
+    base = config_from_args(args, "inspo tune")
     ds = load_dataset(base.dataset, verify=False)
     if args.env is not None and ds.manifest["env"]["id"] != args.env:
         raise ValueError(f"--env {args.env} does not match the dataset {base.dataset}, "
@@ -411,9 +421,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``inspo tune`` on the CLI's sub-command parser."""
-    from inspo.cli import add_config_flags
-    from inspo.config import PRESETS
-
     p = sub.add_parser("tune", help="search hyper-parameters with SMAC3 (pip install 'inspo[tune]')",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default=None, help="environment the dataset must have been recorded on (a check)")
@@ -430,9 +437,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smac-seed", type=int, default=0, help="seed of the optimiser itself")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier search in --out")
     p.add_argument("--verbose", action="store_true", help="show SMAC3's own log")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="inspo", help="base method (default: inspo)")
-    p.add_argument("--config", help="JSON file with the base TrainConfig; flags override it")
-    add_config_flags(p)
+    add_config_flags(p)  # the base config: --preset, --config and the TrainConfig flags
     p.set_defaults(func=_cmd_tune)
     for action in p._actions:  # the config's --out becomes the search's folder
         if action.dest == "out":

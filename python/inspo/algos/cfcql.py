@@ -78,7 +78,7 @@ class CFCQL:
         """``pi``'s logits := ``Q_i / cfcql_policy_temp`` (copy the utilities, scale their output layer)."""
         self.pi.nets.load_state_dict(self.q.nets.state_dict())
         for p in self.pi.nets.stacked()[-2:]:  # the output layer's weight and bias
-            p.div_(self.cfg.cfcql_policy_temp)
+            p.div_(self.cfg.cfcql.policy_temp)
 
     def counterfactual_q(self, qs: Tensor, q_taken: Tensor, state: Tensor) -> Tensor:
         """``Q_tot(s, (b, a_-i))`` for every agent i and own action b, ``[B, N, A]``: agent i's data action replaced
@@ -107,16 +107,16 @@ class CFCQL:
         cf = self.counterfactual_q(qs, q_taken, b.state)  # [B, N, A]
         penalty = torch.logsumexp(cf.masked_fill(~b.avail, -torch.inf), dim=-1) - q_tot.unsqueeze(-1)  # [B, N]
         with torch.no_grad():
-            if cfg.cfcql_lambda_temp > 0:
+            if cfg.cfcql.lambda_temp > 0:
                 # KL(p_i || mu_i) = -H(p_i) - sum_b p_i(b) log mu_i(b), p_i the Boltzmann policy of the counterfactuals.
                 _, entropy = self.k.masked_softmax_stats(cf.detach(), b.avail, b.actions)
                 p = torch.softmax(cf.detach().masked_fill(~b.avail, -torch.inf), dim=-1)
                 kl = -entropy - (p * b.logmu_all.masked_fill(~b.avail, 0.0)).sum(-1)
-                lam = torch.softmax(cfg.cfcql_lambda_temp * kl, dim=-1)  # over agents
+                lam = torch.softmax(cfg.cfcql.lambda_temp * kl, dim=-1)  # over agents
             else:
                 lam = torch.full_like(penalty, 1.0 / self.n_agents)
         cql_loss = (lam * penalty).sum(-1).mean()
-        loss = td_loss + cfg.cql_alpha * cql_loss
+        loss = td_loss + cfg.cfcql.cql_alpha * cql_loss
         self.shard.require_finite(td_loss=td_loss, cql_loss=cql_loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

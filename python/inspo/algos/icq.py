@@ -80,7 +80,7 @@ class ICQ:
             q_next = self.q_target(b.next_obs).gather(-1, b.next_actions[..., None]).squeeze(-1)  # [B, N]
             qtot_next = self.mixer_target(q_next, b.next_state)  # [B]
             # exp(Q/alpha_Q) / Z with Z the batch mean: a softmax over the rows that have a next data action.
-            logits = (qtot_next / cfg.icq_critic_temp).masked_fill(~b.has_next, -torch.inf)
+            logits = (qtot_next / cfg.icq.critic_temp).masked_fill(~b.has_next, -torch.inf)
             ic_weight = torch.softmax(logits, dim=0) * b.has_next.sum()
             bootstrap = torch.where(b.has_next, ic_weight * qtot_next, 0.0)  # (no such row: NaN softmax, unused)
             target = b.reward + cfg.gamma * (1.0 - b.terminated) * bootstrap

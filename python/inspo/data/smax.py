@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from inspo.checkpoint import atomic_write
 from inspo.data.format import SHIPPED_DATA, Dataset
 from inspo.envs import make
+from inspo.policy import SampledPolicy, load_policy, load_snapshots, snapshot_eval_seed
 
 __all__ = ["ONLINE_QUALITIES", "SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies", "generate_smax",
            "policy_folder"]
@@ -65,8 +67,6 @@ def policy_folder(env_name: str, policy: str | Path | None) -> Path:
 
 
 def _actor(folder: Path, snap: dict[str, Any]) -> Any:
-    from inspo.training import load_policy
-
     actor, _ = load_policy(folder / snap["file"])
     return actor
 
@@ -99,7 +99,6 @@ _HEURISTIC_EVALS: dict[tuple, tuple[float, float]] = {}
 def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
     """The heuristic's win rate and return, evaluated as the snapshots were (same episodes, same count)."""
     from inspo.envs.smax import HeuristicPolicy
-    from inspo.online import snapshot_eval_seed
 
     cfg = meta["config"]
     key = (env.info.name, tuple(sorted(env.options.items())), cfg["eval_episodes"], cfg["seed"])
@@ -141,7 +140,6 @@ def generate_smax(env_name: str, quality: str, episodes: int, seed: int, *, epis
         raise ValueError(f"quality '{quality}' is scripted and takes no policy folder (got {policy})")
     # jax is imported only when data are generated
     from inspo.envs.smax import HeuristicPolicy, UniformPolicy
-    from inspo.online import SampledPolicy, load_snapshots
 
     env = make(env_name, **({} if episode_limit is None else {"episode_limit": episode_limit}))
     behaviour: dict[str, Any] = {"quality": quality}
@@ -199,8 +197,6 @@ def export_policies(src: str | Path, dst: str | Path, env_name: str | None = Non
     """Copy to `dst` the snapshots of the online run in `src` that the data qualities use (those up to the medium
     one, and the expert), with a `snapshots.json` listing only them: a small folder to ship (`data/smax_policies`)
     that selects the same behaviour policies as `src`. Returns the new index."""
-    from inspo.online import load_snapshots
-
     src, dst = Path(src), Path(dst)
     meta = load_snapshots(src)
     env = make(env_name or meta["env"])
@@ -216,7 +212,5 @@ def export_policies(src: str | Path, dst: str | Path, env_name: str | None = Non
     index = {k: v for k, v in meta.items() if k != "folder"}
     index["snapshots"] = kept
     index["exported_from"] = {"snapshots": len(meta["snapshots"]), "kept": sorted(keep)}
-    from inspo.checkpoint import atomic_write
-
     atomic_write(dst / "snapshots.json", lambda fh: fh.write((json.dumps(index, indent=2) + "\n").encode()))
     return index

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspo.envs import EnvInfo, MultiAgentEnv, Observation
+from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 
 __all__ = ["BridgeEnv", "bridge_optimum", "ROWS", "COLS", "WALLS", "STARTS", "GOALS", "MOVES"]
 

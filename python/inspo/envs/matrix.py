@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from inspo.envs import EnvInfo, MultiAgentEnv, Observation
+from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 
 __all__ = ["XOR_PAYOFF", "MNE_PAYOFF", "MatrixGame", "make_xor", "make_mne"]
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspo.envs import EnvInfo, MultiAgentEnv, Observation
+from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 
 __all__ = ["SC2Game", "SMACEnv", "env_info_from_smac"]
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspo.envs import EnvInfo, MultiAgentEnv, Observation
+from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 
 __all__ = ["DEFAULT_EPISODE_LIMIT", "STOP", "BatchPolicy", "HeuristicPolicy", "Rollout", "SMAXEnv", "SMAXVector",
            "UniformPolicy"]

@@ -1,0 +1,207 @@
+"""Command-line flags from a dataclass, and the dataclass back from the parsed flags (or from a JSON mapping).
+
+Every field of the dataclass becomes one flag, named after it (``--lr-policy`` for ``lr_policy``):
+
+- ``bool``: ``--name`` / ``--no-name`` (:class:`argparse.BooleanOptionalAction`);
+- ``X | None``: parsed as ``X``;
+- ``Literal[...]``, or a field whose metadata has ``choices``: ``choices=`` of the flag;
+- ``dict``: repeatable ``KEY=VALUE`` items (VALUE parsed as JSON, else kept as a string), merged into the mapping;
+- a nested dataclass (e.g. ``TrainConfig.icq``): one flag per field of it, flattened as ``<outer>_<inner>``
+  (``--icq-critic-temp``), or as the inner field's metadata ``flat_name`` (names that predate the nesting).
+
+Field metadata may also set ``help`` (shown with the default) and ``flag`` (the option string). Every flag defaults
+to None, i.e. "not given", so that a preset or a config file below the flags keeps its values.
+
+The flat names are also accepted as keys of a mapping (:func:`from_values`), so that configs written before a field
+moved into a nested dataclass still load. Standard library only: the config modules import it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+__all__ = ["Flag", "add_flags", "flags_of", "flatten", "from_values", "nest", "values_from_args"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a dataclass field (``path``: the field, and the inner field of a nested one)."""
+
+    name: str  # flat name, also the argparse ``dest``
+    path: tuple[str, ...]
+    kind: type
+    default: Any
+    choices: tuple[Any, ...] | None
+    help: str | None
+    option: str
+
+
+def _nested(hint: Any) -> type | None:
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _kind(hint: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """The type a flag parses and its choices, from a field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"cannot make a flag of the union {hint}: expected X or X | None")
+        return _kind(args[0])
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        return type(choices[0]), choices
+    if origin is dict or hint is dict:
+        return dict, None
+    if hint in (bool, int, float, str):
+        return hint, None
+    raise TypeError(f"cannot make a flag of a field of type {hint}: expected bool, int, float, str, a Literal, a dict "
+                    f"or a dataclass (or X | None of those)")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _fields(cls: type, outer: str | None = None, outer_default: Any = None) -> Iterator[Flag]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = _default(f) if outer is None else getattr(outer_default, f.name)
+        inner = _nested(hints[f.name])
+        if inner is not None:
+            if outer is not None:
+                raise TypeError(f"{cls.__name__}.{f.name}: dataclasses nest one level deep, not two")
+            yield from _fields(inner, f.name, default)
+            continue
+        kind, choices = _kind(hints[f.name])
+        choices = tuple(f.metadata["choices"]) if "choices" in f.metadata else choices
+        name = f.name if outer is None else f.metadata.get("flat_name", f"{outer}_{f.name}")
+        option = f.metadata.get("flag", "--" + name.replace("_", "-"))
+        path = (f.name,) if outer is None else (outer, f.name)
+        yield Flag(name, path, kind, default, choices, f.metadata.get("help"), option)
+
+
+def flags_of(cls: type) -> list[Flag]:
+    """The flags of dataclass ``cls``, in field order (a nested dataclass's fields in its place)."""
+    return list(_fields(cls))
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, required: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of dataclass ``cls`` to ``parser`` (see the module docstring); the fields named in
+    ``required`` must be given."""
+    for flag in flags_of(cls):
+        needed = flag.name in required
+        note = "" if needed or flag.default is dataclasses.MISSING else f"default: {flag.default}"
+        if flag.kind is dict:
+            note = "repeatable" + (f"; {note}" if note and flag.default else "")
+        text = "; ".join(t for t in (flag.help, note) if t).replace("%", "%%") or None
+        common = {"dest": flag.name, "default": None, "help": text}
+        if flag.kind is dict:
+            parser.add_argument(flag.option, action="append", metavar="KEY=VALUE", required=needed, **common)
+        elif flag.kind is bool:
+            parser.add_argument(flag.option, action=argparse.BooleanOptionalAction, required=needed, **common)
+        else:
+            parser.add_argument(flag.option, type=flag.kind, choices=flag.choices, required=needed,
+                                metavar=None if flag.choices else flag.name.upper(), **common)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+
+
+def nest(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the flat names of nested fields (``icq_critic_temp``) moved into their nested mapping
+    (``{"icq": {"critic_temp": ...}}``), on top of what that mapping already holds. Other keys are kept as given."""
+    flat = {flag.name: flag.path for flag in flags_of(cls) if len(flag.path) == 2}
+    top = {f.name for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in values.items() if k in top or k not in flat}
+    for key, value in values.items():
+        if key in flat and key not in top:
+            outer, inner = flat[key]
+            out[outer] = {**_as_dict(out.get(outer, {})), inner: value}
+    return out
+
+
+def flatten(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`nest`: every field of a nested mapping under its flat name."""
+    out = dict(values)
+    for flag in flags_of(cls):
+        if len(flag.path) == 2 and flag.path[0] in values:
+            out.pop(flag.path[0], None)
+            nested = _as_dict(values[flag.path[0]])
+            if flag.path[1] in nested:
+                out[flag.name] = nested[flag.path[1]]
+    return out
+
+
+def values_from_args(cls: type, args: argparse.Namespace, values: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """``values`` (e.g. a preset and a JSON config, flat names allowed) with the flags given in ``args`` on top,
+    as a mapping for :func:`from_values`. A dict field's ``KEY=VALUE`` items update the mapping below them."""
+    out = nest(cls, values or {})
+    for flag in flags_of(cls):
+        given = getattr(args, flag.name, None)
+        if given is None:
+            continue
+        if flag.kind is dict:
+            merged = dict(_get(out, flag.path) or {})
+            for item in given:
+                key, sep, raw = item.partition("=")
+                if not sep:
+                    raise ValueError(f"{flag.option} expects KEY=VALUE, got {item!r}")
+                merged[key] = _parse_value(raw)
+            given = merged
+        _set(out, flag.path, given)
+    return out
+
+
+def _get(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if key not in values:
+            return None
+        values = _as_dict(values[key]) if dataclasses.is_dataclass(values[key]) else values[key]
+    return values
+
+
+def _set(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    if len(path) == 1:
+        values[path[0]] = value
+    else:
+        values[path[0]] = {**_as_dict(values.get(path[0], {})), path[1]: value}
+
+
+def from_values(cls: type, values: Mapping[str, Any], what: str = "config") -> Any:
+    """``cls`` built from a mapping (e.g. JSON, or :func:`values_from_args`): nested mappings become the nested
+    dataclasses and flat names of nested fields are accepted (:func:`nest`). An unknown key is an error, not
+    silently ignored; the message calls the mapping ``what``."""
+    values = nest(cls, values)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        flat = sorted(f.name for f in flags_of(cls) if len(f.path) == 2)
+        also = f" (or, for nested fields, {flat})" if flat else ""
+        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}{also}")
+    built = {}
+    for key, value in values.items():
+        inner = _nested(hints[key])
+        if inner is not None and isinstance(value, Mapping):
+            value = from_values(inner, value, f"{what}.{key}")
+        built[key] = value
+    return cls(**built)

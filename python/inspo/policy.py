@@ -1,0 +1,116 @@
+"""Saved policies: the one format of a policy checkpoint, reading it back, and playing it.
+
+A policy checkpoint (``final.pt`` and ``best.pt`` of ``inspo train``, every snapshot of ``inspo online train``) is
+an :mod:`inspo.checkpoint` file holding the dict that :func:`policy_checkpoint` builds: the environment it acts in,
+the config that made it, the :class:`~inspo.algos.networks.AgentPolicies` constructor arguments and weights, plus
+any extra entries of its writer (``online``: the snapshot's record). :func:`load_policy` reads one back.
+
+SMAX snapshots of an online run are listed, in training order, by the folder's ``snapshots.json``
+(:func:`load_snapshots`) and are played by :class:`SampledPolicy`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspo import checkpoint as ckpt_io
+from inspo.algos.networks import AgentPolicies
+from inspo.envs.base import MultiAgentEnv
+
+__all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "SampledPolicy", "load_policy", "load_snapshots", "masked_logits",
+           "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
+
+POLICY_FORMAT = 1
+"""Version of the policy checkpoint dict (its ``format`` entry)."""
+
+SNAPSHOT_FORMAT = 1
+"""Version of ``snapshots.json`` and of the snapshot files' extra metadata (``online``)."""
+
+
+def policy_checkpoint(policy: AgentPolicies, env: MultiAgentEnv, *, hidden: int, config: dict[str, Any],
+                      iteration: int, **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict of ``policy`` (``hidden`` units per layer) acting in ``env``: what :func:`load_policy`
+    and ``inspo evaluate`` read. ``config`` records what made it, ``extra`` entries are added as they are."""
+    info = env.info
+    return {"format": POLICY_FORMAT, "iteration": iteration, "env": info.name, "env_options": env.options,
+            "env_info": asdict(info), "config": config,
+            "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
+                              "hidden": hidden, "shared": policy.shared},
+            # Copies: the file must hold these weights, not storage shared with parameters that keep training.
+            "policy": {k: v.clone() for k, v in policy.state_dict().items()},
+            **extra}
+
+
+def policy_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> AgentPolicies:
+    """The policy of a checkpoint dict built by :func:`policy_checkpoint`."""
+    if ckpt.get("format") != POLICY_FORMAT or "policy_kwargs" not in ckpt:
+        raise ValueError(f"not a policy checkpoint (format {ckpt.get('format')!r}, expected {POLICY_FORMAT} with "
+                         f"policy_kwargs; keys: {sorted(ckpt)})")
+    policy = AgentPolicies(**ckpt["policy_kwargs"])
+    policy.load_state_dict(ckpt["policy"])
+    return policy.to(device)
+
+
+def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
+    """The policy stored in a policy checkpoint file (written by ``inspo.train`` or ``inspo online train``), and the
+    checkpoint's metadata."""
+    ckpt = ckpt_io.load(checkpoint, map_location=device)
+    return policy_from_checkpoint(ckpt, device), ckpt
+
+
+def masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Every agent's logits ``[..., N, A]`` with unavailable actions masked out."""
+    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
+    return actor.all_logits(obs).masked_fill(~avail, -1e9)
+
+
+class SampledPolicy:
+    """A `BatchPolicy` for `SMAXEnv.rollout`: samples each agent's action from an `AgentPolicies` (masked), with a
+    torch generator reseeded per batch of episodes (deterministic rollouts)."""
+
+    def __init__(self, actor: AgentPolicies, description: str = "") -> None:
+        self.actor, self.description = actor, description
+        self._gen = torch.Generator().manual_seed(0)
+
+    def reset(self, batch: int, seed: int) -> None:
+        """Reseed for a new batch of episodes."""
+        self._gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        logits = masked_logits(self.actor, torch.as_tensor(obs), torch.as_tensor(avail))
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs.flatten(0, 1), 1, generator=self._gen).view(probs.shape[:2]).numpy()
+
+
+def snapshot_eval_seed(seed: int) -> int:
+    """Seed of the episodes every snapshot of a run with `seed` is evaluated on: far from the training stream's
+    episode keys, so that they never repeat it (the data module evaluates the scripted heuristic on them too)."""
+    return 10_000_019 + seed
+
+
+def load_snapshots(path: str | Path) -> dict[str, Any]:
+    """The `snapshots.json` of a folder written by `inspo.online.train_online` (or `inspo online train`), with
+    every snapshot file's SHA-256 checked. Raises FileNotFoundError (saying how to make one) or ValueError."""
+    folder = Path(path)
+    index = folder / "snapshots.json"
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no online-trained SMAX policy ({index} is missing); train one with "
+            f"`inspo online train --env smax:<map> --steps N --seed S --out {folder}`")
+    meta = json.loads(index.read_text())
+    if meta.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"{index}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+    for snap in meta["snapshots"]:
+        digest = hashlib.sha256((folder / snap["file"]).read_bytes()).hexdigest()
+        if digest != snap["sha256"]:
+            raise ValueError(f"{folder / snap['file']}: sha256 {digest}, snapshots.json says {snap['sha256']}")
+    meta["folder"] = str(folder)
+    return meta
