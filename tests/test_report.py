@@ -148,7 +148,7 @@ def test_progress_bar_is_quiet_off_a_terminal() -> None:
 
 def test_grouped_bar_chart_skips_missing_values(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is the optional extra 'plot': pip install 'inspo[plot]'")
-    from inspo.report import BarSeries, grouped_bar_chart
+    from inspo.reproduce.plots import BarSeries, grouped_bar_chart
 
     # A NaN mean (no value for that group) draws no bar; a None reference draws no line; neither is an error.
     path = tmp_path / "bars.png"
@@ -158,7 +158,8 @@ def test_grouped_bar_chart_skips_missing_values(tmp_path: Path) -> None:
 
 
 def test_missing_matplotlib_is_its_own_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from inspo.report import BarSeries, MatplotlibMissing, grouped_bar_chart
+    from inspo.report import MatplotlibMissing
+    from inspo.reproduce.plots import BarSeries, grouped_bar_chart
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -1,7 +1,8 @@
 """``inspo reproduce``: the matrix, Bridge and baselines suites write their tables, records and plots; the run
-cache; the errors of a bad environment or dataset; tables without matplotlib."""
+cache; the errors of a bad environment or dataset; tables without matplotlib; the suites' defaults."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from inspo import reproduce
 from inspo.cli import main
+from inspo.reproduce import runner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_XOR = ["reproduce", "baselines", "--env", "xor", "--seeds", "1", "--iters", "4", "--bc-steps", "2",
@@ -82,7 +83,7 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "## xor-ab-ba" in printed and "| InSPO |" in printed
 
     # The second time every run comes from the run cache: nothing is trained, the numbers are the same.
-    monkeypatch.setattr(reproduce, "train", lambda cfg: pytest.fail(f"trained {cfg.algo} again"))
+    monkeypatch.setattr(runner, "train", lambda cfg: pytest.fail(f"trained {cfg.algo} again"))
     assert main([*TINY_XOR, "--out", str(out)]) == 0
     assert "15 of 15 runs read from the run cache" in capsys.readouterr().out
     again = json.loads((out / "baselines_xor.json").read_text())
@@ -134,3 +135,18 @@ def test_tables_without_matplotlib(tmp_path: Path, capsys: pytest.CaptureFixture
     assert captured.out == (out / "baselines_xor.md").read_text() and ".png" not in captured.out
     assert captured.err.count("\n") == 1 and "baselines_xor.png not drawn" in captured.err
     assert "pip install 'inspo[plot]'" in captured.err
+
+
+def test_suite_defaults_are_frozen_and_exported() -> None:
+    import inspo.reproduce as reproduce
+
+    assert all(hasattr(reproduce, name) for name in reproduce.__all__)
+    # The public constants are views of each suite's one dataclass of defaults, not copies that could drift.
+    assert reproduce.BRIDGE_SETTINGS is reproduce.BRIDGE.settings
+    assert reproduce.BRIDGE_DATASETS == reproduce.BASELINE_ENVS["bridge"].datasets == ("bridge_mix", "bridge_optimal")
+    assert reproduce.BASELINE_ENVS["bridge"].settings == {"eval_episode_limit": reproduce.BRIDGE.eval_limit}
+    assert reproduce.BASELINE_ENVS["smax"].episodes == reproduce.SMAX.episodes
+    assert reproduce.SMAX_MAPS is reproduce.SMAX.maps and reproduce.MATRIX_CASES is reproduce.MATRIX.cases
+    for suite in (reproduce.MATRIX, reproduce.BRIDGE, reproduce.BASELINES, reproduce.SMAX):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            suite.seeds = (0,)  # type: ignore[misc]

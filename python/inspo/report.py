@@ -9,9 +9,9 @@
   ``params.png`` (the return against each searched parameter), ``incumbent.png`` (the incumbent's learning
   curve) and ``report.md`` with the incumbent, the default and the best trials.
 
-The files go to ``DIR/report/`` unless ``--out`` says otherwise; each is written atomically. The figures of
-``inspo reproduce`` (grouped bar charts of its tables) are drawn here too: :func:`plot_matrix`,
-:func:`plot_bridge`, :func:`plot_baselines`. Needs matplotlib (the optional extra ``plot``).
+The files go to ``DIR/report/`` unless ``--out`` says otherwise; each is written atomically. Needs matplotlib (the
+optional extra ``plot``), imported only when a figure is drawn (:func:`figure_class`); the figures of
+``inspo reproduce`` (:mod:`inspo.reproduce.plots`) are drawn with the same helpers.
 """
 from __future__ import annotations
 
@@ -22,14 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
-
-import numpy as np
+from typing import Any, Callable, TextIO
 
 from inspo.checkpoint import atomic_write
 
-__all__ = ["BarSeries", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "grouped_bar_chart",
-           "plot_baselines", "plot_bridge", "plot_matrix", "report", "report_run", "report_tune"]
+__all__ = ["INSTALL_HINT", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "figure_class", "finite",
+           "grid", "report", "report_run", "report_tune", "save_png"]
 
 INSTALL_HINT = "pip install 'inspo[plot]'"
 _DPI = 110
@@ -78,7 +76,9 @@ class MatplotlibMissing(RuntimeError):
     """matplotlib (the optional extra ``plot``) is not installed, so no figure can be drawn."""
 
 
-def _figure_class() -> Any:
+def figure_class() -> Any:
+    """matplotlib's ``Figure``, imported on first use; :class:`MatplotlibMissing` (with the install hint) without
+    matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
@@ -86,7 +86,8 @@ def _figure_class() -> Any:
     return Figure
 
 
-def _save_png(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
 
 
@@ -94,7 +95,8 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def _finite(x: Any) -> bool:
+def finite(x: Any) -> bool:
+    """Whether ``x`` is a finite number (not None, not a bool, not NaN or infinite)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -123,7 +125,7 @@ def curve_statistics(curve: list[dict[str, Any]]) -> list[str]:
     """The statistics a curve records besides the return, in order of first appearance."""
     keys: list[str] = []
     for row in curve:
-        keys += [k for k in row if k not in _RESERVED and k not in keys and _finite(row[k])]
+        keys += [k for k in row if k not in _RESERVED and k not in keys and finite(row[k])]
     return keys
 
 
@@ -149,11 +151,12 @@ _GROUP_TITLES = {"losses": "Losses", "entropy": "Policy entropy", "weights": "We
 
 
 def _series(curve: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pts = [(row["iteration"], row[key]) for row in curve if _finite(row.get(key))]
+    pts = [(row["iteration"], row[key]) for row in curve if finite(row.get(key))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _grid(Figure: Any, n: int, cols: int = 3, size: tuple[float, float] = (4.4, 3.2)) -> tuple[Any, list[Any]]:
+def grid(Figure: Any, n: int, cols: int = 3, size: tuple[float, float] = (4.4, 3.2)) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, ``cols`` to a row, each ``size`` inches; returns the figure and its axes."""
     cols = min(cols, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
@@ -188,9 +191,9 @@ def _plot_returns(ax: Any, curves: list[tuple[str | None, list[dict[str, Any]]]]
         best = max(range(len(ys)), key=lambda i: ys[i])
         ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color=colour, linestyle="none",
                 label=f"best {ys[best]:.4g} (iteration {xs[best]:g})")
-    if _finite(behaviour):
+    if finite(behaviour):
         ax.axhline(behaviour, color="gray", linestyle="--", linewidth=1.2, label=f"data (behaviour) {behaviour:.4g}")
-    if _finite(optimum):
+    if finite(optimum):
         ax.axhline(optimum, color="black", linestyle=":", linewidth=1.2, label=f"optimum {optimum:.4g}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("return")
@@ -228,7 +231,7 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
     curve, cfg = m["curve"], m.get("config") or {}
     if not curve:
         raise ValueError(f"{run_dir}: the run has not evaluated its policy yet; nothing to plot")
-    Figure = _figure_class()
+    Figure = figure_class()
     groups = metric_groups(curve)
     bar = ProgressBar(1 + len(groups) + 1, "report", enabled=progress)
     images: list[tuple[str, str]] = []
@@ -237,20 +240,20 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
     ax = fig.add_subplot()
     _plot_returns(ax, [(None, curve)], m.get("behaviour_return"), m.get("optimum"))
     ax.set_title(f"{cfg.get('algo', '?')} on {m.get('env') or cfg.get('dataset', '?')}: evaluation return")
-    _save_png(fig, out / "return.png")
+    save_png(fig, out / "return.png")
     images.append(("Evaluation return", "return.png"))
     bar.update(1, "return.png")
 
     for g, keys in groups.items():
-        fig, axes = _grid(Figure, len(keys))
+        fig, axes = grid(Figure, len(keys))
         for ax, key in zip(axes, keys):
             _plot_metric(ax, *_series(curve, key), key)
         fig.suptitle(_GROUP_TITLES[g])
-        _save_png(fig, out / f"{g}.png")
+        save_png(fig, out / f"{g}.png")
         images.append((_GROUP_TITLES[g], f"{g}.png"))
         bar.update(len(images), f"{g}.png")
 
-    best_row = max((r for r in curve if _finite(r.get("return"))), key=lambda r: r["return"])
+    best_row = max((r for r in curve if finite(r.get("return"))), key=lambda r: r["return"])
     final, best = m.get("final_return"), m.get("best_return")
     behaviour, optimum = m.get("behaviour_return"), m.get("optimum")
     lines = [f"# Training report: `{run_dir.name}`", "",
@@ -262,17 +265,17 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
              "", "## Results", "", "| measure | value |", "| --- | --- |",
              f"| final return | {_fmt(final)} (iteration {curve[-1]['iteration']}) |",
              f"| best return | {_fmt(best)} (iteration {best_row['iteration']}) |"]
-    if _finite(behaviour):
+    if finite(behaviour):
         lines.append(f"| data (behaviour) return | {_fmt(behaviour)} |")
-    if _finite(optimum):
+    if finite(optimum):
         lines.append(f"| optimum | {_fmt(optimum)} |")
-        if _finite(final) and optimum:
+        if finite(final) and optimum:
             lines.append(f"| final / optimum | {final / optimum:.1%} |")
-    if _finite(m.get("bc_nll")):
+    if finite(m.get("bc_nll")):
         lines.append(f"| behaviour-cloning NLL | {_fmt(m['bc_nll'])} |")
-    if _finite(m.get("wall_time")):
+    if finite(m.get("wall_time")):
         lines.append(f"| wall time | {m['wall_time']:.1f} s |")
-    if _finite(m.get("updates_per_second")) and m["updates_per_second"]:
+    if finite(m.get("updates_per_second")) and m["updates_per_second"]:
         lines.append(f"| updates per second | {m['updates_per_second']:.1f} |")
     lines += ["", "## Learning curves", ""]
     for title, name in images:
@@ -304,7 +307,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     trials, space = s["trials"], s["space"]
     if not trials:
         raise ValueError(f"{tune_dir}: the search has no finished trial yet; nothing to plot")
-    Figure = _figure_class()
+    Figure = figure_class()
     done = [t for t in trials if t["return"] is not None]
     failed = [t for t in trials if t["return"] is None]
     inc = s.get("incumbent") or (max(done, key=lambda t: t["return"]) if done else None)
@@ -343,12 +346,12 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     ax.set_title(f"SMAC3 search: {len(trials)} trials")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save_png(fig, out / "trials.png")
+    save_png(fig, out / "trials.png")
     images.append(("Return of each trial", "trials.png"))
     bar.update(1, "trials.png")
 
     if done:
-        fig, axes = _grid(Figure, len(space))
+        fig, axes = grid(Figure, len(space))
         for ax, (name, p) in zip(axes, space.items()):
             ax.scatter([t["params"][name] for t in done], [t["return"] for t in done], s=18, color="tab:blue")
             if default is not None:
@@ -370,7 +373,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8, loc="best")
         fig.suptitle("Return against each searched parameter")
-        _save_png(fig, out / "params.png")
+        save_png(fig, out / "params.png")
         images.append(("Return against each parameter", "params.png"))
     bar.update(2, "params.png")
 
@@ -383,7 +386,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
             _plot_returns(ax, [(f"seed {r['seed']}" if len(runs) > 1 else None, r["curve"]) for r in runs],
                           None, None)
             ax.set_title(f"Incumbent (trial {inc['trial']}): evaluation return")
-            _save_png(fig, out / "incumbent.png")
+            save_png(fig, out / "incumbent.png")
             images.append(("Incumbent's learning curve", "incumbent.png"))
     bar.update(3, "incumbent.png")
 
@@ -393,7 +396,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
              f"- method: `{base.get('algo')}`, dataset: `{base.get('dataset')}`, {_budget(base)} per training",
              f"- objective: the {s['objective']} return, averaged over training seeds {s['seeds']}",
              f"- trials: {len(trials)} of {s['n_trials']} ({len(failed)} failed), {s['workers']} in parallel"
-             + (f", {s['wall_time']:.0f} s" if _finite(s.get("wall_time")) else " (still running)"), ""]
+             + (f", {s['wall_time']:.0f} s" if finite(s.get("wall_time")) else " (still running)"), ""]
     if inc is not None:
         lines += ["## Incumbent", "",
                   f"Return **{_fmt(inc['return'])}** (trial {inc['trial']})"
@@ -426,152 +429,6 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     bar.update(4, "report.md")
     bar.close()
     return Report(markdown=str(out / "report.md"), images=[str(out / name) for _, name in images])
-
-
-# -- the tables of inspo reproduce ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BarSeries:
-    """One bar per group (a method, or the tabular solver): mean and std; a NaN mean draws no bar there."""
-
-    label: str
-    means: Sequence[float]
-    stds: Sequence[float]
-
-
-# (colour, line style) of the reference lines, in the order they are given: the optimum first by convention.
-_REFERENCE_STYLES = (("black", ":"), ("tab:gray", "--"), ("tab:red", "-."))
-
-
-def grouped_bar_chart(path: str | Path, title: str, groups: Sequence[str],
-                      panels: Sequence[tuple[str, Sequence[BarSeries]]],
-                      references: Sequence[tuple[str, Sequence[float | None]]] = (), ylabel: str = "return") -> None:
-    """Write a PNG with one panel per ``(panel title, series)``, stacked: in each group a bar per series with its
-    std as an error bar, and each reference (label, one value per group, None for none) as a horizontal line across
-    its group. Raises :class:`MatplotlibMissing` without matplotlib."""
-    Figure = _figure_class()
-    n_series = max(len(series) for _, series in panels)
-    fig = Figure(figsize=(max(5.0, 0.32 * len(groups) * n_series + 3.0), 3.6 * len(panels)), layout="constrained")
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
-    width = 0.8 / n_series
-    long_labels = any(len(g) > 14 for g in groups)
-    for p, (panel_title, series) in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, p + 1)
-        for k, s in enumerate(series):
-            xs = [g - 0.4 + width * (k + 0.5) for g in range(len(groups))]
-            means = [m if _finite(m) else math.nan for m in s.means]
-            ax.bar(xs, means, width=width * 0.92, yerr=s.stds, capsize=3, color=colours[k % len(colours)],
-                   label=s.label, error_kw={"elinewidth": 1.0})
-        for (label, values), (colour, style) in zip(references, _REFERENCE_STYLES):
-            drawn = False
-            for g, value in enumerate(values):
-                if _finite(value):
-                    ax.hlines(value, g - 0.45, g + 0.45, colors=colour, linestyles=style, linewidth=1.6,
-                              label=None if drawn else label)
-                    drawn = True
-        ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_xticks(range(len(groups)), groups, rotation=25 if long_labels else 0,
-                      ha="right" if long_labels else "center", fontsize=8 if long_labels else 9)
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel_title, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title)
-    _save_png(fig, Path(path))
-
-
-def _groups(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The rows' datasets, in first-seen order."""
-    return list(dict.fromkeys(r["dataset"] for r in rows))
-
-
-def _method_panels(rows: Sequence[dict[str, Any]], seeds: int) -> list[tuple[str, list[BarSeries]]]:
-    """Final and best return per dataset (group) and method (series) of ``inspo reproduce`` rows."""
-    groups = _groups(rows)
-    panels = []
-    for key, what in (("final", "final policy"), ("best", "best evaluation")):
-        series = []
-        for label in dict.fromkeys(r["label"] for r in rows):
-            by_data = {r["dataset"]: r[key] for r in rows if r["label"] == label}
-            stats = [by_data.get(g, {"mean": math.nan, "std": 0.0}) for g in groups]
-            series.append(BarSeries(label, [s["mean"] for s in stats], [s["std"] for s in stats]))
-        panels.append((f"return of the {what}, mean ± std over {seeds} seed{'s' * (seeds > 1)}", series))
-    return panels
-
-
-def _optimum_line(rows: Sequence[dict[str, Any]]) -> tuple[str, list[float | None]]:
-    optimum = {r["dataset"]: r["optimum"] for r in rows}
-    return "optimum", [optimum[g] for g in _groups(rows)]
-
-
-def plot_matrix(record: dict[str, Any], path: str | Path) -> None:
-    """``matrix.png`` of ``inspo reproduce matrix``: tabular and neural J per row, and the SPEC value."""
-    rows = record["rows"]
-    groups = [f"{'XOR' if r['game'] == 'xor' else 'M-NE'} {r['data']}: {r['setting']}" for r in rows]
-    none = {"mean": math.nan, "std": 0.0}  # the rho-disabled row has no tabular value
-    series = [BarSeries(label, [(r[key] or none)["mean"] for r in rows], [(r[key] or none)["std"] for r in rows])
-              for label, key in (("tabular J", "tabular"), ("neural J (final)", "neural_final"))]
-    grouped_bar_chart(path, "Matrix games: exact tabular solver vs neural trainer",
-                      groups, [(f"J, mean ± std over {len(record['seeds'])} seeds", series)],
-                      [("SPEC section 3", [r["spec_j"] for r in rows])], ylabel="J")
-
-
-def plot_bridge(record: dict[str, Any], path: str | Path) -> None:
-    """``bridge.png`` of ``inspo reproduce bridge``: final and best return per dataset and method, and the optimum."""
-    rows = record["rows"]
-    grouped_bar_chart(path, "Bridge: InSPO and behaviour cloning", _groups(rows),
-                      _method_panels(rows, len(record["seeds"])), [_optimum_line(rows)])
-
-
-def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
-    """``baselines_<env>.png`` of ``inspo reproduce baselines``: final and best return per dataset and method."""
-    rows = record["rows"]
-    grouped_bar_chart(path, f"Baselines and InSPO on {record['env_title']}", _groups(rows),
-                      _method_panels(rows, len(record["seeds"])), [_optimum_line(rows)])
-
-
-def plot_smax(record: dict[str, Any], path: str | Path) -> None:
-    """``smax.png`` of ``inspo reproduce smax``: one panel per dataset (map, quality) with the learning curve of
-    each method (mean over seeds; return solid, win rate dashed on the right axis; a method evaluated once, behaviour
-    cloning, as a horizontal line) and the data's own return."""
-    Figure = _figure_class()
-    rows = record["rows"]
-    datasets = _groups(rows)
-    fig, axes = _grid(Figure, len(datasets), cols=3, size=(4.8, 3.4))
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    for ax, name in zip(axes, datasets):
-        wins = ax.twinx()
-        wins.set_ylim(-0.02, 1.02)
-        wins.set_ylabel("win rate", fontsize=8)
-        mine = [r for r in rows if r["dataset"] == name]
-        for k, row in enumerate(mine):
-            colour = colours[k % len(colours)]
-            for key, axis, style, what in (("curves", ax, "-", "return"), ("win_curves", wins, "--", "win rate")):
-                curves = [c for c in row[key] if c and all(_finite(v) for _, v in c)]
-                if not curves:
-                    continue
-                length = min(len(c) for c in curves)
-                xs = [c[0] for c in curves[0][:length]]
-                ys = np.mean([[v for _, v in c[:length]] for c in curves], axis=0)
-                if length == 1:  # behaviour cloning: one evaluation, drawn across the panel
-                    axis.axhline(ys[0], linestyle=style, color=colour, linewidth=1.4,
-                                 label=f"{row['label']} {what} {ys[0]:.3g}")
-                    continue
-                axis.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if length <= 20 else None,
-                          markersize=3, label=f"{row['label']} {what}")
-        ax.axhline(mine[0]["data_return"], color="gray", linestyle=":", linewidth=1.2,
-                   label=f"data return {mine[0]['data_return']:.3g}")
-        ax.set_title(f"{name} (data win rate {mine[0]['data_win_rate']:.2f})", fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("return")
-        ax.grid(alpha=0.3)
-        handles = ax.get_legend_handles_labels()
-        extra = wins.get_legend_handles_labels()
-        ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
-    fig.suptitle(f"SMAX: InSPO and BC learning curves, mean over {len(record['seeds'])} seed"
-                 f"{'s' * (len(record['seeds']) > 1)}")
-    _save_png(fig, Path(path))
 
 
 def report(path: str | Path, out: str | Path | None = None, progress: bool = False) -> Report:

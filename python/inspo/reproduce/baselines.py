@@ -1,0 +1,226 @@
+"""``inspo reproduce baselines --env {xor,mne,bridge,smax,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO
+in one trainer on every dataset of an environment, one table per environment: ``baselines_<env>.md``, ``.json`` and
+``.png``."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspo.config import TrainConfig
+from inspo.data import MATRIX_PRESETS, generate_matrix
+from inspo.reproduce.bridge import BRIDGE, bridge_buffer
+from inspo.reproduce.plots import grouped_bar_chart, groups, method_panels, optimum_line
+from inspo.reproduce.runner import (METHOD_NAMES, Progress, best_after_start, cache_note, cached_dataset, hyper,
+                                    markdown_table, pm, provenance, publish, run_all, stats)
+from inspo.reproduce.smax import SMAX, is_smax_name, smax_dataset, smax_dataset_name, win_stats
+
+__all__ = ["BASELINES", "BASELINE_ENVS", "BASELINE_METHODS", "BaselineEnv", "BaselinesSuite", "baseline_configs",
+           "plot_baselines", "reproduce_baselines"]
+
+
+@dataclass(frozen=True)
+class BaselineEnv:
+    """One environment of ``inspo reproduce baselines``: its datasets and what every method trains with."""
+
+    title: str
+    datasets: tuple[str, ...]  # matrix games: keys of inspo.data.MATRIX_PRESETS; Bridge: AlberDICE buffer names
+    iters: int  # default iterations after behaviour cloning
+    bc_steps: int  # default behaviour-cloning steps
+    evaluations: int  # evaluations per run: eval_every = iters // evaluations
+    settings: dict[str, Any]  # TrainConfig fields shared by every method
+    per_method: dict[str, dict[str, Any]]  # and those of one method only
+    episodes: int = 5000  # default episodes per generated dataset (matrix games: one-step episodes; Bridge: none)
+
+
+def _default_envs() -> dict[str, BaselineEnv]:
+    # Every method gets the same KL-to-behaviour strength alpha as InSPO on the task; InSPO's entropy weight beta = 1
+    # on M-NE (SPEC section 3). Matrix games are one-step: gamma = 0. These are the settings of the first baseline
+    # table (a script, results/baselines.py, replaced by this suite), so its runs stay valid entries of the run cache.
+    return {
+        "xor": BaselineEnv("XOR", ("xor-aa-ab-ba", "xor-uniform", "xor-ab-ba"), 3000, 500, 12,
+                           {"gamma": 0.0, "alpha": 0.2}, {}),
+        "mne": BaselineEnv("M-NE", ("mne-imbalanced", "mne-balanced"), 3000, 500, 12,
+                           {"gamma": 0.0, "alpha": 1.0}, {"inspo": {"beta": 1.0}}),
+        "bridge": BaselineEnv("Bridge", BRIDGE.datasets, 10000, 2000, 10, {"eval_episode_limit": BRIDGE.eval_limit},
+                              {}),
+        # SMAX: `<map>-<quality>` datasets (generated); the default list is the one the committed table was made
+        # with, any map and quality can be named with --datasets.
+        "smax": BaselineEnv("SMAX", ("2s3z-medium", "6h_vs_8z-medium"), 1000, 1000, 10, {"hidden": 64}, {},
+                            episodes=SMAX.episodes),
+    }
+
+
+@dataclass(frozen=True)
+class BaselinesSuite:
+    """What ``inspo reproduce baselines`` runs unless told otherwise."""
+
+    methods: tuple[str, ...] = ("bc", "icq", "omiga", "cfcql", "inspo")  # in table order
+    envs: dict[str, BaselineEnv] = field(default_factory=_default_envs)  # in the order of the tables
+    # What --env all runs: SMAX is left out (trained policies, and hours of CPU).
+    all_envs: tuple[str, ...] = ("xor", "mne", "bridge")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    eval_episodes: int = 100  # Bridge and SMAX: sampled episodes per evaluation (matrix games: exact)
+    data_seed: int = 0  # of the generated data: every run of a dataset trains on the same data
+
+
+BASELINES = BaselinesSuite()
+"""The defaults of ``inspo reproduce baselines``."""
+
+BASELINE_METHODS: tuple[str, ...] = BASELINES.methods
+"""The methods of ``inspo reproduce baselines``, in table order."""
+
+BASELINE_ENVS: dict[str, BaselineEnv] = BASELINES.envs
+"""The environments of ``inspo reproduce baselines``; ``--env all`` runs those of ``BASELINES.all_envs``."""
+
+
+def _baseline_dataset(env: str, name: str, episodes: int, data_root: Path, cache: Path, data_seed: int) -> Path:
+    if env == "bridge":
+        return bridge_buffer(name, data_root, cache)
+    if env == "smax":
+        map_name, quality = smax_dataset_name(name)
+        return smax_dataset(map_name, quality, episodes, cache, None, data_seed)
+    game = MATRIX_PRESETS[name][0]
+    return cached_dataset(cache / "data" / f"{name}-n{episodes}-seed{data_seed}",
+                          lambda: generate_matrix(game, name, episodes, data_seed))
+
+
+def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], cache: Path, iters: int,
+                     bc_steps: int, episodes: int, eval_episodes: int, data_root: Path,
+                     suite: BaselinesSuite = BASELINES) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+    """The ``TrainConfig`` dicts of ``inspo reproduce baselines`` for one environment (datasets are built or
+    imported into ``cache`` as needed), and their ``(dataset, method, seed)``, datasets outermost."""
+    spec = suite.envs[env]
+    configs, keys = [], []
+    for name in datasets:
+        data = _baseline_dataset(env, name, episodes, data_root, cache, suite.data_seed)
+        for method in suite.methods:
+            for seed in seeds:
+                values = {**spec.settings, **spec.per_method.get(method, {})}
+                if env in ("bridge", "smax"):
+                    values["eval_episodes"] = eval_episodes
+                configs.append(TrainConfig(dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps,
+                                           eval_every=max(iters // spec.evaluations, 1), seed=seed,
+                                           out=str(cache / "runs" / "baselines" / name / method / f"seed{seed}"),
+                                           **values).to_dict())
+                keys.append((name, method, seed))
+    return configs, keys
+
+
+def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | None = None,
+                        bc_steps: int | None = None, datasets: Sequence[str] | None = None,
+                        episodes: int | None = None, eval_episodes: int = BASELINES.eval_episodes,
+                        data_root: Path = BRIDGE.data_root, jobs: int = 1, command: str = "",
+                        suite: BaselinesSuite = BASELINES) -> dict[str, Any]:
+    """Train every method of ``suite.methods`` on the datasets of one environment of ``suite.envs``; write
+    ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
+
+    Args:
+        env: ``xor``, ``mne``, ``bridge`` or ``smax``.
+        iters, bc_steps: the budget of every run (None: the environment's default).
+        datasets: a subset of the environment's datasets (None: all of them; SMAX: any ``<map>-<quality>``).
+        episodes: matrix games and SMAX: episodes per generated dataset (seed ``suite.data_seed``; None: the
+            environment's default).
+        eval_episodes: Bridge and SMAX: sampled episodes per evaluation (the matrix games are evaluated exactly).
+        data_root: Bridge: the folder of the AlberDICE buffers that are not shipped in ``data/``.
+        jobs: runs in parallel (worker processes).
+        command: the command line recorded in the table's header.
+    """
+    if env not in suite.envs:
+        raise ValueError(f"unknown baselines environment {env!r}; expected one of {', '.join(suite.envs)}")
+    spec = suite.envs[env]
+    datasets = list(spec.datasets if datasets is None else datasets)
+    unknown = [name for name in datasets if name not in spec.datasets and not (env == "smax" and is_smax_name(name))]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a dataset of {env}; expected some of {', '.join(spec.datasets)}")
+    iters = spec.iters if iters is None else iters
+    bc_steps = spec.bc_steps if bc_steps is None else bc_steps
+    episodes = spec.episodes if episodes is None else episodes
+    every = max(iters // spec.evaluations, 1)
+    started = time.perf_counter()
+    cache = out / "cache"
+    configs, keys = baseline_configs(env, datasets, seeds, cache, iters, bc_steps, episodes, eval_episodes, data_root,
+                                     suite)
+    progress = Progress(len(configs))
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+
+    rows = []
+    for name in datasets:
+        for method in suite.methods:
+            runs = [(cfg, o) for cfg, (n, m, _), o in zip(configs, keys, outcomes) if (n, m) == (name, method)]
+            rows.append({"dataset": name, "method": method, "label": METHOD_NAMES[method],
+                         "final": stats([o["final"] for _, o in runs]),
+                         "best": stats([best_after_start(o["curve"]) for _, o in runs]),
+                         "data_return": runs[0][1]["behaviour"], "optimum": runs[0][1]["optimum"],
+                         **(win_stats(runs[0][0]["dataset"], [o for _, o in runs]) if env == "smax" else {}),
+                         "wall_time_s": stats([o["wall_time"] for _, o in runs]),
+                         "curves": [o["curve"] for _, o in runs],
+                         "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
+
+    record = {**provenance(command, seeds, time.perf_counter() - started), "env": env, "env_title": spec.title,
+              "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
+              "rows": rows}
+    publish(out, f"baselines_{env}", _markdown(record, spec, configs[0], outcomes, cache, datasets, episodes,
+                                               eval_episodes, suite.data_seed), record, plot_baselines)
+    return record
+
+
+def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any], outcomes: Sequence[dict[str, Any]],
+              cache: Path, datasets: Sequence[str], episodes: int, eval_episodes: int, data_seed: int) -> str:
+    """``baselines_<env>.md`` of a record of :func:`reproduce_baselines` (``config``: the first run's)."""
+    env, rows, seeds, every = record["env"], record["rows"], record["seeds"], record["eval_every"]
+    if env == "bridge":
+        evaluation = (f"{eval_episodes} sampled episodes of at most {config['eval_episode_limit']} steps, every "
+                      f"{every} iterations; the data return is over the buffers' episodes of at most 50 steps")
+    elif env == "smax":
+        evaluation = (f"{eval_episodes} sampled SMAX episodes every {every} iterations (win rate: fraction won; "
+                      f"best win rate: the highest after the start); data: {episodes} episodes per dataset "
+                      f"generated with seed {data_seed} (`inspo.data.generate_smax`)")
+    else:
+        evaluation = (f"the exact expected payoff of the product policy, every {every} iterations; data: {episodes} "
+                      f"one-step episodes sampled with seed {data_seed} (`inspo.data.generate_matrix`)")
+    per_method = "; ".join(f"{METHOD_NAMES[m]}: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+                           for m, extra in spec.per_method.items())
+    sections = []
+    for name in datasets:
+        mine = [r for r in rows if r["dataset"] == name]
+        optimum = mine[0]["optimum"]
+        if env == "smax":
+            sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, data win rate "
+                            f"{mine[0]['data_win_rate']:.3f}\n\n" + markdown_table(
+                                ["method", "final return", "final win rate", "best return", "best win rate", "seeds",
+                                 "wall time per run (s)"],
+                                [[r["label"], pm(r["final"]), pm(r["final_win"]), pm(r["best"]),
+                                  pm(r["best_win"]), str(len(seeds)), f"{r['wall_time_s']['mean']:.0f}"]
+                                 for r in mine]))
+            continue
+        sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, optimum "
+                        f"{'n/a' if optimum is None else f'{optimum:.4f}'}\n\n" + markdown_table(
+                            ["method", "final return", "best return", "seeds", "wall time per run (s)"],
+                            [[r["label"], pm(r["final"]), pm(r["best"]), str(len(seeds)),
+                              f"{r['wall_time_s']['mean']:.0f}"] for r in mine]))
+    sections_text = "\n\n".join(sections)
+    return f"""# Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
+
+Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
+{record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache)}).
+
+- Return: mean ± std (ddof=1) over seeds {list(seeds)} of the final policy and of the best evaluated policy after \
+the learner started (iteration 0, the policy before any update, is left out of *best*); evaluation: {evaluation}.
+- Every run: {record['bc_steps']} behaviour-cloning steps (the BC row; the starting point of the InSPO, MA-ICQ and \
+OMIGA actors), then {record['iters']} iterations; {hyper(config)}; {per_method or "no method-specific setting"}. The \
+baselines' own settings are the `TrainConfig` defaults (MA-ICQ critic temperature {config['icq_critic_temp']}, \
+CFCQL cql_alpha={config['cql_alpha']}, agent-weight temperature {config['cfcql_lambda_temp']}, policy \
+temperature {config['cfcql_policy_temp']}).
+
+{sections_text}
+"""
+
+
+def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
+    """``baselines_<env>.png`` of ``inspo reproduce baselines``: final and best return per dataset and method."""
+    rows = record["rows"]
+    grouped_bar_chart(path, f"Baselines and InSPO on {record['env_title']}", groups(rows),
+                      method_panels(rows, len(record["seeds"])), [optimum_line(rows)])

@@ -1,0 +1,175 @@
+"""``inspo reproduce``: the known-answer tables, written to ``<out>/<suite>.md``, ``.json`` and ``.png``.
+
+- ``matrix``: every row of the SPEC section 3 table (plus the rho-disabled ablation), from the exact tabular solver
+  (:func:`inspo.tabular.solve`) and from the neural trainer (:func:`inspo.train`) side by side, mean ± std over
+  seeds. The neural runs train on one-step episodes sampled from the row's joint-action distribution (the data
+  seed is the run seed, so the spread includes the sampling of the data) and report the exact expected payoff J
+  of the final (and best) policy.
+- ``bridge``: InSPO and behaviour cloning on the public AlberDICE Bridge buffers, imported into a cache under the
+  output folder; final and best return over sampled evaluation episodes, next to the data's own return and the
+  dynamic-programming optimum.
+- ``smax``: InSPO and behaviour cloning on generated SMAX datasets (maps 2s3z, 3s_vs_5z, 5m_vs_6m, 6h_vs_8z by
+  default; qualities from :data:`inspo.data.SMAX_QUALITIES`, the online ones played by the policies of
+  ``data/smax_policies/<map>`` or ``--policies DIR/<map>``); final and best return and win rate next to the
+  behaviour policy's own, and learning curves.
+- ``baselines --env {xor,mne,bridge,smax,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
+  on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
+  the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
+  ``<out>/baselines_<env>.md``.
+
+Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
+committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
+``metrics.json`` of a finished run with the same configuration is read back, not trained again (delete the folder
+to retrain it, e.g. after changing the code).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TypeVar
+
+from inspo.data import SMAX_QUALITIES
+from inspo.reproduce.baselines import BASELINES, reproduce_baselines
+from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
+from inspo.reproduce.matrix import MATRIX, reproduce_matrix
+from inspo.reproduce.smax import SMAX, is_smax_name, reproduce_smax
+
+__all__ = ["add_parser"]
+
+
+def _seeds(text: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``4,7`` means exactly those."""
+    if "," in text:
+        return [int(s) for s in text.split(",")]
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {text}")
+    return list(range(count))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _command(args: argparse.Namespace, iters: int, bc_steps: int, env: str | None = None) -> str:
+    """The command line that makes one table (for ``baselines --env all``, the one of environment ``env``)."""
+    seeds = ",".join(map(str, args.seeds)) if args.seeds != list(range(len(args.seeds))) else str(len(args.seeds))
+    parts = ["inspo reproduce", args.suite] + (["--env", env] if env else [])
+    parts += ["--seeds", seeds, "--iters", str(iters), "--bc-steps", str(bc_steps)]
+    if args.suite == "matrix" or (env is not None and env != "bridge"):
+        parts += ["--episodes", str(args.episodes)]
+    if args.suite != "matrix" and env not in ("xor", "mne"):
+        parts += ["--eval-episodes", str(args.eval_episodes)]
+    if args.datasets is not None or args.suite == "bridge":
+        parts += ["--datasets", *(args.datasets or BRIDGE.datasets)]
+    return " ".join(parts + ["--out", str(args.out)])
+
+
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    """A flag's value, or the suite's default where the flag was not given."""
+    return default if value is None else value
+
+
+def _smax(args: argparse.Namespace) -> None:
+    args.seeds = _or(args.seeds, list(SMAX.seeds))
+    iters, bc_steps = _or(args.iters, SMAX.iters), _or(args.bc_steps, SMAX.bc_steps)
+    episodes, eval_episodes = _or(args.episodes, SMAX.episodes), _or(args.eval_episodes, SMAX.eval_episodes)
+    command = (f"inspo reproduce smax --maps {' '.join(args.maps)} --qualities {' '.join(args.qualities)} "
+               f"--seeds {','.join(map(str, args.seeds))} --iters {iters} --bc-steps {bc_steps} --episodes "
+               f"{episodes} --eval-episodes {eval_episodes}"
+               + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
+    reproduce_smax(args.maps, args.qualities, args.seeds, iters, bc_steps, episodes, eval_episodes, args.out,
+                   args.policies, args.jobs, command=command)
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    args.seeds = _or(args.seeds, list(BASELINES.seeds))
+    args.eval_episodes = _or(args.eval_episodes, BASELINES.eval_episodes)
+    envs = list(BASELINES.all_envs) if args.env == "all" else [args.env]
+    if args.datasets is not None:  # with several environments, each takes its own datasets from the list
+        known = {name for env in envs for name in BASELINES.envs[env].datasets}
+        unknown = [name for name in args.datasets if name not in known and not ("smax" in envs and is_smax_name(name))]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a dataset of --env {args.env}; expected some of "
+                             f"{', '.join(sorted(known))}" + (" or <map>-<quality>" if "smax" in envs else ""))
+        envs = [env for env in envs if env == "smax" or set(BASELINES.envs[env].datasets) & set(args.datasets)]
+    for env in envs:
+        spec = BASELINES.envs[env]
+        iters, bc_steps = _or(args.iters, spec.iters), _or(args.bc_steps, spec.bc_steps)
+        datasets = None if args.datasets is None else [
+            d for d in args.datasets if d in spec.datasets or (env == "smax" and is_smax_name(d))]
+        episodes = _or(args.episodes, spec.episodes)
+        given, args.episodes = args.episodes, episodes  # _command records the value used
+        command = _command(args, iters, bc_steps, env)
+        args.episodes = given
+        reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
+                            args.data, args.jobs, command)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if (args.env is None) != (args.suite != "baselines"):
+        raise ValueError(f"--env (one of {', '.join(BASELINES.all_envs)}, all) is required by the baselines suite "
+                         f"and only by it (or --env smax, which all leaves out: it needs trained SMAX policies and "
+                         f"far more CPU time); got suite {args.suite!r} with --env {args.env}")
+    if args.suite == "smax":
+        _smax(args)
+    elif args.suite == "baselines":
+        _baselines(args)
+    elif args.suite == "matrix":
+        args.seeds = _or(args.seeds, list(MATRIX.seeds))
+        iters, bc_steps = _or(args.iters, MATRIX.iters), _or(args.bc_steps, MATRIX.bc_steps)
+        args.episodes = _or(args.episodes, MATRIX.episodes)
+        reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.jobs,
+                         _command(args, iters, bc_steps))
+    else:
+        args.seeds = _or(args.seeds, list(BRIDGE.seeds))
+        args.eval_episodes = _or(args.eval_episodes, BRIDGE.eval_episodes)
+        iters, bc_steps = _or(args.iters, BRIDGE.iters), _or(args.bc_steps, BRIDGE.bc_steps)
+        reproduce_bridge(args.data, args.datasets or list(BRIDGE.datasets), args.seeds, iters, bc_steps,
+                         args.eval_episodes, args.out, args.jobs, _command(args, iters, bc_steps))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``inspo reproduce {matrix,bridge,baselines,smax}`` on the CLI's sub-command parser."""
+    envs = BASELINES.envs
+    p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"])
+    p.add_argument("--env", choices=[*envs, "all"], default=None,
+                   help=f"baselines: the environment (all: {', '.join(BASELINES.all_envs[:-1])} and "
+                        f"{BASELINES.all_envs[-1]} in turn, one table each)")
+    p.add_argument("--seeds", type=_seeds, default=None, help="a count (3: seeds 0-2) or a list (4,7)")
+    p.add_argument("--iters", type=_positive, default=None,
+                   help=f"iterations per run (default: {MATRIX.iters} matrix, {BRIDGE.iters} bridge; baselines: "
+                        f"{envs['xor'].iters} xor and mne, {envs['bridge'].iters} bridge)")
+    p.add_argument("--bc-steps", type=_positive, default=None,
+                   help=f"behaviour-cloning steps per run (default: {MATRIX.bc_steps} matrix, {BRIDGE.bc_steps} "
+                        f"bridge; baselines: {envs['xor'].bc_steps} xor and mne, {envs['bridge'].bc_steps} bridge)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
+    p.add_argument("--jobs", type=_positive, default=1, help="training runs in parallel (processes)")
+    p.add_argument("--episodes", type=_positive, default=None,
+                   help=f"matrix, baselines on xor and mne: one-step episodes per dataset (default "
+                        f"{MATRIX.episodes}); smax, baselines on smax: episodes per generated dataset (default "
+                        f"{SMAX.episodes})")
+    p.add_argument("--maps", nargs="+", default=list(SMAX.maps), help="smax: SMAX maps (default: the paper's four)")
+    p.add_argument("--qualities", nargs="+", default=list(SMAX.qualities),
+                   help=f"smax: data qualities (default: {' '.join(SMAX.qualities)}; any of "
+                        f"{', '.join(SMAX_QUALITIES)})")
+    p.add_argument("--policies", type=Path, default=None,
+                   help="smax: folder of <map>/ folders written by inspo online train (default: data/smax_policies)")
+    p.add_argument("--data", type=Path, default=BRIDGE.data_root,
+                   help=f"bridge: folder of the AlberDICE buffers not shipped in data/ (default: {BRIDGE.data_root})")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help=f"bridge: buffer names (default: {' '.join(BRIDGE.datasets)}); baselines: a subset of the "
+                        "environment's datasets (default: all)")
+    p.add_argument("--eval-episodes", type=_positive, default=None,
+                   help=f"bridge, smax, baselines on bridge and smax: sampled episodes per evaluation (default "
+                        f"{BRIDGE.eval_episodes})")
+    p.set_defaults(func=_cmd_reproduce)
