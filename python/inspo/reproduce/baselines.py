@@ -211,9 +211,9 @@ Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {rec
 the learner started (iteration 0, the policy before any update, is left out of *best*); evaluation: {evaluation}.
 - Every run: {record['bc_steps']} behaviour-cloning steps (the BC row; the starting point of the InSPO, MA-ICQ and \
 OMIGA actors), then {record['iters']} iterations; {hyper(config)}; {per_method or "no method-specific setting"}. The \
-baselines' own settings are the `TrainConfig` defaults (MA-ICQ critic temperature {config['icq_critic_temp']}, \
-CFCQL cql_alpha={config['cql_alpha']}, agent-weight temperature {config['cfcql_lambda_temp']}, policy \
-temperature {config['cfcql_policy_temp']}).
+baselines' own settings are the `TrainConfig` defaults (MA-ICQ critic temperature {config['icq']['critic_temp']}, \
+CFCQL cql_alpha={config['cfcql']['cql_alpha']}, agent-weight temperature {config['cfcql']['lambda_temp']}, policy \
+temperature {config['cfcql']['policy_temp']}).
 
 {sections_text}
 """
