@@ -29,6 +29,7 @@ import torch
 
 import inspo.ops as ops
 from inspo.checkpoint import atomic_write
+from inspo.provenance import portable_path
 import inspo.reference as ref
 
 _SOURCE = Path(__file__).resolve().parents[3]
@@ -186,27 +187,18 @@ def machine_info(device: torch.device) -> dict:
     }
 
 
-def _portable(path: Path) -> str:
-    # Relative to the checkout (or the working directory); elsewhere only its name, so that a committed table names
-    # no folder of the machine that made it.
-    for base in (CHECKOUT, Path.cwd()):
-        if path.resolve().is_relative_to(base.resolve()):
-            return path.resolve().relative_to(base.resolve()).as_posix()
-    return path.name
-
-
 def recorded_args(args: argparse.Namespace) -> dict:
     """The command's arguments as JSON, paths made portable."""
     def plain(v):
         if isinstance(v, Path):
-            return _portable(v)
+            return portable_path(v)
         return str(v) if isinstance(v, torch.device) else v
     return {k: plain(v) for k, v in vars(args).items()}
 
 
 def recorded_command(prog: str, argv: list[str]) -> str:
     """The command line as typed, absolute paths made portable."""
-    return " ".join([prog, *(_portable(Path(a)) if os.path.isabs(a) else a for a in argv)])
+    return " ".join([prog, *(portable_path(Path(a)) if os.path.isabs(a) else a for a in argv)])
 
 
 def publish(out: Path, stem: str, report: dict, md: str) -> None:

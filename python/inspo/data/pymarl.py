@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from inspo.data.format import Dataset, DatasetError
+from inspo.provenance import portable_path
 from inspo.envs import MultiAgentEnv, make
 
 __all__ = ["import_pymarl"]
@@ -66,7 +67,7 @@ def import_pymarl(
         env,
         behaviour={"kind": "unknown", "description": f"policy that filled the PyMARL buffer '{src.name}'"},
         seed=None,
-        source=f"imported from PyMARL buffer {src.resolve()}",
+        source=f"imported from PyMARL buffer {portable_path(src)}",
     )
 
 

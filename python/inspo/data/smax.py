@@ -32,6 +32,7 @@ from inspo.checkpoint import atomic_write
 from inspo.data.format import SHIPPED_DATA, Dataset
 from inspo.envs import make
 from inspo.policy import SampledPolicy, load_policy, load_snapshots, snapshot_eval_seed
+from inspo.provenance import portable_path
 
 __all__ = ["ONLINE_QUALITIES", "SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies", "generate_smax",
            "policy_folder"]
@@ -109,7 +110,7 @@ def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
 
 
 def _snapshot_note(folder: Path, snap: dict[str, Any]) -> dict[str, Any]:
-    return {"file": str(folder / snap["file"]), "sha256": snap["sha256"], "index": snap["index"],
+    return {"file": portable_path(folder / snap["file"]), "sha256": snap["sha256"], "index": snap["index"],
             "update": snap["update"], "env_steps": snap["env_steps"], "eval_return": snap["return"],
             "eval_win_rate": snap["win_rate"]}
 
@@ -170,7 +171,7 @@ def generate_smax(env_name: str, quality: str, episodes: int, seed: int, *, epis
         sources = [(player(snap), count) for snap, count in zip(plan, _split(episodes, len(plan)))]
         medium = choice["medium"]
         behaviour.update(
-            kind="smax-online", policy=SMAX_QUALITIES[quality], policy_folder=str(folder),
+            kind="smax-online", policy=SMAX_QUALITIES[quality], policy_folder=portable_path(folder),
             checkpoints=[None if snap is None else _snapshot_note(folder, snap) for snap in plan],
             medium={"source": "heuristic" if medium is None else "snapshot",
                     "snapshot": None if medium is None else _snapshot_note(folder, medium),
