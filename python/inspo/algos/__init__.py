@@ -2,12 +2,7 @@
 
 :data:`LEARNERS` maps ``TrainConfig.algo`` to the learner class that the trainer builds after behaviour cloning
 (:class:`~inspo.algos.bc.BehaviourCloning`; ``algo="bc"`` has no learner: its policy is the behaviour-cloned one).
-Every learner is a :class:`~inspo.algos.learner.Learner`, whose docstring states what the trainer calls on it: the
-constructor ``(cfg, mu, state_dim, device, generator, shard=None)``, ``.pi`` (an :class:`AgentPolicies`),
-``update(batch) -> dict of loss tensors``, ``state_dict()`` and ``load_state_dict()``. ``shard`` (a
-:class:`~inspo.algos.parallel.Shard`, default a single process) is the learner's rank in data-parallel training;
-there, the statistics that ``update`` returns are this rank's, and the trainer reports their mean over ranks, or
-their maximum for those named ``*_max``.
+Every learner is a :class:`~inspo.algos.learner.Learner`; that module states what the trainer calls on one.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 construction that every learner (InSPO and the baselines) shares.
 
 The trainer (:func:`inspo.training.train`) builds ``LEARNERS[cfg.algo](cfg, mu, state_dim, device, generator,
-shard)`` from the behaviour-cloned policy ``mu``, casts every ``nn.Module`` attribute to the training dtype and
-broadcasts it from rank 0, and from then on uses only
+shard)`` from the behaviour-cloned policy ``mu`` (``shard``, a :class:`~inspo.algos.parallel.Shard`, is the
+learner's rank in data-parallel training; default a single process), casts every ``nn.Module`` attribute to the
+training dtype and broadcasts it from rank 0, and from then on uses only
   - ``update(batch)``: one iteration on a uniformly sampled :class:`~inspo.algos.batch.Batch`, returning scalar
     loss and weight statistics (this rank's, in data-parallel training: the trainer reports their mean over ranks,
     or their maximum for those named ``*_max``);
