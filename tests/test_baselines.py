@@ -27,7 +27,7 @@ import torch
 import inspo
 from inspo import checkpoint
 from inspo.algos import LEARNERS
-from inspo.algos.inspo import Batch, behaviour_log_probs
+from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, load_dataset, save_dataset

@@ -12,7 +12,8 @@ import torch
 
 import inspo
 from inspo import ops
-from inspo.algos.inspo import Batch, InSPO
+from inspo.algos.batch import Batch
+from inspo.algos.inspo import InSPO
 from inspo.algos.networks import AgentPolicies, StackedMLP
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.config import TrainConfig

@@ -19,7 +19,9 @@ import torch.distributed as dist
 
 from inspo import checkpoint as ckpt_io
 from inspo.algos import LEARNERS
-from inspo.algos.inspo import Batch, BehaviourCloning, behaviour_log_probs
+from inspo.algos.batch import Batch, behaviour_log_probs
+from inspo.algos.bc import BehaviourCloning
+from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
@@ -255,7 +257,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
     bc = BehaviourCloning(cfg, info.n_agents, info.obs_dim, info.n_actions, device, shard)
     bc.policy.to(dtype)
     shard.broadcast_(bc.policy)
-    learner: Any = None  # one of inspo.algos.LEARNERS, built after behaviour cloning
+    learner: Learner | None = None  # LEARNERS[cfg.algo], built after behaviour cloning
     # Everything below, with the networks, optimisers and RNG states, is what a resumed run needs.
     run = {"step": 0, "curve": [], "best_return": -math.inf, "update_time": 0.0, "wall_time": 0.0,
            "bc_nll": float("nan")}
@@ -271,7 +273,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
 
-    def start_learner() -> Any:
+    def start_learner() -> Learner:
         logmu_all = behaviour_log_probs(bc.policy, data["obs"], data["avail"])
         data["logmu_all"] = logmu_all
         data["logp_mu"] = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()  # [N, T]

@@ -30,47 +30,36 @@ not rows) and the loss a mean over rows, so each rank takes its shard of the bat
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_
-from inspo.algos.inspo import Batch
+from inspo.algos.batch import Batch
+from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, QMixer
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
-class CFCQL:
+class CFCQL(Learner):
     """The CFCQL learner; ``mu`` (behaviour cloning) is used for the agent weights ``lambda_i``."""
+
+    STATE = ("q", "mixer", "q_target", "mixer_target", "opt")  # pi is a function of q (sync_policy)
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
                  generator: torch.Generator, shard: Shard | None = None) -> None:
-        self.cfg = cfg
-        self.shard = shard or Shard()
-        self.k = kernel_backend(cfg.backend)
-        self.gen = generator  # unused: the update is deterministic given the batch
-        n, obs_dim, n_actions = policy_sizes(mu)
-        self.n_agents = n
+        super().__init__(cfg, mu, state_dim, device, generator, shard)
+        n, obs_dim, n_actions = self.n_agents, self.obs_dim, self.n_actions
         self.q = AgentUtilities(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.mixer = QMixer(state_dim, n, cfg.hidden).to(device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.q_target = self.target(self.q)
+        self.mixer_target = self.target(self.mixer)
         self.opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
         self.pi = AgentPolicies(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device).requires_grad_(False)
         self.sync_policy()
 
-    _NETS = ("q", "mixer", "q_target", "mixer_target")
-
-    def state_dict(self) -> dict:
-        return {**{name: getattr(self, name).state_dict() for name in self._NETS}, "opt": self.opt.state_dict()}
-
     def load_state_dict(self, state: dict) -> None:
-        for name in self._NETS:
-            getattr(self, name).load_state_dict(state[name])
-        self.opt.load_state_dict(state["opt"])
+        super().load_state_dict(state)
         self.sync_policy()
 
     @torch.no_grad()
@@ -118,12 +107,8 @@ class CFCQL:
         cql_loss = (lam * penalty).sum(-1).mean()
         loss = td_loss + cfg.cfcql.cql_alpha * cql_loss
         self.shard.require_finite(td_loss=td_loss, cql_loss=cql_loss)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.shard.average_gradients(self.opt)
-        self.opt.step()
-        polyak_(self.q_target, self.q, cfg.polyak)
-        polyak_(self.mixer_target, self.mixer, cfg.polyak)
+        self.gradient_step(loss, self.opt)
+        self.update_targets()
         self.sync_policy()
         return {"td_loss": td_loss.detach(), "cql_loss": cql_loss.detach(), "loss": loss.detach(),
                 "q_taken_mean": q_tot.detach().mean(), "lambda_max": lam.max()}

@@ -37,41 +37,30 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_
-from inspo.algos.inspo import Batch
+from inspo.algos.batch import Batch
+from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
-class ICQ:
+class ICQ(Learner):
     """The MA-ICQ learner; ``mu`` (behaviour cloning) only initialises the actors."""
+
+    STATE = ("pi", "q", "mixer", "q_target", "mixer_target", "pi_opt", "critic_opt")
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
                  generator: torch.Generator, shard: Shard | None = None) -> None:
-        self.cfg = cfg
-        self.shard = shard or Shard()
-        self.k = kernel_backend(cfg.backend)
-        self.gen = generator  # unused: the update is deterministic given the batch
-        n, obs_dim, n_actions = policy_sizes(mu)
+        super().__init__(cfg, mu, state_dim, device, generator, shard)
+        n = self.n_agents
         self.pi = copy.deepcopy(mu)
         self.pi_opt = torch.optim.Adam(self.pi.parameters(), lr=cfg.lr_policy)
-        self.q = AgentUtilities(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
+        self.q = AgentUtilities(n, self.obs_dim, self.n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.q_target = self.target(self.q)
+        self.mixer_target = self.target(self.mixer)
         self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
-
-    _NETS = ("pi", "q", "mixer", "q_target", "mixer_target")
-    _OPTS = ("pi_opt", "critic_opt")
-
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in (*self._NETS, *self._OPTS)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in (*self._NETS, *self._OPTS):
-            getattr(self, name).load_state_dict(state[name])
 
     # -- 1. critic: in-sample implicit-constraint target -------------------------------------------------------
     def critic_step(self, b: Batch) -> Tensor:
@@ -90,12 +79,8 @@ class ICQ:
         err = (self.mixer(q_taken, b.state[mine]) - target[mine]).pow(2)
         loss = self.shard.total(rows[mine] * err) / rows.sum().clamp(min=1.0)
         self.shard.require_finite(q_loss=loss)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.shard.average_gradients(self.critic_opt)
-        self.critic_opt.step()
-        polyak_(self.q_target, self.q, cfg.polyak)
-        polyak_(self.mixer_target, self.mixer, cfg.polyak)
+        self.gradient_step(loss, self.critic_opt)
+        self.update_targets()
         return loss.detach()
 
     # -- 2. actors: decomposed in-sample advantage weighting ---------------------------------------------------
@@ -113,10 +98,7 @@ class ICQ:
         logp, entropy = self.k.masked_softmax_stats(logits, b.avail[mine], b.actions[mine])
         loss = -self.shard.total(weight[mine] * logp, dim=0).mean()
         self.shard.require_finite(policy_loss=loss)
-        self.pi_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.shard.average_gradients(self.pi_opt)
-        self.pi_opt.step()
+        self.gradient_step(loss, self.pi_opt)
         return {"policy_loss": loss.detach(), "entropy": entropy.detach().mean(),
                 "weight_max": weight.max() * weight.shape[0], "advantage_mean": adv.mean()}
 

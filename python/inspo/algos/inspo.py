@@ -22,87 +22,28 @@ trained networks' forward/backward on its own shard of the (resampled) rows.
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from inspo import ops
-from inspo.algos.common import kernel_backend as _backend
+from inspo.algos.batch import Batch
+from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
-@dataclass
-class Batch:
-    """Transitions on the training device; ``logp_mu`` is ``[N, B]`` (agent-major, as the kernels take it)."""
-
-    obs: Tensor  # [B, N, obs_dim]
-    state: Tensor  # [B, state_dim]
-    avail: Tensor  # [B, N, A]
-    actions: Tensor  # [B, N]
-    reward: Tensor  # [B]
-    terminated: Tensor  # [B] float
-    next_state: Tensor  # [B, state_dim]
-    logmu_all: Tensor  # [B, N, A], -inf where unavailable
-    logp_mu: Tensor  # [N, B]
-    # Next-step fields for the learners that bootstrap from per-agent networks (the baselines); InSPO ignores them.
-    next_obs: Tensor | None = None  # [B, N, obs_dim]
-    next_avail: Tensor | None = None  # [B, N, A]
-    next_actions: Tensor | None = None  # [B, N], the data's own next joint action where has_next
-    has_next: Tensor | None = None  # [B] bool: the episode goes on in the data (not terminated, not truncated)
-
-    def rows(self, index: slice) -> Batch:
-        """The transitions ``index`` (e.g. one rank's shard of the batch); ``logp_mu`` is indexed on its row axis."""
-        picked = {f.name: None if (x := getattr(self, f.name)) is None else x[index] for f in fields(self)}
-        return Batch(**{**picked, "logp_mu": self.logp_mu[:, index]})
-
-
-class BehaviourCloning:
-    """Per-agent behaviour cloning of the data's policy mu, by masked log-likelihood; ``shard`` is this process's
-    part of data-parallel training (default: a single process)."""
-
-    def __init__(self, cfg: TrainConfig, n_agents: int, obs_dim: int, n_actions: int, device: torch.device,
-                 shard: Shard | None = None) -> None:
-        self.cfg = cfg
-        self.shard = shard or Shard()
-        self.k = _backend(cfg.backend)
-        self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
-        self.opt = FusedAdam(list(self.policy.parameters()), cfg.lr_policy)
-
-    def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> float:
-        """One step on a batch ``[B, N, ...]`` (this rank's shard of the global batch); returns the negative
-        log-likelihood per agent and row."""
-        logits = self.policy.all_logits(obs)
-        logp, _ = self.k.masked_softmax_stats(logits, avail, actions)
-        loss = -logp.mean()
-        grads = torch.autograd.grad(loss, self.opt.params)
-        self.shard.average_(grads)
-        self.opt.step(grads)
-        return loss.detach()
-
-    def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.opt.load_state_dict(state["opt"])
-
-
-class InSPO:
+class InSPO(Learner):
     """The InSPO learner; ``mu`` is the behaviour-cloned policy (frozen), ``pi`` starts as a copy of it."""
+
+    STATE = ("pi", "q", "q_target", "v", "local_q", "pi_opt", "critic_opt", "local_opt")
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
                  generator: torch.Generator, shard: Shard | None = None) -> None:
-        self.cfg = cfg
-        self.shard = shard or Shard()
-        self.k = _backend(cfg.backend)
-        self.gen = generator
-        self.n_agents = mu.n_agents
-        n_actions = mu.nets.out_features
+        super().__init__(cfg, mu, state_dim, device, generator, shard)
+        n_actions = self.n_actions
         self.tau = cfg.alpha + cfg.beta
         self.pi = copy.deepcopy(mu)
         # One Adam state per agent (per member of the stacks): updating agent i changes nothing of its teammates.
@@ -119,18 +60,6 @@ class InSPO:
         self._critic_losses = torch.compile(self.critic_losses) if cfg.compile else self.critic_losses
         # The policy-evaluation step in one C++ op too, unless it is to be compiled.
         self.fused_critic = self.k is ops and self.shard.world == 1 and not cfg.compile
-
-    def state_dict(self) -> dict:
-        """Networks and optimiser states: everything needed to continue training exactly."""
-        nets = {name: getattr(self, name).state_dict() for name in ("pi", "q", "q_target", "v", "local_q")}
-        opts = {name: getattr(self, name).state_dict() for name in ("pi_opt", "critic_opt", "local_opt")}
-        return {**nets, **opts}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("pi", "q", "q_target", "v", "local_q"):
-            getattr(self, name).load_state_dict(state[name])
-        for name in ("pi_opt", "critic_opt", "local_opt"):
-            getattr(self, name).load_state_dict(state[name])
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -284,13 +213,3 @@ class InSPO:
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats
-
-
-def behaviour_log_probs(mu: AgentPolicies, obs: Tensor, avail: Tensor, chunk: int = 65536) -> Tensor:
-    """``log mu_i(b | o_i)`` for every row, agent and action, ``[T, N, A]``, -inf where unavailable."""
-    out = []
-    with torch.no_grad():
-        for s in range(0, obs.shape[0], chunk):
-            logits = mu.all_logits(obs[s:s + chunk]).masked_fill(~avail[s:s + chunk], -math.inf)
-            out.append(torch.log_softmax(logits, dim=-1))
-    return torch.cat(out)

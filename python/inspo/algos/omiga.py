@@ -34,44 +34,33 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo.algos.common import kernel_backend, policy_sizes, polyak_
-from inspo.algos.inspo import Batch
+from inspo.algos.batch import Batch
+from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
 
-class OMIGA:
+class OMIGA(Learner):
     """The OMIGA learner; ``mu`` (behaviour cloning) only initialises the actors."""
+
+    STATE = ("pi", "q", "v", "mixer", "q_target", "v_target", "mixer_target", "pi_opt", "q_opt", "v_opt")
 
     def __init__(self, cfg: TrainConfig, mu: AgentPolicies, state_dim: int, device: torch.device,
                  generator: torch.Generator, shard: Shard | None = None) -> None:
-        self.cfg = cfg
-        self.shard = shard or Shard()
-        self.k = kernel_backend(cfg.backend)
-        self.gen = generator  # unused: the update is deterministic given the batch
-        n, obs_dim, n_actions = policy_sizes(mu)
+        super().__init__(cfg, mu, state_dim, device, generator, shard)
+        n, obs_dim = self.n_agents, self.obs_dim
         self.pi = copy.deepcopy(mu)
         self.pi_opt = torch.optim.Adam(self.pi.parameters(), lr=cfg.lr_policy)
-        self.q = AgentUtilities(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
+        self.q = AgentUtilities(n, obs_dim, self.n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.v = AgentUtilities(n, obs_dim, 1, cfg.hidden, cfg.shared_policy).to(device)
         self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.v_target = copy.deepcopy(self.v).requires_grad_(False)
-        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.q_target = self.target(self.q)
+        self.v_target = self.target(self.v)
+        self.mixer_target = self.target(self.mixer)
         self.q_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
         self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr_critic)
-
-    _NETS = ("pi", "q", "v", "mixer", "q_target", "v_target", "mixer_target")
-    _OPTS = ("pi_opt", "q_opt", "v_opt")
-
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in (*self._NETS, *self._OPTS)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in (*self._NETS, *self._OPTS):
-            getattr(self, name).load_state_dict(state[name])
 
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One OMIGA iteration on a uniformly sampled batch."""
@@ -101,15 +90,9 @@ class OMIGA:
         policy_loss = -(weight * logp).mean()
 
         self.shard.require_finite(q_loss=q_loss, v_loss=v_loss, policy_loss=policy_loss)
-        for opt in (self.pi_opt, self.q_opt, self.v_opt):
-            opt.zero_grad(set_to_none=True)
-        (q_loss + v_loss + policy_loss).backward()  # the three losses share no parameters
-        for opt in (self.pi_opt, self.q_opt, self.v_opt):
-            self.shard.average_gradients(opt)
-            opt.step()
-        polyak_(self.q_target, self.q, cfg.polyak)
-        polyak_(self.v_target, self.v, cfg.polyak)
-        polyak_(self.mixer_target, self.mixer, cfg.polyak)
+        # One backward for the three losses: they share no parameters.
+        self.gradient_step(q_loss + v_loss + policy_loss, self.pi_opt, self.q_opt, self.v_opt)
+        self.update_targets()
         # Report the V loss without the shift, so values are comparable across iterations.
         return {"q_loss": q_loss.detach(), "v_loss": v_loss.detach() * torch.exp(shift),
                 "policy_loss": policy_loss.detach(), "entropy": entropy.detach().mean(), "weight_max": weight.max()}

@@ -21,9 +21,10 @@ a fresh child process per case and backend (allocators keep what one backend fre
 (``python bench/bench_train.py ...`` is the same.) The ``bridge`` case reads ``data/bridge_mix`` of the source
 checkout.
 
-``--baseline REV`` times the learner and networks (``inspo/algos/inspo.py``, ``networks.py``) of an earlier git
-revision next to the current ones (both backends, all taking turns; the kernels and everything else are the
-installed ones), so that a speed-up is measured under the same machine load rather than across two runs.
+``--baseline REV`` times the learner, behaviour cloning and networks (``inspo/algos/inspo.py``, ``bc.py``,
+``learner.py``, ``networks.py``, ...) of an earlier git revision next to the current ones (both backends, all
+taking turns; the kernels and everything else are the installed ones), so that a speed-up is measured under the same
+machine load rather than across two runs.
 
 Writes ``train_<device>[_<suffix>].json`` and ``.md`` (atomically) to ``--out`` (default as for ``inspo bench ops``).
 Not part of the test suite.
@@ -39,12 +40,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-import inspo.algos.inspo as learner_module
-from inspo.algos.inspo import Batch, behaviour_log_probs
+from inspo.algos.batch import Batch, behaviour_log_probs
+from inspo.algos.bc import BehaviourCloning
+from inspo.algos.inspo import InSPO
 from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.config import TrainConfig
 BACKENDS = ("fused", "torch")
@@ -52,6 +55,8 @@ SCALING = (2, 4, 8, 16, 32)
 # SMAX-sized synthetic data (a 5-agent map): sizes per agent, state dim per agent.
 SMAX = {"obs_dim": 80, "n_actions": 12, "state_per_agent": 26, "hidden": 256, "batch_size": 256}
 BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
+# The classes a Runner builds; baseline_learner gives those of another revision.
+CURRENT = SimpleNamespace(BehaviourCloning=BehaviourCloning, InSPO=InSPO)
 
 
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
@@ -132,10 +137,11 @@ def case_setup(case: str, rows: int, device: torch.device) -> tuple[dict, dict, 
 
 
 class Runner:
-    """One learner of one backend on a case's data, and the batches it updates on (drawn as in the trainer)."""
+    """One learner of one backend on a case's data, and the batches it updates on (drawn as in the trainer);
+    ``learner`` holds the ``BehaviourCloning`` and ``InSPO`` classes to build."""
 
     def __init__(self, data: dict, sizes: dict, overrides: dict, backend: str, device: torch.device,
-                 learner=learner_module) -> None:
+                 learner: SimpleNamespace = CURRENT) -> None:
         self.cfg = TrainConfig(dataset="-", backend=backend, device=str(device), **overrides)
         torch.manual_seed(0)
         bc = learner.BehaviourCloning(self.cfg, sizes["n_agents"], sizes["obs_dim"], sizes["n_actions"], device)
@@ -173,25 +179,36 @@ def _module_at(rev: str, path: str, name: str):
     return module
 
 
-def baseline_learner(rev: str):
-    """The learner module of git revision ``rev``, importing that revision's helper modules of ``inspo.algos`` (the
-    rest of inspo, the kernels included, as installed)."""
-    swapped = ("networks", "common")
+def _exists_at(rev: str, path: str) -> bool:
+    return subprocess.run(["git", "-C", str(CHECKOUT), "cat-file", "-e", f"{rev}:{path}"],
+                          capture_output=True).returncode == 0
+
+
+def baseline_learner(rev: str) -> SimpleNamespace:
+    """The ``BehaviourCloning`` and ``InSPO`` classes of git revision ``rev``, importing that revision's helper
+    modules of ``inspo.algos`` (the rest of inspo, the kernels included, as installed)."""
+    # In dependency order; revisions before the learner contract have no batch, bc or learner module (their
+    # inspo.py holds Batch and BehaviourCloning).
+    swapped = [name for name in ("networks", "common", "batch", "bc", "learner")
+               if _exists_at(rev, f"python/inspo/algos/{name}.py")]
     current = {name: sys.modules[f"inspo.algos.{name}"] for name in swapped}
     try:
+        helpers = {}
         for name in swapped:  # what its `from inspo.algos.<name> import ...` binds
-            sys.modules[f"inspo.algos.{name}"] = _module_at(rev, f"python/inspo/algos/{name}.py",
-                                                            f"inspo_baseline_{name}")
-        return _module_at(rev, "python/inspo/algos/inspo.py", "inspo_baseline")
+            helpers[name] = sys.modules[f"inspo.algos.{name}"] = _module_at(
+                rev, f"python/inspo/algos/{name}.py", f"inspo_baseline_{name}")
+        learner = _module_at(rev, "python/inspo/algos/inspo.py", "inspo_baseline")
+        bc = helpers.get("bc", learner)
+        return SimpleNamespace(BehaviourCloning=bc.BehaviourCloning, InSPO=learner.InSPO)
     finally:
         sys.modules.update({f"inspo.algos.{name}": module for name, module in current.items()})
 
 
 def measure(case: str, args, sync) -> dict:
     data, sizes, overrides = case_setup(case, args.rows, args.device)
-    variants = {backend: (backend, learner_module, overrides) for backend in BACKENDS}
+    variants = {backend: (backend, CURRENT, overrides) for backend in BACKENDS}
     if args.compile:
-        variants["fused+compile"] = ("fused", learner_module, {**overrides, "compile": True})
+        variants["fused+compile"] = ("fused", CURRENT, {**overrides, "compile": True})
     if args.baseline is not None:
         base = baseline_learner(args.baseline)
         variants.update({f"{backend}@base": (backend, base, overrides) for backend in BACKENDS})
