@@ -24,6 +24,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
+from importlib import resources
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,26 @@ __all__ = [
 
 FORMAT_NAME = "inspo-dataset"
 FORMAT_VERSION = 1
-
-SHIPPED_DATA = Path(__file__).resolve().parents[3] / "data"
-"""`data/` of the repository: the datasets and SMAX policies shipped with the source (absent from an installed
-package)."""
 MANIFEST = "manifest.json"
+
+def _shipped_data() -> Path:
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file():  # a source checkout (or an editable install of one)
+        return checkout / "data"
+    return Path(str(resources.files("inspo") / "_shipped"))  # a wheel: package data
+
+
+SHIPPED_DATA = _shipped_data()
+"""The datasets and SMAX policies shipped with inspo: `data/` of a source checkout, the package data of a wheel."""
+
+
+def dataset_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or for a bare name that is no folder here (``bridge_mix``), the shipped dataset of that name."""
+    root = Path(path)
+    shipped = SHIPPED_DATA / root.name
+    if not root.exists() and root.name == str(path) and (shipped / MANIFEST).is_file():
+        return shipped
+    return root
 
 FIELDS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
     "obs": (np.dtype(np.float32), ("T", "n_agents", "obs_dim")),
@@ -256,9 +272,10 @@ def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, ve
 
     Always checked: the manifest, the presence of every file, and each file's size, shape and dtype against
     the manifest. With `verify` (the default) also every file's SHA-256 and the content (`Dataset.validate`).
-    If `env` is given, the dataset must have been recorded on a matching environment.
+    If `env` is given, the dataset must have been recorded on a matching environment. A bare name that is no
+    folder here names a shipped dataset (`dataset_path`).
     """
-    root = Path(path)
+    root = dataset_path(path)
     manifest = _read_manifest(root)
     entries = manifest["files"]
     arrays = {}
