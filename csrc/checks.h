@@ -55,4 +55,16 @@ inline void check_softmax_args(const at::Tensor& logits, const at::Tensor& avail
                     logits.device());
 }
 
+// The incoming gradients of masked_softmax_stats_backward: one per row, of the logits' dtype and device.
+inline void check_softmax_grads(const at::Tensor& grad_logp, const at::Tensor& grad_entropy, const at::Tensor& logits,
+                                const at::Tensor& actions) {
+  for (const auto& [name, g] : {std::pair<const char*, const at::Tensor&>{"grad_logp", grad_logp},
+                                {"grad_entropy", grad_entropy}}) {
+    TORCH_CHECK_VALUE(g.sizes() == actions.sizes() && g.scalar_type() == logits.scalar_type() &&
+                          g.device() == logits.device(),
+                      name, " must match actions' shape ", actions.sizes(), " and logits' dtype ",
+                      logits.scalar_type(), ", got ", g.scalar_type(), " ", g.sizes());
+  }
+}
+
 }  // namespace inspo

@@ -335,13 +335,7 @@ at::Tensor masked_softmax_stats_backward_cpu(const at::Tensor& grad_logp, const 
                                              const at::Tensor& logits, const at::Tensor& avail,
                                              const at::Tensor& actions) {
   auto in = flatten(logits, avail, actions, "masked_softmax_stats_backward");
-  for (const auto& [name, g] : {std::pair<const char*, const at::Tensor&>{"grad_logp", grad_logp},
-                                {"grad_entropy", grad_entropy}}) {
-    TORCH_CHECK_VALUE(g.sizes() == actions.sizes() && g.scalar_type() == logits.scalar_type() &&
-                          g.device() == logits.device(),
-                      name, " must match actions' shape ", actions.sizes(), " and logits' dtype ",
-                      logits.scalar_type(), ", got ", g.scalar_type(), " ", g.sizes());
-  }
+  check_softmax_grads(grad_logp, grad_entropy, logits, actions);
   const auto gl = grad_logp.contiguous(), ge = grad_entropy.contiguous();
   auto grad = empty_output(logits.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_backward_cpu", [&] {
