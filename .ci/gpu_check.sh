@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one run: build with the CUDA kernels (INSPO_CUDA=ON), run the kernel tests
 # (tests/test_op_*.py, whose cuda parameters run here) and the tests around them, a short training run on the GPU with
-# each backend, and the CUDA benchmarks (kernels, InSPO updates/s end to end, the pytest-benchmark microbenchmarks). CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
+# each backend, and the CUDA benchmarks (kernels, InSPO updates/s end to end, the pytest-benchmark microbenchmarks).
+# CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
 #
 #     bash .ci/gpu_check.sh OUTDIR [CUDA_ARCHITECTURES]      # e.g. bash .ci/gpu_check.sh gpu_out 90
 #
