@@ -323,9 +323,17 @@ std::tuple<at::Tensor, at::Tensor> masked_softmax_stats_cpu(const at::Tensor& lo
   auto logp = empty_output(actions.sizes(), logits.options());
   auto entropy = empty_output(actions.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_cpu", [&] {
-    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
-                           nullptr, nullptr, in.n_rows, in.a, block_rows(in.a), logp.data_ptr<scalar_t>(),
-                           entropy.data_ptr<scalar_t>(), nullptr};
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(),
+                           in.av.data_ptr<bool>(),
+                           in.act.data_ptr<int64_t>(),
+                           nullptr,
+                           nullptr,
+                           in.n_rows,
+                           in.a,
+                           block_rows(in.a),
+                           logp.data_ptr<scalar_t>(),
+                           entropy.data_ptr<scalar_t>(),
+                           nullptr};
     run_blocks(p, simd::has_avx2_fma() ? forward_avx2<scalar_t> : forward_base<scalar_t>);
   });
   return {logp, entropy};
@@ -339,9 +347,17 @@ at::Tensor masked_softmax_stats_backward_cpu(const at::Tensor& grad_logp, const 
   const auto gl = grad_logp.contiguous(), ge = grad_entropy.contiguous();
   auto grad = empty_output(logits.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_backward_cpu", [&] {
-    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
-                           gl.data_ptr<scalar_t>(), ge.data_ptr<scalar_t>(), in.n_rows, in.a, block_rows(in.a),
-                           nullptr, nullptr, grad.data_ptr<scalar_t>()};
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(),
+                           in.av.data_ptr<bool>(),
+                           in.act.data_ptr<int64_t>(),
+                           gl.data_ptr<scalar_t>(),
+                           ge.data_ptr<scalar_t>(),
+                           in.n_rows,
+                           in.a,
+                           block_rows(in.a),
+                           nullptr,
+                           nullptr,
+                           grad.data_ptr<scalar_t>()};
     run_blocks(p, simd::has_avx2_fma() ? backward_avx2<scalar_t> : backward_base<scalar_t>);
   });
   return grad;

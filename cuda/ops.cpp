@@ -89,7 +89,11 @@ at::Tensor bad_row_flag(const at::Tensor& like) {
 
 template <typename T>
 gpu::SoftmaxRows<T> softmax_rows(const Rows& in, const at::Tensor& flag) {
-  return {in.x.data_ptr<T>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.n_rows, in.a,
+  return {in.x.data_ptr<T>(),
+          in.av.data_ptr<bool>(),
+          in.act.data_ptr<int64_t>(),
+          in.n_rows,
+          in.a,
           flag.defined() ? flag.data_ptr<int64_t>() : nullptr};
 }
 
