@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one run: build with the CUDA kernels (INSPO_CUDA=ON), run the kernel tests (the
-# CUDA-parametrised ones included), a short training run on the GPU with each backend, and the CUDA
-# benchmarks (kernels, and InSPO updates/s end to end). CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
+# The checks that need a GPU, in one run: build with the CUDA kernels (INSPO_CUDA=ON), run the kernel tests
+# (tests/test_op_*.py, whose cuda parameters run here) and the tests around them, a short training run on the GPU with
+# each backend, and the CUDA benchmarks (kernels, InSPO updates/s end to end, the pytest-benchmark microbenchmarks).
+# CI has no GPU; run this by hand on a machine that has one, with the PyTorch it already has:
 #
 #     bash .ci/gpu_check.sh OUTDIR [CUDA_ARCHITECTURES]      # e.g. bash .ci/gpu_check.sh gpu_out 90
 #
@@ -35,8 +36,9 @@ step build 300 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --n
     -Ccmake.define.INSPO_CUDA_ARCHITECTURES="$arch" -Cbuild-dir="$scratch/build"
 python3 -c "import inspo; assert inspo.built_with_cuda(), 'built without CUDA'; print('built_with_cuda: True')" \
     || failed+=(import)
-step tests 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_ops.py tests/test_ops.py tests/test_fuzz.py \
-    tests/test_sequential_update.py tests/test_training.py::test_fused_backend_matches_pytorch_reference
+step tests 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_op_*.py tests/test_extension_build.py \
+    tests/test_inspo_updates.py tests/test_stacked_networks.py tests/test_fuzz.py \
+    tests/test_training.py::test_fused_backend_matches_pytorch_reference
 for backend in fused torch; do
     step "train_$backend" 120 python3 -m inspo.cli train --dataset data/bridge_mix --device cuda --backend "$backend" \
         --iters 1000 --bc-steps 300 --eval-every 1000 --eval-episodes 10 --eval-episode-limit 20 \
@@ -49,6 +51,9 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     step bench_compile 150 python3 bench/bench_ops.py --device cuda --B 1048576 --N 2 8 27 --A 16 --budget 0.3 \
         --tag cuda_compile --out "$out"
     step bench_train 300 python3 bench/bench_train.py --device cuda --quick --out "$out"
+    # The pytest-benchmark microbenchmarks (CPU and CUDA groups); skipped where pytest-benchmark is not installed.
+    step bench_pytest 300 python3 -m pytest -q -p no:cacheprovider bench/ --benchmark-only \
+        --benchmark-json="$out/bench_pytest.json"
 fi
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]}"; exit 1; fi
 echo "all GPU checks passed"

@@ -27,12 +27,12 @@ constexpr int64_t kMinElemsPerTask = 1 << 17;
 template <typename T>
 struct Args {
   const T *q, *v, *lpi, *lmu;
-  const bool* mask;         // nullptr: every agent alive
+  const bool* mask;  // nullptr: every agent alive
   int64_t n, b;
-  int64_t q_row, v_row;     // offset between agents' rows of q and v: b, or 0 when shared
+  int64_t q_row, v_row;  // offset between agents' rows of q and v: b, or 0 when shared
   int64_t agent;
   T tau, beta_over_tau, z_max, log_rho_max;
-  T *rho, *expadv;          // [B] for one agent, [N, B] for agent = -1
+  T *rho, *expadv;  // [B] for one agent, [N, B] for agent = -1
 };
 
 // The first n lanes from p, all of them for a full vector (kTail = false).
@@ -75,8 +75,8 @@ INSPO_INLINE void add_ratios(const T* pj, const T* mj, const bool* aj, int64_t n
 }
 
 template <typename T, bool kMask, bool kTail>
-INSPO_INLINE void agent_outputs(const Args<T>& p, int64_t i, int64_t col, int64_t n, const T* sum, const T* err,
-                                T* ro, T* eo) {
+INSPO_INLINE void agent_outputs(const Args<T>& p, int64_t i, int64_t col, int64_t n, const T* sum, const T* err, T* ro,
+                                T* eo) {
   using V = simd::Vec<T>;
   const int64_t b = p.b;
   const simd::Mask<T> alive = alive_n<T, kMask, kTail>(kMask ? p.mask + i * b + col : nullptr, n);
@@ -157,12 +157,22 @@ std::tuple<at::Tensor, at::Tensor> advantage_weights_cpu(const at::Tensor& q_, c
   AT_DISPATCH_FLOATING_TYPES(lpi.scalar_type(), "advantage_weights_cpu", [&] {
     // The scalars are rounded to the tensors' precision as PyTorch does for tensor-scalar ops; beta / tau is
     // formed in double first, like the reference's Python float.
-    const Args<scalar_t> p{q.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), lpi.data_ptr<scalar_t>(),
-                           lmu.data_ptr<scalar_t>(), mask.defined() ? mask.data_ptr<bool>() : nullptr, n, b,
-                           q.dim() == 2 ? b : 0, v.dim() == 2 ? b : 0, agent, static_cast<scalar_t>(tau),
-                           static_cast<scalar_t>(beta / tau), static_cast<scalar_t>(z_max),
+    const Args<scalar_t> p{q.data_ptr<scalar_t>(),
+                           v.data_ptr<scalar_t>(),
+                           lpi.data_ptr<scalar_t>(),
+                           lmu.data_ptr<scalar_t>(),
+                           mask.defined() ? mask.data_ptr<bool>() : nullptr,
+                           n,
+                           b,
+                           q.dim() == 2 ? b : 0,
+                           v.dim() == 2 ? b : 0,
+                           agent,
+                           static_cast<scalar_t>(tau),
+                           static_cast<scalar_t>(beta / tau),
+                           static_cast<scalar_t>(z_max),
                            static_cast<scalar_t>(std::log(rho_max)),
-                           rho.data_ptr<scalar_t>(), expadv.data_ptr<scalar_t>()};
+                           rho.data_ptr<scalar_t>(),
+                           expadv.data_ptr<scalar_t>()};
     const auto run = simd::has_avx2_fma() ? weights_avx2<scalar_t> : weights_base<scalar_t>;
     parallel_for(0, n_chunks, grain, [&](int64_t c0, int64_t c1) { run(p, c0, c1); });
   });

@@ -17,8 +17,8 @@ inline void check_weights_args(const at::Tensor& q, const at::Tensor& v, const a
     TORCH_CHECK_VALUE(shared || per_agent, name, " must be [B]=[", b, "] or [N, B]=[", n, ", ", b, "], got shape ",
                       t.sizes());
   }
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"q", q}, {"v", v}, {"logp_pi", logp_pi},
-                                {"logp_mu", logp_mu}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor&>{"q", q}, {"v", v}, {"logp_pi", logp_pi}, {"logp_mu", logp_mu}}) {
     TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
                      " must be float32 or float64, got ", t.scalar_type());
     TORCH_CHECK_TYPE(t.scalar_type() == logp_pi.scalar_type(), name, " has dtype ", t.scalar_type(),
@@ -44,8 +44,8 @@ inline void check_softmax_args(const at::Tensor& logits, const at::Tensor& avail
   TORCH_CHECK_VALUE(logits.dim() >= 1 && logits.size(-1) >= 1, "logits must be [..., A] with A >= 1, got shape ",
                     logits.sizes());
   TORCH_CHECK_VALUE(avail.scalar_type() == at::kBool && avail.sizes() == logits.sizes(),
-                    "avail must be a bool tensor of the logits' shape ", logits.sizes(), ", got ",
-                    avail.scalar_type(), " ", avail.sizes());
+                    "avail must be a bool tensor of the logits' shape ", logits.sizes(), ", got ", avail.scalar_type(),
+                    " ", avail.sizes());
   TORCH_CHECK_VALUE(actions.scalar_type() == at::kLong && actions.sizes() == logits.sizes().slice(0, logits.dim() - 1),
                     "actions must be an int64 tensor of shape ", logits.sizes().slice(0, logits.dim() - 1), ", got ",
                     actions.scalar_type(), " ", actions.sizes());
@@ -53,6 +53,18 @@ inline void check_softmax_args(const at::Tensor& logits, const at::Tensor& avail
                     logits.device());
   TORCH_CHECK_VALUE(actions.device() == logits.device(), "actions is on ", actions.device(), " but logits is on ",
                     logits.device());
+}
+
+// The incoming gradients of masked_softmax_stats_backward: one per row, of the logits' dtype and device.
+inline void check_softmax_grads(const at::Tensor& grad_logp, const at::Tensor& grad_entropy, const at::Tensor& logits,
+                                const at::Tensor& actions) {
+  for (const auto& [name, g] :
+       {std::pair<const char*, const at::Tensor&>{"grad_logp", grad_logp}, {"grad_entropy", grad_entropy}}) {
+    TORCH_CHECK_VALUE(
+        g.sizes() == actions.sizes() && g.scalar_type() == logits.scalar_type() && g.device() == logits.device(), name,
+        " must match actions' shape ", actions.sizes(), " and logits' dtype ", logits.scalar_type(), ", got ",
+        g.scalar_type(), " ", g.sizes());
+  }
 }
 
 }  // namespace inspo

@@ -23,7 +23,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> critic_update(
                     actions.sizes());
   TORCH_CHECK_VALUE(next_state.sizes() == state.sizes(), "next_state must have the shape of state ", state.sizes(),
                     ", got ", next_state.sizes());
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"reward", reward}, {"terminated", terminated}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor&>{"reward", reward}, {"terminated", terminated}}) {
     TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == rows, name, " must be [B]=[", rows, "], got shape ", t.sizes());
   }
   TORCH_CHECK_VALUE(logp_mu.dim() == 2 && logp_mu.size(1) == rows, "logp_mu must be [N, B] with B=", rows,

@@ -323,9 +323,17 @@ std::tuple<at::Tensor, at::Tensor> masked_softmax_stats_cpu(const at::Tensor& lo
   auto logp = empty_output(actions.sizes(), logits.options());
   auto entropy = empty_output(actions.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_cpu", [&] {
-    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
-                           nullptr, nullptr, in.n_rows, in.a, block_rows(in.a), logp.data_ptr<scalar_t>(),
-                           entropy.data_ptr<scalar_t>(), nullptr};
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(),
+                           in.av.data_ptr<bool>(),
+                           in.act.data_ptr<int64_t>(),
+                           nullptr,
+                           nullptr,
+                           in.n_rows,
+                           in.a,
+                           block_rows(in.a),
+                           logp.data_ptr<scalar_t>(),
+                           entropy.data_ptr<scalar_t>(),
+                           nullptr};
     run_blocks(p, simd::has_avx2_fma() ? forward_avx2<scalar_t> : forward_base<scalar_t>);
   });
   return {logp, entropy};
@@ -335,19 +343,21 @@ at::Tensor masked_softmax_stats_backward_cpu(const at::Tensor& grad_logp, const 
                                              const at::Tensor& logits, const at::Tensor& avail,
                                              const at::Tensor& actions) {
   auto in = flatten(logits, avail, actions, "masked_softmax_stats_backward");
-  for (const auto& [name, g] : {std::pair<const char*, const at::Tensor&>{"grad_logp", grad_logp},
-                                {"grad_entropy", grad_entropy}}) {
-    TORCH_CHECK_VALUE(g.sizes() == actions.sizes() && g.scalar_type() == logits.scalar_type() &&
-                          g.device() == logits.device(),
-                      name, " must match actions' shape ", actions.sizes(), " and logits' dtype ",
-                      logits.scalar_type(), ", got ", g.scalar_type(), " ", g.sizes());
-  }
+  check_softmax_grads(grad_logp, grad_entropy, logits, actions);
   const auto gl = grad_logp.contiguous(), ge = grad_entropy.contiguous();
   auto grad = empty_output(logits.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "masked_softmax_stats_backward_cpu", [&] {
-    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(),
-                           gl.data_ptr<scalar_t>(), ge.data_ptr<scalar_t>(), in.n_rows, in.a, block_rows(in.a),
-                           nullptr, nullptr, grad.data_ptr<scalar_t>()};
+    const Args<scalar_t> p{in.x.data_ptr<scalar_t>(),
+                           in.av.data_ptr<bool>(),
+                           in.act.data_ptr<int64_t>(),
+                           gl.data_ptr<scalar_t>(),
+                           ge.data_ptr<scalar_t>(),
+                           in.n_rows,
+                           in.a,
+                           block_rows(in.a),
+                           nullptr,
+                           nullptr,
+                           grad.data_ptr<scalar_t>()};
     run_blocks(p, simd::has_avx2_fma() ? backward_avx2<scalar_t> : backward_base<scalar_t>);
   });
   return grad;

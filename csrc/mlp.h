@@ -61,19 +61,18 @@ inline std::tuple<at::Tensor, at::Tensor> advantage_weights(const at::Tensor& q,
                                                             double z_max) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("inspo::advantage_weights", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const at::Tensor&,
-                                                                 const std::optional<at::Tensor>&, int64_t, double,
-                                                                 double, double, double)>();
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const std::optional<at::Tensor>&, int64_t, double, double, double, double)>();
   return op.call(q, v, logp_pi, logp_mu, std::nullopt, agent, tau, beta, rho_max, z_max);
 }
 
 inline std::tuple<at::Tensor, at::Tensor> masked_softmax_stats(const at::Tensor& logits, const at::Tensor& avail,
                                                                const at::Tensor& actions) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("inspo::masked_softmax_stats", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("inspo::masked_softmax_stats", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op.call(logits, avail, actions);
 }
 
@@ -99,8 +98,8 @@ inline void check_mlp(const char* name, at::TensorList params, at::TensorList ex
   for (size_t j = 0; j < params.size(); ++j) {
     const auto& p = params[j];
     const bool weight = j % 2 == 0;
-    TORCH_CHECK_VALUE(p.dim() == (weight ? 2 : 1) + lead && (lead == 0 || p.size(0) == n), name, "[", j,
-                      "] must be ", lead ? (weight ? "[N, out, in]" : "[N, out]") : (weight ? "[out, in]" : "[out]"),
+    TORCH_CHECK_VALUE(p.dim() == (weight ? 2 : 1) + lead && (lead == 0 || p.size(0) == n), name, "[", j, "] must be ",
+                      lead ? (weight ? "[N, out, in]" : "[N, out]") : (weight ? "[out, in]" : "[out]"),
                       lead ? " with N=" + std::to_string(n) : std::string(), ", got shape ", p.sizes());
     TORCH_CHECK_VALUE(p.is_contiguous(), name, "[", j, "] must be contiguous");
     TORCH_CHECK_TYPE(p.scalar_type() == like.scalar_type(), name, "[", j, "] has dtype ", p.scalar_type(),

@@ -44,29 +44,31 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
                              at::TensorList lq_exp_avg_sq, const at::Tensor& lq_steps, const at::Tensor& logp_pi,
                              const at::Tensor& obs, const at::Tensor& state, const at::Tensor& avail,
                              const at::Tensor& actions, const at::Tensor& logmu_all, const at::Tensor& logp_mu,
-                             const at::Tensor& qbar, const at::Tensor& order, double alpha, double beta,
-                             double rho_max, double z_max, double lr_policy, double lr_critic, double adam_beta1,
-                             double adam_beta2, double adam_eps, int64_t local_critic_steps, bool sequential,
-                             bool use_rho, bool resample, std::optional<at::Generator> generator) {
+                             const at::Tensor& qbar, const at::Tensor& order, double alpha, double beta, double rho_max,
+                             double z_max, double lr_policy, double lr_critic, double adam_beta1, double adam_beta2,
+                             double adam_eps, int64_t local_critic_steps, bool sequential, bool use_rho, bool resample,
+                             std::optional<at::Generator> generator) {
   TORCH_CHECK_VALUE(obs.dim() == 3, "obs must be [B, N, obs_dim], got shape ", obs.sizes());
   const int64_t rows = obs.size(0), n = obs.size(1);
-  TORCH_CHECK_VALUE(logp_pi.dim() == 2 && logp_pi.size(0) == n && logp_pi.size(1) == rows,
-                    "logp_pi must be [N, B]=[", n, ", ", rows, "], got shape ", logp_pi.sizes());
+  TORCH_CHECK_VALUE(logp_pi.dim() == 2 && logp_pi.size(0) == n && logp_pi.size(1) == rows, "logp_pi must be [N, B]=[",
+                    n, ", ", rows, "], got shape ", logp_pi.sizes());
   TORCH_CHECK_VALUE(state.dim() == 2 && state.size(0) == rows, "state must be [B, state_dim] with B=", rows,
                     ", got shape ", state.sizes());
-  TORCH_CHECK_VALUE(logmu_all.sizes() == avail.sizes() && avail.dim() == 3 && avail.size(0) == rows &&
-                        avail.size(1) == n,
-                    "avail and logmu_all must be [B, N, A] with B=", rows, ", N=", n, ", got ", avail.sizes(),
-                    " and ", logmu_all.sizes());
-  TORCH_CHECK_VALUE(qbar.dim() == 1 && qbar.size(0) == rows, "qbar must be [B]=[", rows, "], got shape ",
-                    qbar.sizes());
-  TORCH_CHECK_VALUE(order.device().is_cpu() && order.scalar_type() == at::kLong && order.dim() == 1 &&
-                        order.size(0) == n,
-                    "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ",
-                    order.sizes(), " on ", order.device());
+  TORCH_CHECK_VALUE(
+      logmu_all.sizes() == avail.sizes() && avail.dim() == 3 && avail.size(0) == rows && avail.size(1) == n,
+      "avail and logmu_all must be [B, N, A] with B=", rows, ", N=", n, ", got ", avail.sizes(), " and ",
+      logmu_all.sizes());
+  TORCH_CHECK_VALUE(qbar.dim() == 1 && qbar.size(0) == rows, "qbar must be [B]=[", rows, "], got shape ", qbar.sizes());
+  TORCH_CHECK_VALUE(
+      order.device().is_cpu() && order.scalar_type() == at::kLong && order.dim() == 1 && order.size(0) == n,
+      "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ", order.sizes(), " on ",
+      order.device());
   TORCH_CHECK_VALUE(local_critic_steps >= 1, "local_critic_steps must be >= 1, got ", local_critic_steps);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"state", state}, {"logmu_all", logmu_all},
-                                {"logp_mu", logp_mu}, {"qbar", qbar}, {"logp_pi", logp_pi}}) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"state", state},
+                                {"logmu_all", logmu_all},
+                                {"logp_mu", logp_mu},
+                                {"qbar", qbar},
+                                {"logp_pi", logp_pi}}) {
     TORCH_CHECK_TYPE(t.scalar_type() == obs.scalar_type(), name, " has dtype ", t.scalar_type(), " but obs has ",
                      obs.scalar_type(), "; all must match");
     TORCH_CHECK_VALUE(t.device() == obs.device(), name, " is on ", t.device(), " but obs is on ", obs.device());
@@ -81,8 +83,8 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
   const int64_t* idx = agents.data_ptr<int64_t>();
   std::vector<bool> seen(n, false);
   for (int64_t k = 0; k < n; ++k) {
-    TORCH_CHECK_VALUE(idx[k] >= 0 && idx[k] < n && !seen[idx[k]], "order must be a permutation of 0..", n - 1,
-                      ", got ", order);
+    TORCH_CHECK_VALUE(idx[k] >= 0 && idx[k] < n && !seen[idx[k]], "order must be a permutation of 0..", n - 1, ", got ",
+                      order);
     seen[idx[k]] = true;
   }
 

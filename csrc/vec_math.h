@@ -109,9 +109,7 @@ INSPO_INLINE void store(T* p, Vec<T> v) {
 // Four values of either precision as four doubles, and back: the row-wise epilogues run in double.
 using Vec4f = float __attribute__((vector_size(16)));
 
-INSPO_INLINE Vec<double> load4(const double* p) {
-  return load(p);
-}
+INSPO_INLINE Vec<double> load4(const double* p) { return load(p); }
 
 INSPO_INLINE Vec4f load4(const float* p) {
   Vec4f v;
@@ -119,17 +117,11 @@ INSPO_INLINE Vec4f load4(const float* p) {
   return v;
 }
 
-INSPO_INLINE Vec<double> to_double(Vec<double> v) {
-  return v;
-}
+INSPO_INLINE Vec<double> to_double(Vec<double> v) { return v; }
 
-INSPO_INLINE Vec<double> to_double(Vec4f v) {
-  return __builtin_convertvector(v, Vec<double>);
-}
+INSPO_INLINE Vec<double> to_double(Vec4f v) { return __builtin_convertvector(v, Vec<double>); }
 
-INSPO_INLINE void store_as(double* p, Vec<double> v) {
-  store(p, v);
-}
+INSPO_INLINE void store_as(double* p, Vec<double> v) { store(p, v); }
 
 INSPO_INLINE void store_as(float* p, Vec<double> v) {
   const Vec4f f = __builtin_convertvector(v, Vec4f);
@@ -236,7 +228,8 @@ INSPO_INLINE void select_generic(const T* x, const bool* keep, T fill, int64_t n
   const Vec<T> f = splat(fill);
   const int64_t full = n / W * W;
   for (int64_t i = 0; i < full; i += W) store(out + i, load_mask<T>(keep + i) ? load(x + i) : f);
-  if (full < n) store_first(out + full, load_mask_first<T>(keep + full, n - full) ? load_first(x + full, n - full) : f, n - full);
+  if (full < n)
+    store_first(out + full, load_mask_first<T>(keep + full, n - full) ? load_first(x + full, n - full) : f, n - full);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -246,7 +239,8 @@ INSPO_AVX2_FMA inline void select_avx2(const float* x, const bool* keep, float f
   for (int64_t i = 0; i < full; i += 8) {
     const __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keep + i)));
     // blendv picks by the sign bit: move each 0/1 there.
-    _mm256_storeu_ps(out + i, _mm256_blendv_ps(f, _mm256_loadu_ps(x + i), _mm256_castsi256_ps(_mm256_slli_epi32(k, 31))));
+    _mm256_storeu_ps(out + i,
+                     _mm256_blendv_ps(f, _mm256_loadu_ps(x + i), _mm256_castsi256_ps(_mm256_slli_epi32(k, 31))));
   }
   select_generic(x + full, keep + full, fill, n - full, out + full);
 }
@@ -258,7 +252,8 @@ INSPO_AVX2_FMA inline void select_avx2(const double* x, const bool* keep, double
     int32_t bytes;
     std::memcpy(&bytes, keep + i, sizeof bytes);
     const __m256i k = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
-    _mm256_storeu_pd(out + i, _mm256_blendv_pd(f, _mm256_loadu_pd(x + i), _mm256_castsi256_pd(_mm256_slli_epi64(k, 63))));
+    _mm256_storeu_pd(out + i,
+                     _mm256_blendv_pd(f, _mm256_loadu_pd(x + i), _mm256_castsi256_pd(_mm256_slli_epi64(k, 63))));
   }
   select_generic(x + full, keep + full, fill, n - full, out + full);
 }
@@ -381,9 +376,11 @@ INSPO_INLINE Vec<T> log(Vec<T> x) {
   const Vec<T> s = f / (T(2) + f);
   const Vec<T> z = s * s;
   const Vec<T> w = z * z;
-  const Vec<T> t1 = w * (T(3.999999999940941908e-01) + w * (T(2.222219843214978396e-01) + w * T(1.531383769920937332e-01)));
-  const Vec<T> t2 = z * (T(6.666666666666735130e-01) +
-                         w * (T(2.857142874366239149e-01) + w * (T(1.818357216161805012e-01) + w * T(1.479819860511658591e-01))));
+  const Vec<T> t1 =
+      w * (T(3.999999999940941908e-01) + w * (T(2.222219843214978396e-01) + w * T(1.531383769920937332e-01)));
+  const Vec<T> t2 =
+      z * (T(6.666666666666735130e-01) +
+           w * (T(2.857142874366239149e-01) + w * (T(1.818357216161805012e-01) + w * T(1.479819860511658591e-01))));
   const Vec<T> hfsq = T(0.5) * f * f;
   return e * kLn2Hi - ((hfsq - (s * (hfsq + (t1 + t2)) + e * kLn2Lo)) - f);
 }

@@ -37,8 +37,8 @@ __global__ void __launch_bounds__(kThreads)
         continue;
       }
       const double own = agent < 0 ? double(lpi[idx]) - double(lmu[idx]) : 0.0;
-      const T z = (q[(q_per_agent ? i * b : 0) + col] - v[(v_per_agent ? i * b : 0) + col]) / tau -
-                  beta_over_tau * lmu[idx];
+      const T z =
+          (q[(q_per_agent ? i * b : 0) + col] - v[(v_per_agent ? i * b : 0) + col]) / tau - beta_over_tau * lmu[idx];
       rho[out] = device::exp(static_cast<T>(device::min(total - own, log_rho_max)));
       expadv[out] = device::exp(device::min(z, z_max));
     }
@@ -50,8 +50,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 void launch_advantage_weights(const WeightsArgs<T>& p, cudaStream_t stream) {
   weights_kernel<T><<<device::blocks_for(p.b, kThreads), kThreads, 0, stream>>>(
-      p.q, p.v, p.logp_pi, p.logp_mu, p.mask, p.n, p.b, p.q_per_agent, p.v_per_agent, p.agent, p.tau,
-      p.beta_over_tau, p.log_rho_max, p.z_max, p.rho, p.expadv);
+      p.q, p.v, p.logp_pi, p.logp_mu, p.mask, p.n, p.b, p.q_per_agent, p.v_per_agent, p.agent, p.tau, p.beta_over_tau,
+      p.log_rho_max, p.z_max, p.rho, p.expadv);
 }
 
 template void launch_advantage_weights<float>(const WeightsArgs<float>&, cudaStream_t);

@@ -19,9 +19,9 @@
 namespace inspo::gpu {
 namespace {
 
-constexpr int kRowsPerBlock = 128;     // thread-per-row layout: rows (= threads) per block
+constexpr int kRowsPerBlock = 128;      // thread-per-row layout: rows (= threads) per block
 constexpr int64_t kMaxThreadRowA = 32;  // widest row the thread-per-row layout stages in shared memory
-constexpr int kWarpThreads = 256;      // warp-per-row layout: threads per block
+constexpr int kWarpThreads = 256;       // warp-per-row layout: threads per block
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -211,8 +211,7 @@ struct WarpRow {
 };
 
 template <typename T>
-__device__ WarpRow<T> warp_row_sums(const T* __restrict__ xr, const bool* __restrict__ ar, int64_t a,
-                                    int64_t action) {
+__device__ WarpRow<T> warp_row_sums(const T* __restrict__ xr, const bool* __restrict__ ar, int64_t a, int64_t action) {
   const int lane = threadIdx.x % kWarp;
   T m = -INFINITY;
   bool any = false;
@@ -318,7 +317,7 @@ template void launch_masked_softmax_forward<float>(const SoftmaxRows<float>&, fl
 template void launch_masked_softmax_forward<double>(const SoftmaxRows<double>&, double*, double*, cudaStream_t);
 template void launch_masked_softmax_backward<float>(const SoftmaxRows<float>&, const float*, const float*, float*,
                                                     cudaStream_t);
-template void launch_masked_softmax_backward<double>(const SoftmaxRows<double>&, const double*, const double*,
-                                                     double*, cudaStream_t);
+template void launch_masked_softmax_backward<double>(const SoftmaxRows<double>&, const double*, const double*, double*,
+                                                     cudaStream_t);
 
 }  // namespace inspo::gpu

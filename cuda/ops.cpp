@@ -89,7 +89,11 @@ at::Tensor bad_row_flag(const at::Tensor& like) {
 
 template <typename T>
 gpu::SoftmaxRows<T> softmax_rows(const Rows& in, const at::Tensor& flag) {
-  return {in.x.data_ptr<T>(), in.av.data_ptr<bool>(), in.act.data_ptr<int64_t>(), in.n_rows, in.a,
+  return {in.x.data_ptr<T>(),
+          in.av.data_ptr<bool>(),
+          in.act.data_ptr<int64_t>(),
+          in.n_rows,
+          in.a,
           flag.defined() ? flag.data_ptr<int64_t>() : nullptr};
 }
 
@@ -128,13 +132,7 @@ at::Tensor masked_softmax_stats_backward_cuda(const at::Tensor& grad_logp, const
                                               const at::Tensor& logits, const at::Tensor& avail,
                                               const at::Tensor& actions) {
   const auto in = flatten(logits, avail, actions, "masked_softmax_stats_backward");
-  for (const auto& [name, g] : {std::pair<const char*, const at::Tensor&>{"grad_logp", grad_logp},
-                                {"grad_entropy", grad_entropy}}) {
-    TORCH_CHECK_VALUE(g.sizes() == actions.sizes() && g.scalar_type() == logits.scalar_type() &&
-                          g.device() == logits.device(),
-                      name, " must match actions' shape ", actions.sizes(), " and logits' dtype ",
-                      logits.scalar_type(), ", got ", g.scalar_type(), " ", g.sizes());
-  }
+  check_softmax_grads(grad_logp, grad_entropy, logits, actions);
   const c10::cuda::CUDAGuard guard(logits.device());
   const auto gl = grad_logp.contiguous(), ge = grad_entropy.contiguous();
   auto grad = at::empty(logits.sizes(), logits.options());

@@ -57,7 +57,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is the
     log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
     those of :class:`~inspo.algos.inspo.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
-    int64 CPU permutation of the agents. Its pure-PyTorch twin is ``InSPO.policy_loop`` (``inspo.algos.inspo``): same
+    int64 CPU permutation of the agents. Its pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
     arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
 
     Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). On the
@@ -83,7 +83,7 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
     ``q``, ``q_target`` and ``v`` are MLP parameter lists ``[weight0, bias0, ...]`` (the joint critic's network, on the
     state and the agents' one-hot actions, and the state-value network), and ``exp_avg``, ``exp_avg_sq`` and
     ``step`` the state of one Adam over ``[*q, *v]`` as :class:`~inspo.algos.optim.FusedAdam` holds it. Its
-    pure-PyTorch twin is ``InSPO.critic_losses`` followed by the step of ``InSPO.critic_step``.
+    pure-PyTorch twin is :func:`inspo.reference.critic_update`.
 
     Returns ``(Qbar(s, a), Q loss, V loss)``, ``Qbar`` from the target critic before the update. On the CPU a
     non-finite loss returns before any parameter changes.

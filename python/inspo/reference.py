@@ -1,8 +1,9 @@
 """Pure-PyTorch twins of the fused kernels in :mod:`inspo.ops` (SPEC section 5).
 
 These are the definitions the kernels are tested against, forward and backward, and the ``backend="torch"`` path of
-the trainer. They favour clarity over speed; each validates its input the same way the kernel does, so both paths
-fail on the same bad input with the same kind of message.
+the trainer. Each twin has its op's signature: the same arguments, the same returns, the same in-place updates and
+the same draws from a generator. They favour clarity over speed; each validates its input the same way the kernel
+does, so both paths fail on the same bad input with the same kind of message.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-__all__ = ["advantage_weights", "masked_softmax_stats"]
+__all__ = ["advantage_weights", "critic_update", "masked_softmax_stats", "sequential_update"]
 
 
 def _check_weights_args(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
@@ -117,3 +119,253 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     # Zero the -inf entries before the product: 0 * -inf would put NaN into the backward pass.
     entropy = -(logp_all.exp() * logp_all.masked_fill(~avail, 0.0)).sum(-1)
     return logp, entropy
+
+
+# ------------------------------------------------------------------------------------ the update ops (SPEC 5.3)
+def _mlp(x: Tensor, params: list[Tensor]) -> Tensor:
+    """The MLP of ``params = [weight0, bias0, weight1, ...]`` (ReLU between the layers) on ``x [..., in]``."""
+    layers = len(params) // 2
+    for l in range(layers):
+        x = F.linear(x, params[2 * l], params[2 * l + 1])
+        if l < layers - 1:
+            x = torch.relu(x)
+    return x
+
+
+def _leaves(params: list[Tensor]) -> list[Tensor]:
+    """Detached copies of ``params`` (sharing their memory) that autograd differentiates with respect to."""
+    return [p.detach().requires_grad_() for p in params]
+
+
+def _adam_step(params: list[Tensor], grads: tuple[Tensor, ...], exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
+               step: Tensor, lr: float, betas: tuple[float, float], eps: float) -> None:
+    # As torch.optim.Adam(fused=True): the step count first, then the kernel, which reads it. The kernel walks every
+    # tensor as contiguous memory, and a batched matmul's weight gradient may come back transposed.
+    step.add_(1)
+    torch._fused_adam_(params, [g.contiguous() for g in grads], exp_avg, exp_avg_sq, [], [step] * len(params), lr=lr,
+                       beta1=betas[0], beta2=betas[1], weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+
+
+def _finite(loss: Tensor) -> bool:
+    # Read back on every device (the op reads it only on the CPU): the twin stops before a non-finite step anywhere.
+    return bool(torch.isfinite(loss))
+
+
+def _check_same(name: str, t: Tensor, anchor_name: str, anchor: Tensor) -> None:
+    if t.dtype != anchor.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {anchor_name} has {anchor.dtype}; all must match")
+    if t.device != anchor.device:
+        raise ValueError(f"{name} is on {t.device} but {anchor_name} is on {anchor.device}")
+
+
+def _check_mlp(name: str, params: list[Tensor], exp_avg: list[Tensor], exp_avg_sq: list[Tensor], n: int | None,
+               like: Tensor) -> None:
+    """``params`` is an MLP's ``[weight0, bias0, ...]`` (a stack of ``n`` of them, or one when ``n`` is None) of the
+    data's dtype and device, with Adam moments of its shapes."""
+    if not params or len(params) % 2:
+        raise ValueError(f"{name}: expected [weight0, bias0, weight1, bias1, ...], got {len(params)} tensors")
+    if len(exp_avg) != len(params) or len(exp_avg_sq) != len(params):
+        raise ValueError(f"{name}: expected one exp_avg and one exp_avg_sq per parameter ({len(params)}), got "
+                         f"{len(exp_avg)} and {len(exp_avg_sq)}")
+    lead = 0 if n is None else 1
+    for j, p in enumerate(params):
+        weight = j % 2 == 0
+        if p.dim() != (2 if weight else 1) + lead or (n is not None and p.shape[0] != n):
+            want = ("[out, in]" if weight else "[out]") if n is None else \
+                f"{'[N, out, in]' if weight else '[N, out]'} with N={n}"
+            raise ValueError(f"{name}[{j}] must be {want}, got shape {list(p.shape)}")
+        if not p.is_contiguous():
+            raise ValueError(f"{name}[{j}] must be contiguous")
+        if p.dtype != like.dtype:
+            raise TypeError(f"{name}[{j}] has dtype {p.dtype} but the data have {like.dtype}")
+        if p.device != like.device:
+            raise ValueError(f"{name}[{j}] is on {p.device} but the data are on {like.device}")
+        m, v = exp_avg[j], exp_avg_sq[j]
+        if m.shape != p.shape or v.shape != p.shape or not (m.is_contiguous() and v.is_contiguous()):
+            raise ValueError(f"{name}[{j}]: the Adam moments must be contiguous and of its shape {list(p.shape)}")
+
+
+def _check_steps(name: str, steps: Tensor, n: int | None, like: Tensor) -> None:
+    shape = () if n is None else (n,)
+    if steps.shape != shape or steps.dtype != torch.float32 or steps.device != like.device:
+        want = "[]" if n is None else f"[N]=[{n}]"
+        raise ValueError(f"{name}: steps must be float32 {want} on {like.device}, got {steps.dtype} "
+                         f"{list(steps.shape)} on {steps.device}")
+
+
+def _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq,
+                     local_q_steps, logp_pi, obs, state, avail, logmu_all, logp_mu, qbar, order,
+                     local_critic_steps) -> None:
+    if obs.dim() != 3:
+        raise ValueError(f"obs must be [B, N, obs_dim], got shape {list(obs.shape)}")
+    rows, n = obs.shape[:2]
+    if logp_pi.shape != (n, rows):
+        raise ValueError(f"logp_pi must be [N, B]=[{n}, {rows}], got shape {list(logp_pi.shape)}")
+    if state.dim() != 2 or state.shape[0] != rows:
+        raise ValueError(f"state must be [B, state_dim] with B={rows}, got shape {list(state.shape)}")
+    if logmu_all.shape != avail.shape or avail.dim() != 3 or avail.shape[:2] != (rows, n):
+        raise ValueError(f"avail and logmu_all must be [B, N, A] with B={rows}, N={n}, got {list(avail.shape)} and "
+                         f"{list(logmu_all.shape)}")
+    if qbar.shape != (rows,):
+        raise ValueError(f"qbar must be [B]=[{rows}], got shape {list(qbar.shape)}")
+    if order.device.type != "cpu" or order.dtype != torch.int64 or order.shape != (n,):
+        raise ValueError(f"order must be an int64 CPU tensor [N]=[{n}], got {order.dtype} {list(order.shape)} on "
+                         f"{order.device}")
+    if local_critic_steps < 1:
+        raise ValueError(f"local_critic_steps must be >= 1, got {local_critic_steps}")
+    for name, t in (("state", state), ("logmu_all", logmu_all), ("logp_mu", logp_mu), ("qbar", qbar),
+                    ("logp_pi", logp_pi)):
+        _check_same(name, t, "obs", obs)
+    if logp_mu.shape != logp_pi.shape:
+        raise ValueError(f"logp_mu must be [N, B]={list(logp_pi.shape)}, got shape {list(logp_mu.shape)}")
+    _check_mlp("pi", pi, pi_exp_avg, pi_exp_avg_sq, n, obs)
+    _check_steps("pi", pi_steps, n, obs)
+    _check_mlp("local_q", local_q, local_q_exp_avg, local_q_exp_avg_sq, n, obs)
+    _check_steps("local_q", local_q_steps, n, obs)
+    if sorted(order.tolist()) != list(range(n)):
+        raise ValueError(f"order must be a permutation of 0..{n - 1}, got {order.tolist()}")
+
+
+@torch.no_grad()
+def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq: list[Tensor], pi_steps: Tensor,
+                      local_q: list[Tensor], local_q_exp_avg: list[Tensor], local_q_exp_avg_sq: list[Tensor],
+                      local_q_steps: Tensor, logp_pi: Tensor, obs: Tensor, state: Tensor, avail: Tensor,
+                      actions: Tensor, logmu_all: Tensor, logp_mu: Tensor, qbar: Tensor, order: Tensor, *,
+                      alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
+                      adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
+                      use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
+    """InSPO's sequential improvement pass over every agent in ``order`` (SPEC 5.3); updates in place.
+
+    The arguments, returns and in-place updates are those of :func:`inspo.ops.sequential_update`. For each agent
+    ``i`` of ``order``: the teammate ratio ``rho_i`` from the log-prob stack ``logp_pi`` (with ``sequential``, its
+    predecessors' rows are already refreshed; otherwise every agent sees the stack as it came in), the rows of the
+    batch resampled in proportion to it (``resample``; otherwise every row, weighted by it), ``local_critic_steps``
+    Adam steps of its local critic towards ``qbar`` on those rows, the exponentiated advantage of the local critic
+    over its exact soft value, one Adam step of its policy on the weighted log-likelihood, and the refresh of its row
+    of ``logp_pi``. A non-finite loss ends the pass before its step, and that loss is returned in its place.
+    """
+    _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq,
+                     local_q_steps, logp_pi, obs, state, avail, logmu_all, logp_mu, qbar, order, local_critic_steps)
+    n, rows = logp_pi.shape
+    tau = alpha + beta
+    policy_loss, local_q_loss, entropy, weight_max = (qbar.new_zeros(()) for _ in range(4))
+
+    def stats() -> Tensor:
+        return torch.stack([policy_loss, local_q_loss, entropy, weight_max])
+
+    if not sequential and use_rho:
+        # Every agent sees the pre-iteration teammates: all ratios at once.
+        rho_all, _ = advantage_weights(qbar, qbar, logp_pi, logp_mu, None, -1, tau, beta, rho_max, z_max)
+    agents = order.tolist()
+    for k, i in enumerate(agents):
+        if not use_rho:
+            rho = torch.ones_like(qbar)
+        elif sequential:
+            # Only rho is used here (it picks the local critic's rows); q and v are placeholders.
+            rho, _ = advantage_weights(qbar, qbar, logp_pi, logp_mu, None, i, tau, beta, rho_max, z_max)
+        else:
+            rho = rho_all[i]
+        if resample:
+            sel = torch.multinomial(rho, rows, replacement=True, generator=generator)
+            row_w = None
+        else:
+            sel = torch.arange(rows, device=qbar.device)
+            row_w = rho
+        state_s, target, a_s = state.index_select(0, sel), qbar.index_select(0, sel), actions[sel, i]
+        critic, policy = [p[i] for p in local_q], [p[i] for p in pi]
+
+        # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
+        for _ in range(local_critic_steps):
+            params = _leaves(critic)
+            with torch.enable_grad():
+                err = (_mlp(state_s, params).gather(-1, a_s[:, None]).squeeze(-1) - target).pow(2)
+                lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
+                if not _finite(lq_loss):
+                    local_q_loss = lq_loss.detach()
+                    return stats()
+                grads = torch.autograd.grad(lq_loss, params)
+            _adam_step(critic, grads, [m[i] for m in local_q_exp_avg], [v[i] for v in local_q_exp_avg_sq],
+                       local_q_steps[i], lr_critic, adam_betas, adam_eps)
+
+        # Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
+        qloc = _mlp(state, critic)
+        vloc = tau * torch.logsumexp((alpha / tau) * logmu_all[:, i] + qloc / tau, dim=-1)
+        q_a = qloc.gather(-1, actions[:, i, None]).squeeze(-1)
+        _, expadv = advantage_weights(q_a, vloc, logp_pi, logp_mu, None, i, tau, beta, rho_max, z_max)
+        w = expadv.index_select(0, sel) if row_w is None else expadv * row_w
+
+        params = _leaves(policy)
+        with torch.enable_grad():
+            logp, ent = masked_softmax_stats(_mlp(obs[sel, i], params), avail[sel, i], a_s)
+            loss = -(w * logp).sum() / w.sum()
+            if not _finite(loss):
+                policy_loss = loss.detach()
+                return stats()
+            grads = torch.autograd.grad(loss, params)
+        _adam_step(policy, grads, [m[i] for m in pi_exp_avg], [v[i] for v in pi_exp_avg_sq], pi_steps[i], lr_policy,
+                   adam_betas, adam_eps)
+
+        # The last agent's successors (none) read no ratio: its refresh would be discarded.
+        if sequential and k + 1 < n:
+            logp_pi[i] = masked_softmax_stats(_mlp(obs[:, i], policy), avail[:, i], actions[:, i])[0]
+        policy_loss = policy_loss + loss.detach() / n
+        local_q_loss = local_q_loss + lq_loss.detach() / n
+        entropy = entropy + ent.detach().mean() / n
+        weight_max = torch.maximum(weight_max, w.max())
+    return stats()
+
+
+def _check_critic_args(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state,
+                       logp_mu) -> None:
+    if state.dim() != 2:
+        raise ValueError(f"state must be [B, state_dim], got shape {list(state.shape)}")
+    rows = state.shape[0]
+    if actions.dim() != 2 or actions.shape[0] != rows or actions.dtype != torch.int64:
+        raise ValueError(f"actions must be int64 [B, N] with B={rows}, got {actions.dtype} {list(actions.shape)}")
+    if next_state.shape != state.shape:
+        raise ValueError(f"next_state must have the shape of state {list(state.shape)}, got "
+                         f"{list(next_state.shape)}")
+    for name, t in (("reward", reward), ("terminated", terminated)):
+        if t.shape != (rows,):
+            raise ValueError(f"{name} must be [B]=[{rows}], got shape {list(t.shape)}")
+    if logp_mu.dim() != 2 or logp_mu.shape[1] != rows:
+        raise ValueError(f"logp_mu must be [N, B] with B={rows}, got shape {list(logp_mu.shape)}")
+    if len(q_target) != len(q):
+        raise ValueError(f"q_target must have q's {len(q)} tensors, got {len(q_target)}")
+    _check_mlp("q, v", [*q, *v], exp_avg, exp_avg_sq, None, state)
+    _check_steps("critic", step, None, state)
+
+
+@torch.no_grad()
+def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_avg: list[Tensor],
+                  exp_avg_sq: list[Tensor], step: Tensor, state: Tensor, actions: Tensor, reward: Tensor,
+                  terminated: Tensor, next_state: Tensor, logp_mu: Tensor, *, n_actions: int, alpha: float,
+                  beta: float, gamma: float, z_max: float, polyak: float, lr: float, adam_betas: tuple[float, float],
+                  adam_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """InSPO's policy-evaluation step (SPEC 5.3); updates ``q``, ``v``, ``q_target`` and the Adam state in place.
+
+    The arguments, returns and in-place updates are those of :func:`inspo.ops.critic_update`: the TD loss of the
+    joint critic ``Q(s, a)`` (on the state and the agents' one-hot actions) towards ``r + gamma (1 - done) V(s')``,
+    the in-sample exponential loss of ``V(s)``, one Adam step on ``[*q, *v]`` and Polyak averaging of ``q_target``
+    towards ``q``. Returns ``(Qbar(s, a) of the target critic before the update, Q loss, V loss)``; a non-finite loss
+    returns before any parameter changes.
+    """
+    _check_critic_args(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state,
+                       logp_mu)
+    tau = alpha + beta
+    target = reward + gamma * (1.0 - terminated) * _mlp(next_state, v).squeeze(-1)
+    x = torch.cat([state, F.one_hot(actions, n_actions).to(state.dtype).flatten(-2)], dim=-1)
+    qbar = _mlp(x, q_target).squeeze(-1)
+    params = _leaves([*q, *v])
+    with torch.enable_grad():
+        q_loss = (_mlp(x, params[:len(q)]).squeeze(-1) - target).pow(2).mean()
+        value = _mlp(state, params[len(q):]).squeeze(-1)
+        # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
+        z = torch.clamp((qbar - value) / tau - (beta / tau) * logp_mu.sum(0), max=z_max)
+        v_loss = torch.exp(z).mean() + value.mean() / tau
+        if not (_finite(q_loss) and _finite(v_loss)):
+            return qbar, q_loss.detach(), v_loss.detach()
+        grads = torch.autograd.grad(q_loss + v_loss, params)
+    _adam_step([*q, *v], grads, exp_avg, exp_avg_sq, step, lr, adam_betas, adam_eps)
+    torch._foreach_lerp_(list(q_target), list(q), polyak)
+    return qbar, q_loss.detach(), v_loss.detach()

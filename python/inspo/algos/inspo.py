@@ -9,11 +9,11 @@ Read top to bottom: behaviour cloning of mu (once), then per iteration
      - weights the rows by exp((Qloc_i - Vloc_i) / tau - (beta / tau) log mu_i), Vloc_i being the exact local soft
        value, and takes a weighted log-likelihood step on its own policy,
      - refreshes its row of the log-prob stack.
-The ratios and weights come from the fused kernels of :mod:`inspo.ops` (``backend="fused"``) or from their
-pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``). With the fused kernels in one process, step 1
-and the whole of step 2 each run as one C++ op (``critic_update`` and ``sequential_update``, on the agents' networks
-stacked ``[N, ...]``); the Python code below is what they compute (tests hold them equal), and it runs where the ops
-do not apply: a policy shared by the agents, data-parallel training, ``compile=True`` (step 1).
+In one process, step 1 and the whole of step 2 (on the agents' networks stacked ``[N, ...]``) each run as one call:
+``critic_update`` and ``sequential_update``, the C++ ops of :mod:`inspo.ops` (``backend="fused"``) or their
+pure-PyTorch twins in :mod:`inspo.reference` (``backend="torch"``). The Python code below runs where those calls do
+not apply: a policy shared by the agents, data-parallel training, ``compile=True`` (step 1); there the ratios and
+weights come from the kernels of the backend.
 
 Data-parallel training (:mod:`inspo.algos.parallel`): every rank computes the batch-wide quantities (Qbar, the
 log-prob stack, rho, the resampled rows, the weights and their normaliser) on the whole global batch, and only the
@@ -26,7 +26,6 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo import ops
 from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
@@ -54,16 +53,18 @@ class InSPO(Learner):
         self.critic_opt = FusedAdam([*self.q.parameters(), *self.v.parameters()], cfg.lr_critic)
         self.local_q = StackedMLP(self.n_agents, state_dim, cfg.hidden, n_actions).to(device)
         self.local_opt = FusedAdam(self.local_q.stacked(), cfg.lr_critic, stacked=True)
-        # The whole pass in one C++ op (fused kernels, one process, a network per agent); otherwise the Python loop.
-        self.fused_pass = self.k is ops and not self.pi.shared and self.shard.world == 1
+        # The whole pass in one call of the backend's sequential_update (one process, a network per agent);
+        # otherwise the Python loop.
+        self.one_call_pass = not self.pi.shared and self.shard.world == 1
         # Compiled, the losses' forward and backward run as generated code instead of one dispatched op at a time.
         self._critic_losses = torch.compile(self.critic_losses) if cfg.compile else self.critic_losses
-        # The policy-evaluation step in one C++ op too, unless it is to be compiled.
-        self.fused_critic = self.k is ops and self.shard.world == 1 and not cfg.compile
+        # The policy-evaluation step in one call of the backend's critic_update too, unless it is to be compiled.
+        self.one_call_critic = self.shard.world == 1 and not cfg.compile
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's rows)."""
+        """``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's rows): the losses of
+        ``critic_update`` for data-parallel training and ``compile=True``."""
         cfg, tau, rows = self.cfg, self.tau, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             target = b.reward[rows] + cfg.gamma * (1.0 - b.terminated[rows]) * self.v(b.next_state[rows]).squeeze(-1)
@@ -78,9 +79,9 @@ class InSPO(Learner):
 
     def critic_step(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """One step on Q and V; returns ``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's)."""
-        if self.fused_critic:
+        if self.one_call_critic:
             cfg, opt = self.cfg, self.critic_opt
-            return ops.critic_update(
+            return self.k.critic_update(
                 list(self.q.parameters()), list(self.q_target.parameters()), list(self.v.parameters()),
                 *opt.state(), b.state, b.actions, b.reward, b.terminated, b.next_state, b.logp_mu,
                 n_actions=self.q.n_actions, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, z_max=cfg.z_max,
@@ -115,11 +116,11 @@ class InSPO(Learner):
         with torch.no_grad():
             logp_pi = self.logp_stack(b)
         order = self.order()
-        if not self.fused_pass:
+        if not self.one_call_pass:
             return self.policy_loop(b, qbar, logp_pi, order)
         cfg = self.cfg
         pi, lq = self.pi_opt, self.local_opt
-        out = ops.sequential_update(
+        out = self.k.sequential_update(
             pi.params, *pi.state(), lq.params, *lq.state(), logp_pi,
             b.obs, b.state, b.avail, b.actions, b.logmu_all, b.logp_mu, qbar, order, alpha=cfg.alpha, beta=cfg.beta,
             rho_max=cfg.rho_max, z_max=cfg.z_max, lr_policy=cfg.lr_policy, lr_critic=cfg.lr_critic, adam_betas=BETAS,
@@ -130,8 +131,9 @@ class InSPO(Learner):
         return stats
 
     def policy_loop(self, b: Batch, qbar: Tensor, logp_pi: Tensor, order: Tensor) -> dict[str, Tensor]:
-        """The pass of :meth:`policy_pass` as a Python loop over the agents (the twin of
-        ``torch.ops.inspo.sequential_update``, and the path of a shared policy and of data-parallel training)."""
+        """The pass of :meth:`policy_pass` as a Python loop over the agents, for what ``sequential_update`` does not
+        cover: a policy shared by the agents and data-parallel training. Otherwise the same pass, step for step, as
+        :func:`inspo.reference.sequential_update` (tests hold them equal)."""
         cfg, tau, n = self.cfg, self.tau, self.n_agents
         rows = qbar.shape[0]
         mine = self.shard.rows(rows)
