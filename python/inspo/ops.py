@@ -56,7 +56,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     :class:`~inspo.algos.networks.StackedMLP` (``[N, out, in]`` and ``[N, out]``), with their Adam moments and per-agent
     step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is the
     log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
-    those of :class:`~inspo.algos.inspo.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
+    those of :class:`~inspo.algos.batch.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
     int64 CPU permutation of the agents. Its pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
     arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
 
