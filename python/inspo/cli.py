@@ -64,13 +64,31 @@ def _generate(args: argparse.Namespace):
         return data.generate_smax(args.env, args.quality, args.episodes, args.seed,
                                   episode_limit=args.episode_limit, policy=args.policy)
     if args.env not in ("xor", "mne"):
-        raise ValueError(f"cannot generate data for environment '{args.env}'; expected xor, mne or smax:<map>")
+        if args.quality != "random" or args.preset is not None or args.policy is not None:
+            raise ValueError(f"{args.env}: expected --quality random (the uniform policy, for any environment); "
+                             f"--preset is for xor and mne, other qualities and --policy for smax:<map>")
+        return data.generate_uniform(args.env, args.episodes, args.seed, episode_limit=args.episode_limit,
+                                     **_env_options(args.env_option))
     if args.policy is not None:
         raise ValueError(f"--policy is for SMAX data; {args.env} takes none")
     if args.preset is None or args.quality is not None:
         raise ValueError(f"{args.env} needs --preset (a joint-action distribution), not --quality")
     return data.generate_matrix(args.env, args.preset, args.episodes, args.seed,
                                 episode_limit=1 if args.episode_limit is None else args.episode_limit)
+
+
+def _env_options(items: list[str] | None) -> dict[str, Any]:
+    """`--env-option KEY=VALUE` items as keyword options (VALUE parsed as JSON, else kept as a string)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-option {item!r}: expected KEY=VALUE, e.g. max_cycles=10")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -126,10 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("list", help="datasets under a directory, and the generator presets")
     q.add_argument("path", nargs="?", default="runs/data")
     q = dsub.add_parser("generate", help="sample a matrix-game or SMAX dataset (deterministic per seed)")
-    q.add_argument("--env", required=True, help="xor, mne or smax:<map> (e.g. smax:3m)")
+    q.add_argument("--env", required=True, help="xor, mne, smax:<map> (e.g. smax:3m), or any environment with "
+                                                "--quality random (e.g. pettingzoo:mpe2.simple_spread_v3)")
+    q.add_argument("--env-option", action="append", metavar="KEY=VALUE",
+                   help="option of an environment played with --quality random (e.g. max_cycles=10); repeatable")
     q.add_argument("--preset", help="matrix games: joint-action distribution, e.g. mne-imbalanced")
     q.add_argument("--quality", help="SMAX: behaviour policy: random, heuristic, medium, expert, medium-replay or "
-                                     "mixed (the last four play online-trained policies, see --policy)")
+                                     "mixed (the last four play online-trained policies, see --policy); other "
+                                     "environments: random")
     q.add_argument("--policy", default=None, metavar="DIR",
                    help="SMAX medium/expert/medium-replay/mixed: a folder written by `inspo online train` "
                         "(default: data/smax_policies/<map> when the repository ships one)")
