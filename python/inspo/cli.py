@@ -109,8 +109,14 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         return 0
     if args.action == "generate":
         ds = _generate(args)
+    elif args.action == "import" and args.format == "vault":
+        ds = data.import_vault(args.src, args.env, uid=args.uid, reward=args.reward, episode_limit=args.episode_limit)
     elif args.action == "import":
         ds = data.import_pymarl(args.src, args.env)
+    elif args.action == "export":
+        folder = data.export_vault(data.load_dataset(args.path), args.out, uid=args.uid, overwrite=args.overwrite)
+        print(json.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
+        return 0
     else:
         ds = data.load_dataset(args.path, env=args.env)
         print(json.dumps({"ok": True, **_summary(args.path, ds)} if args.action == "verify"
@@ -159,9 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
                                                                    "games, 100 for SMAX)")
     q.add_argument("--seed", type=int, default=0)
-    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data)")
+    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data) or an "
+                                       "OG-MARL / flashbax vault (trusted: not replayed)")
     q.add_argument("src")
     q.add_argument("--env", required=True)
+    q.add_argument("--format", choices=("pymarl", "vault"), default="pymarl")
+    q.add_argument("--uid", default=None, help="vault: which dataset of the vault (e.g. expert), if it has several")
+    q.add_argument("--reward", choices=("shared", "sum", "mean"), default="shared",
+                   help="vault: per-agent rewards to team reward (shared: all agents hold it)")
+    q.add_argument("--episode-limit", type=int, default=None,
+                   help="vault: the step limit, where the environment is not installed (default: longest episode)")
+    q = dsub.add_parser("export", help="write a dataset as an OG-MARL / flashbax vault")
+    q.add_argument("path")
+    q.add_argument("--format", choices=("vault",), required=True)
+    q.add_argument("--out", required=True, help="vault folder, e.g. vaults/mine.vlt")
+    q.add_argument("--uid", default="dataset", help="name of the dataset inside the vault")
+    q.add_argument("--overwrite", action="store_true")
     for q in dsub.choices["generate"], dsub.choices["import"]:
         q.add_argument("--out", required=True, help="dataset directory to write (atomically)")
         q.add_argument("--overwrite", action="store_true")

@@ -7,6 +7,7 @@ from inspo.data.generate import MATRIX_PRESETS, generate_matrix
 from inspo.data.pymarl import import_pymarl
 from inspo.data.smax import SMAX_QUALITIES, generate_smax
 from inspo.data.uniform import generate_uniform
+from inspo.data.vault import export_vault, import_vault
 
 __all__ = [
     "FIELDS",
@@ -16,10 +17,12 @@ __all__ = [
     "SMAX_QUALITIES",
     "Dataset",
     "DatasetError",
+    "export_vault",
     "generate_matrix",
     "generate_smax",
     "generate_uniform",
     "import_pymarl",
+    "import_vault",
     "load_dataset",
     "save_dataset",
 ]
