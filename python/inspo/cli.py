@@ -64,13 +64,31 @@ def _generate(args: argparse.Namespace):
         return data.generate_smax(args.env, args.quality, args.episodes, args.seed,
                                   episode_limit=args.episode_limit, policy=args.policy)
     if args.env not in ("xor", "mne"):
-        raise ValueError(f"cannot generate data for environment '{args.env}'; expected xor, mne or smax:<map>")
+        if args.quality != "random" or args.preset is not None or args.policy is not None:
+            raise ValueError(f"{args.env}: expected --quality random (the uniform policy, for any environment); "
+                             f"--preset is for xor and mne, other qualities and --policy for smax:<map>")
+        return data.generate_uniform(args.env, args.episodes, args.seed, episode_limit=args.episode_limit,
+                                     **_env_options(args.env_option))
     if args.policy is not None:
         raise ValueError(f"--policy is for SMAX data; {args.env} takes none")
     if args.preset is None or args.quality is not None:
         raise ValueError(f"{args.env} needs --preset (a joint-action distribution), not --quality")
     return data.generate_matrix(args.env, args.preset, args.episodes, args.seed,
                                 episode_limit=1 if args.episode_limit is None else args.episode_limit)
+
+
+def _env_options(items: list[str] | None) -> dict[str, Any]:
+    """`--env-option KEY=VALUE` items as keyword options (VALUE parsed as JSON, else kept as a string)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-option {item!r}: expected KEY=VALUE, e.g. max_cycles=10")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -91,8 +109,14 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         return 0
     if args.action == "generate":
         ds = _generate(args)
+    elif args.action == "import" and args.format == "vault":
+        ds = data.import_vault(args.src, args.env, uid=args.uid, reward=args.reward, episode_limit=args.episode_limit)
     elif args.action == "import":
         ds = data.import_pymarl(args.src, args.env)
+    elif args.action == "export":
+        folder = data.export_vault(data.load_dataset(args.path), args.out, uid=args.uid, overwrite=args.overwrite)
+        print(json.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
+        return 0
     else:
         ds = data.load_dataset(args.path, env=args.env)
         print(json.dumps({"ok": True, **_summary(args.path, ds)} if args.action == "verify"
@@ -126,10 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("list", help="datasets under a directory, and the generator presets")
     q.add_argument("path", nargs="?", default="runs/data")
     q = dsub.add_parser("generate", help="sample a matrix-game or SMAX dataset (deterministic per seed)")
-    q.add_argument("--env", required=True, help="xor, mne or smax:<map> (e.g. smax:3m)")
+    q.add_argument("--env", required=True, help="xor, mne, smax:<map> (e.g. smax:3m), or any environment with "
+                                                "--quality random (e.g. pettingzoo:mpe2.simple_spread_v3)")
+    q.add_argument("--env-option", action="append", metavar="KEY=VALUE",
+                   help="option of an environment played with --quality random (e.g. max_cycles=10); repeatable")
     q.add_argument("--preset", help="matrix games: joint-action distribution, e.g. mne-imbalanced")
     q.add_argument("--quality", help="SMAX: behaviour policy: random, heuristic, medium, expert, medium-replay or "
-                                     "mixed (the last four play online-trained policies, see --policy)")
+                                     "mixed (the last four play online-trained policies, see --policy); other "
+                                     "environments: random")
     q.add_argument("--policy", default=None, metavar="DIR",
                    help="SMAX medium/expert/medium-replay/mixed: a folder written by `inspo online train` "
                         "(default: data/smax_policies/<map> when the repository ships one)")
@@ -137,9 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
                                                                    "games, 100 for SMAX)")
     q.add_argument("--seed", type=int, default=0)
-    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data)")
+    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data) or an "
+                                       "OG-MARL / flashbax vault (trusted: not replayed)")
     q.add_argument("src")
     q.add_argument("--env", required=True)
+    q.add_argument("--format", choices=("pymarl", "vault"), default="pymarl")
+    q.add_argument("--uid", default=None, help="vault: which dataset of the vault (e.g. expert), if it has several")
+    q.add_argument("--reward", choices=("shared", "sum", "mean"), default="shared",
+                   help="vault: per-agent rewards to team reward (shared: all agents hold it)")
+    q.add_argument("--episode-limit", type=int, default=None,
+                   help="vault: the step limit, where the environment is not installed (default: longest episode)")
+    q = dsub.add_parser("export", help="write a dataset as an OG-MARL / flashbax vault")
+    q.add_argument("path")
+    q.add_argument("--format", choices=("vault",), required=True)
+    q.add_argument("--out", required=True, help="vault folder, e.g. vaults/mine.vlt")
+    q.add_argument("--uid", default="dataset", help="name of the dataset inside the vault")
+    q.add_argument("--overwrite", action="store_true")
     for q in dsub.choices["generate"], dsub.choices["import"]:
         q.add_argument("--out", required=True, help="dataset directory to write (atomically)")
         q.add_argument("--overwrite", action="store_true")

@@ -1,8 +1,10 @@
 """Multi-agent environments with one SMAC-shaped interface (`inspo.envs.base`), and the registry behind `make`.
 
 The interface (`EnvInfo`, `MultiAgentEnv`, `Observation`, `StepResult`) is defined in `inspo.envs.base` and
-re-exported here; the concrete families are `inspo.envs.matrix`, `inspo.envs.bridge`, `inspo.envs.smax` and
-`inspo.envs.smac` (the last two imported only when one of their environments is made).
+re-exported here; the concrete families are `inspo.envs.matrix`, `inspo.envs.bridge`, `inspo.envs.smax`,
+`inspo.envs.smac` and `inspo.envs.pettingzoo` (the last three imported only when one of their environments is
+made). `register` adds environments of one's own: a plain name, or a family `prefix:` whose factory receives the
+rest of the id.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation, StepResult
 from inspo.envs.bridge import BridgeEnv, bridge_optimum
 from inspo.envs.matrix import MatrixGame, make_mne, make_xor
 
-__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "make", "known_envs", "optimum"]
+__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "make", "known_envs", "optimum",
+           "register"]
 
 
 def _smax(map_name: str, **options: Any) -> MultiAgentEnv:
@@ -30,6 +33,12 @@ def _smac(map_name: str, **options: Any) -> MultiAgentEnv:
     return SMACEnv(map_name, **options)
 
 
+def _pettingzoo(module: str, **options: Any) -> MultiAgentEnv:
+    from inspo.envs.pettingzoo import PettingZooEnv
+
+    return PettingZooEnv(module, **options)
+
+
 _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
     "xor": make_xor,
     "mne": make_mne,
@@ -40,8 +49,29 @@ _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
 _PREFIXED: dict[str, Callable[..., MultiAgentEnv]] = {
     "smax": _smax,  # JaxMARL's SMAX: pip install 'inspo[smax]'
     "smac": _smac,  # StarCraft II with oxwhirl/smac, installed from its repository
+    "pettingzoo": _pettingzoo,  # any PettingZoo ParallelEnv module: pip install 'inspo[pettingzoo]'
 }
 """`prefix:<map>` families -> constructor(map_name, **options)."""
+
+
+def register(name: str, factory: Callable[..., MultiAgentEnv], *, overwrite: bool = False) -> None:
+    """Make `factory` available to `make` (and so to `inspo datasets generate`, `train` and `evaluate`).
+
+    A plain `name` (e.g. `"my-game"`) is built as `factory(**options)`. A name ending in `:` (e.g. `"mygames:"`)
+    registers a family: `make("mygames:level1", **options)` calls `factory("level1", **options)`. The environment
+    must report `info.name` equal to the id it was made from and `options` that rebuild it, since datasets and
+    checkpoints record both. Registering a name again needs `overwrite=True`.
+    """
+    if not callable(factory):
+        raise TypeError(f"register({name!r}, ...): factory must be callable, got {type(factory).__name__}")
+    prefix, sep, rest = name.partition(":")
+    if not prefix or rest or any(c.isspace() for c in name):
+        raise ValueError(f"cannot register environment name {name!r}: expected a plain name such as 'my-game' or "
+                         f"a family prefix ending in ':' such as 'mygames:'")
+    table, key = (_PREFIXED, prefix) if sep else (_ENVS, name)
+    if key in table and not overwrite:
+        raise ValueError(f"environment {name!r} is already registered; pass overwrite=True to replace it")
+    table[key] = factory
 
 
 def known_envs() -> list[str]:

@@ -87,7 +87,7 @@ class MultiAgentEnv(abc.ABC):
         self._t += 1
         at_limit = self._t >= self._info.episode_limit
         reward, terminated = self._transition(acts, at_limit)
-        truncated = at_limit and not terminated
+        truncated = (at_limit or self._cut_short()) and not terminated
         self._running = not (terminated or truncated)
         obs, state, avail = self._snapshot()
         info = {"episode_step": self._t, **self._extra_info()}
@@ -125,6 +125,11 @@ class MultiAgentEnv(abc.ABC):
                     f"{name}: action {a} of agent {agent} is unavailable; available actions: {available}"
                 )
         return acts
+
+    def _cut_short(self) -> bool:
+        """True when the last transition hit a step limit of the wrapped environment's own (a truncation), which
+        may come before `episode_limit`; environments without one of their own never are."""
+        return False
 
     def _extra_info(self) -> dict[str, Any]:
         """Environment-specific entries of the last step's `info` (e.g. `won` in StarCraft battles)."""
