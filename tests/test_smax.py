@@ -386,3 +386,44 @@ def test_smac_missing_names_the_repository(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "smac", None)  # as if nothing named smac were installed
     with pytest.raises(ImportError, match=r"need oxwhirl/smac, which is not installed.*git\+https://github.com/oxwhirl"):
         make("smac:3m")
+
+
+def _fake_smacv2(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Installs a module `smacv2` whose two game classes record how they were built."""
+    built: dict[str, Any] = {}
+
+    def game(kind: str) -> type:
+        class Game(FakeSC2):
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__()
+                built.update(kind=kind, **kwargs)
+        return Game
+
+    env_mod, wrapper_mod = types.ModuleType("smacv2.env"), types.ModuleType("smacv2.env.starcraft2.wrapper")
+    env_mod.StarCraft2Env = game("plain")
+    wrapper_mod.StarCraftCapabilityEnvWrapper = game("capability")
+    for name, mod in {"smacv2": types.ModuleType("smacv2"), "smacv2.env": env_mod,
+                      "smacv2.env.starcraft2": types.ModuleType("smacv2.env.starcraft2"),
+                      "smacv2.env.starcraft2.wrapper": wrapper_mod}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return built
+
+
+def test_smacv2_maps_go_through_smacv2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspo.envs import make
+
+    built = _fake_smacv2(monkeypatch)
+    env = make("smacv2:3m", seed=3)
+    assert env.info.name == "smacv2:3m" and built == {"kind": "plain", "map_name": "3m", "seed": 3}
+    env.reset()
+    assert env.step(np.array([0, 1]))[3:6] == (0.5, False, False)
+    make("smacv2:10gen_protoss", capability_config={"n_units": 5})
+    assert built["kind"] == "capability" and built["capability_config"] == {"n_units": 5}
+
+
+def test_smacv2_missing_names_its_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspo.envs import make
+
+    monkeypatch.setitem(sys.modules, "smacv2", None)  # import smacv2 raises ImportError
+    with pytest.raises(ImportError, match=r"oxwhirl/smacv2, which is not installed.*pip install git\+https"):
+        make("smacv2:3m")

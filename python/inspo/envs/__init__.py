@@ -33,6 +33,12 @@ def _smac(map_name: str, **options: Any) -> MultiAgentEnv:
     return SMACEnv(map_name, **options)
 
 
+def _smacv2(map_name: str, **options: Any) -> MultiAgentEnv:
+    from inspo.envs.smac import SMACEnv
+
+    return SMACEnv(map_name, version=2, **options)
+
+
 def _pettingzoo(module: str, **options: Any) -> MultiAgentEnv:
     from inspo.envs.pettingzoo import PettingZooEnv
 
@@ -49,6 +55,7 @@ _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
 _PREFIXED: dict[str, Callable[..., MultiAgentEnv]] = {
     "smax": _smax,  # JaxMARL's SMAX: pip install 'inspo[smax]'
     "smac": _smac,  # StarCraft II with oxwhirl/smac, installed from its repository
+    "smacv2": _smacv2,  # StarCraft II with oxwhirl/smacv2 (no module-name collision with SMAC3)
     "pettingzoo": _pettingzoo,  # any PettingZoo ParallelEnv module: pip install 'inspo[pettingzoo]'
 }
 """`prefix:<map>` families -> constructor(map_name, **options)."""

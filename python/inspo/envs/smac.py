@@ -1,9 +1,11 @@
-"""SMAC (StarCraft II, oxwhirl/smac) behind the project's environment interface.
+"""SMAC and SMACv2 (StarCraft II: oxwhirl/smac, oxwhirl/smacv2) behind the project's environment interface.
 
 oxwhirl/smac is installed by the user from its repository (`pip install git+https://github.com/oxwhirl/smac.git`)
 together with the StarCraft II game and its maps. The package called `smac` on the package index is SMAC3, a
 hyper-parameter optimiser (used by `inspo tune`), a different project that installs the same module name; this
-module recognises it and says so.
+module recognises it and says so. SMACv2 installs the module `smacv2` and collides with nothing, so real StarCraft
+and `inspo tune` can share one environment through `smacv2:<map>`; SMACv1 maps need oxwhirl/smac in a virtual
+environment of its own (without the `tune` extra).
 
 Mapping: `get_env_info()` gives the shapes (`n_agents`, `obs_shape`, `state_shape`, `n_actions`,
 `episode_limit`). SMAC's `step` returns `terminated=True` also when its step limit ends the episode, flagged by
@@ -22,6 +24,8 @@ from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 
 __all__ = ["SC2Game", "SMACEnv", "env_info_from_smac"]
 
+INSTALL_HINT_V2 = ("install oxwhirl/smacv2 from its repository, pip install git+https://github.com/oxwhirl/smacv2.git, "
+                   "and StarCraft II with the SMAC maps (SC2PATH names the game folder)")
 INSTALL_HINT = ("install oxwhirl/smac from its repository, pip install git+https://github.com/oxwhirl/smac.git, "
                 "and StarCraft II with the SMAC maps (see that repository's README; SC2PATH names the game folder)")
 
@@ -59,6 +63,20 @@ def _starcraft2_env() -> type:
     return StarCraft2Env
 
 
+def _smacv2_game(map_name: str, **options: Any) -> SC2Game:
+    """SMACv2's game for `map_name`: with a `capability_config` option (SMACv2's procedurally generated scenarios,
+    e.g. `10gen_protoss`) its capability wrapper, otherwise its `StarCraft2Env`."""
+    try:
+        if "capability_config" in options:
+            from smacv2.env.starcraft2.wrapper import StarCraftCapabilityEnvWrapper as game
+        else:
+            from smacv2.env import StarCraft2Env as game
+    except ImportError as exc:
+        raise ImportError(f"smacv2:<map> environments need oxwhirl/smacv2, which is not installed; {INSTALL_HINT_V2}"
+                          ) from exc
+    return game(map_name=map_name, **options)
+
+
 def env_info_from_smac(name: str, env_info: Mapping[str, Any]) -> EnvInfo:
     """The `EnvInfo` of a SMAC game from its `get_env_info()` dictionary."""
     keys = {"n_agents": "n_agents", "obs_dim": "obs_shape", "state_dim": "state_shape", "n_actions": "n_actions",
@@ -70,16 +88,23 @@ def env_info_from_smac(name: str, env_info: Mapping[str, Any]) -> EnvInfo:
 
 
 class SMACEnv(MultiAgentEnv):
-    """`smac:<map>`: a StarCraft II micromanagement map through oxwhirl/smac.
+    """`smac:<map>` (``version=1``, oxwhirl/smac) or `smacv2:<map>` (``version=2``, oxwhirl/smacv2): a StarCraft II
+    micromanagement map.
 
-    `sc2_options` go to `StarCraft2Env(map_name=..., **sc2_options)` (e.g. `seed`, `difficulty`); the game's
+    `sc2_options` go to `StarCraft2Env(map_name=..., **sc2_options)` (e.g. `seed`, `difficulty`; for SMACv2 a
+    `capability_config` selects its capability wrapper for the generated scenarios); the game's
     randomness is seeded there, so `reset(seed=...)` cannot reseed it. `game` replaces the StarCraft II
     environment by any object with the same methods (see `SC2Game`), e.g. in tests without the game.
     """
 
-    def __init__(self, map_name: str, *, game: SC2Game | None = None, **sc2_options: Any) -> None:
-        self._game = game if game is not None else _starcraft2_env()(map_name=map_name, **sc2_options)
-        info = env_info_from_smac(f"smac:{map_name}", self._game.get_env_info())
+    def __init__(self, map_name: str, *, game: SC2Game | None = None, version: int = 1, **sc2_options: Any) -> None:
+        if version not in (1, 2):
+            raise ValueError(f"SMAC version must be 1 (oxwhirl/smac) or 2 (oxwhirl/smacv2), got {version!r}")
+        if game is None:
+            game = (_starcraft2_env()(map_name=map_name, **sc2_options) if version == 1
+                    else _smacv2_game(map_name, **sc2_options))
+        self._game = game
+        info = env_info_from_smac(f"{'smac' if version == 1 else 'smacv2'}:{map_name}", game.get_env_info())
         super().__init__(info, sc2_options)
         self._won = False
 
