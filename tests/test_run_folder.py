@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inspo import run_folder, training
+from inspo import checkpoint, run_folder, training
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
@@ -143,3 +143,13 @@ def test_run_cache_keys_on_dataset_content_not_path(dataset, tmp_path) -> None:
     metrics["package"]["version"] = "0.0.0-other"
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
     assert runner.cached({**config, "dataset": str(moved)}) is None  # made by another inspo version: a miss
+
+
+def test_resume_of_a_checkpoint_without_dataset_digest_warns(dataset, tmp_path) -> None:
+    out = tmp_path / "run"
+    train(_config(dataset, out))
+    state = checkpoint.load(out / "checkpoint.pt")
+    del state["dataset_sha256"]  # as written before the digest was recorded
+    checkpoint.save(state, out / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="records no dataset digest"):
+        train(_config(dataset, out), resume=True)
