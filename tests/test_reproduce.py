@@ -83,7 +83,7 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "## xor-ab-ba" in printed and "| InSPO |" in printed
 
     # The second time every run comes from the run cache: nothing is trained, the numbers are the same.
-    monkeypatch.setattr(runner, "train", lambda cfg: pytest.fail(f"trained {cfg.algo} again"))
+    monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo} again"))
     assert main([*TINY_XOR, "--out", str(out)]) == 0
     assert "15 of 15 runs read from the run cache" in capsys.readouterr().out
     again = json.loads((out / "baselines_xor.json").read_text())

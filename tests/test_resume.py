@@ -1,22 +1,27 @@
-"""Faults: checkpoints are verified, a killed run resumes to exactly the parameters of an uninterrupted one,
-SIGTERM stops cleanly with a checkpoint, and a non-finite loss stops the run naming the loss."""
+"""Faults: checkpoints are verified, a killed run resumes to exactly the parameters of an uninterrupted one (from
+its folder however spelled, and only on the data it started on), SIGTERM stops cleanly with a checkpoint, a second
+run on a busy folder fails at once, and a non-finite loss stops the run naming the loss.
+
+The runs that are killed or stopped pause themselves (SIGSTOP) in the middle of a chosen checkpoint write, so that
+the signal lands at a known step, past the last complete checkpoint, whatever the machine's speed."""
 from __future__ import annotations
 
+import json
 import os
-import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from inspo import checkpoint
+from inspo.cli import main
 from inspo.config import TrainConfig
-from inspo.data import generate_matrix, save_dataset
+from inspo.data import generate_matrix, load_dataset, save_dataset
 from inspo.training import train
 
 ARGS = ["--iters", "300", "--bc-steps", "60", "--eval-every", "100", "--eval-episode-limit", "1",
@@ -35,8 +40,45 @@ def _cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+# `inspo train ARGS...` that stops itself (SIGSTOP) inside its PAUSE_AT_WRITE-th write of checkpoint.pt, after the
+# new state is in the temporary file and before it is renamed over the last one.
+_PAUSING_TRAIN = r"""
+import os, signal, sys
+from inspo import checkpoint, cli
+real, writes = checkpoint.atomic_write, []
+def atomic_write(path, write):
+    def write_then_pause(fh):
+        write(fh)
+        if path.name == "checkpoint.pt":
+            writes.append(path)
+            if len(writes) == int(os.environ["PAUSE_AT_WRITE"]):
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGSTOP)
+    real(path, write_then_pause)
+checkpoint.atomic_write = atomic_write
+sys.exit(cli.main(["train", *sys.argv[1:]]))
+"""
+
+
+def _paused_cli(write: int, *args: str) -> subprocess.Popen:
+    """``inspo train ARGS`` stopped in its ``write``-th checkpoint write (every 7 steps with ARGS)."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSING_TRAIN, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PAUSE_AT_WRITE": str(write)})
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        pytest.fail(f"the run ended before its checkpoint write {write}: {proc.stderr.read()}")
+    return proc
+
+
 def _final_params(run: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(run / "final.pt")["policy"]
+
+
+def _assert_same_final(expected_run: Path, run: Path, note: str) -> None:
+    expected, got = _final_params(expected_run), _final_params(run)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs {note}"
 
 
 @pytest.fixture(scope="module")
@@ -48,47 +90,81 @@ def uninterrupted(dataset, tmp_path_factory) -> Path:
     return out
 
 
-def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not (out / "checkpoint.pt").exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-
-
-def test_sigkill_then_resume_gives_identical_parameters(dataset, uninterrupted, tmp_path) -> None:
+@pytest.mark.parametrize("write", [5, 11], ids=["behaviour-cloning", "learner"])
+def test_sigkill_then_resume_gives_identical_parameters(dataset, uninterrupted, tmp_path, write: int) -> None:
     out = tmp_path / "killed"
-    proc = _cli("--dataset", str(dataset), *ARGS, "--out", str(out))
-    _wait_for_checkpoint(out, proc)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
-    if proc.poll() is not None:
-        pytest.fail("the run finished before it could be killed; make it longer")
-    proc.send_signal(signal.SIGKILL)
+    proc = _paused_cli(write, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    proc.send_signal(signal.SIGKILL)  # half-way through writing the state of step 7 * write
     proc.communicate()
     step = checkpoint.load(out / "checkpoint.pt")["run"]["step"]
-    assert 0 < step < 360
+    assert step == 7 * (write - 1)  # the last complete checkpoint; the steps after it are lost
+    assert list(out.glob(".checkpoint.pt.*")), "the killed write left no temporary"
     resumed = _cli("--resume", str(out))
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    expected, got = _final_params(uninterrupted), _final_params(out)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), f"{name} differs after resuming from step {step}"
+    _assert_same_final(uninterrupted, out, f"after resuming from step {step}")
+    assert not list(out.glob(".checkpoint.pt.*")), "the resumed run left the killed write's temporary"
+    assert not (out / ".lock").exists()
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_nonzero(dataset, uninterrupted, tmp_path) -> None:
     out = tmp_path / "terminated"
-    proc = _cli("--dataset", str(dataset), *ARGS, "--out", str(out))
-    _wait_for_checkpoint(out, proc)
+    proc = _paused_cli(11, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    # Paused while saving step 77; once it runs again it finishes that save and step 78, saves that, and stops.
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, err
     assert "SIGTERM" in err and f"--resume {out}" in err
+    assert checkpoint.load(out / "checkpoint.pt")["run"]["step"] == 78
     resumed = _cli("--resume", str(out))
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    expected, got = _final_params(uninterrupted), _final_params(out)
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    _assert_same_final(uninterrupted, out, "after SIGTERM and resume")
+
+
+def test_second_run_on_a_busy_folder_fails_at_once(dataset, uninterrupted, tmp_path) -> None:
+    out = tmp_path / "busy"
+    first = _paused_cli(1, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    try:
+        for extra in ([], ["--overwrite"]):
+            second = _cli("--dataset", str(dataset), *ARGS, "--out", str(out), *extra)
+            _, err = second.communicate(timeout=120)
+            assert second.returncode != 0
+            assert f"run folder {out} is in use by another run (process {first.pid}" in err
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    _assert_same_final(uninterrupted, out, "after a second run tried the folder")
+
+
+@pytest.mark.parametrize("spelling", ["trailing-slash", "dot-relative", "moved"])
+def test_resume_accepts_any_spelling_of_the_folder(dataset, uninterrupted, tmp_path, spelling: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)  # the original's --out was an absolute path elsewhere: a moved folder
+    (run / "final.pt").unlink()
+    monkeypatch.chdir(tmp_path)
+    where = {"trailing-slash": f"{run}/", "dot-relative": "./run", "moved": str(run)}[spelling]
+    assert main(["train", "--resume", where]) == 0
+    _assert_same_final(uninterrupted, run, f"after resuming from {where}")
+
+
+def test_resume_refuses_a_replaced_dataset(tmp_path) -> None:
+    data = tmp_path / "data"
+    save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 100, seed=0), data)
+    cfg = TrainConfig(dataset=str(data), iters=10, bc_steps=5, eval_every=10, eval_episode_limit=1, batch_size=32,
+                      out=str(tmp_path / "run"))
+    train(cfg)
+    started_on = load_dataset(data).manifest["manifest_sha256"]
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["dataset_sha256"] == started_on
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dataset_sha256"] == started_on and set(metrics["package"]) == {"version", "commit"}
+    save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 100, seed=1), data, overwrite=True)
+    now = load_dataset(data).manifest["manifest_sha256"]
+    with pytest.raises(ValueError, match=f"another dataset: .*{started_on}.*{now}"):
+        train(cfg, resume=True)
 
 
 def test_corrupted_checkpoint_is_refused(uninterrupted, tmp_path) -> None:

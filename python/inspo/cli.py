@@ -21,7 +21,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
     try:
-        result = train(cfg, progress=True, resume=bool(args.resume))
+        result = train(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         print(f"inspo train: {exc}", file=sys.stderr)
         return 130
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a method on an offline dataset")
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, a folder that holds a run is refused)")
     add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 

@@ -9,7 +9,8 @@ import sys
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from inspo import checkpoint as ckpt_io
+from inspo import run_folder
 from inspo.algos import LEARNERS
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
@@ -28,6 +30,7 @@ from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
 from inspo.policy import load_policy, policy_checkpoint
+from inspo.provenance import package_info
 
 __all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"]
 
@@ -57,10 +60,14 @@ class TrainingInterrupted(RuntimeError):
 
 
 class _StopRequests:
-    """Turns SIGINT/SIGTERM into a flag that the loop checks between steps (main thread only)."""
+    """SIGINT/SIGTERM (main thread only): until ``deferred`` is set they raise :class:`TrainingInterrupted` at once
+    (before the training loop there is no state worth saving, and loading a dataset can take long); then they set a
+    flag that the loop checks between steps, so that it can save the state of the step it finished."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: str) -> None:
         self.signal: int | None = None
+        self.deferred = False
+        self._before = before  # what an immediate stop leaves behind, for its message
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequests:
@@ -70,6 +77,9 @@ class _StopRequests:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if not self.deferred:
+            raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} before training started; "
+                                      f"{self._before}")
         self.signal = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -185,25 +195,59 @@ def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentE
     return policy_checkpoint(policy, env, hidden=cfg.hidden, config=cfg.to_dict(), iteration=iteration)
 
 
-def train(config: TrainConfig, progress: bool = False, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, progress: bool = False, resume: bool = False,
+          overwrite: bool = False) -> TrainResult:
     """Train ``config.algo`` on ``config.dataset``; write metrics and checkpoints to ``config.out`` if set.
 
     A run with ``out`` saves its full state to ``out/checkpoint.pt`` every ``config.checkpoint_every`` steps and
     when SIGINT/SIGTERM stops it (then :class:`TrainingInterrupted` is raised); ``resume=True`` continues from
-    that file and ends with exactly the parameters the uninterrupted run would have (on CPU).
+    that file and ends with exactly the parameters the uninterrupted run would have (on CPU). Resuming refuses a
+    checkpoint made with another config (``out`` aside: the folder may be spelled differently or have moved) or on
+    another dataset (its manifest SHA-256 is recorded). SIGINT/SIGTERM before the first step raise
+    :class:`TrainingInterrupted` at once, and no file is written.
+
+    The run holds ``out`` for itself (see :mod:`inspo.run_folder`): a second run on the same folder fails at once,
+    and a folder that already holds a run is refused (``FileExistsError``) unless ``resume`` continues it or
+    ``overwrite`` deletes it first. A zero-iteration run (``config.iters == 0``) is behaviour cloning alone: the
+    cloned policy is evaluated and saved.
 
     With ``config.ddp`` every rank of the ``torch.distributed`` process group calls this with the same config (see
     :class:`~inspo.config.TrainConfig`); only rank 0 evaluates and writes files, and every rank returns its result.
     """
     config.validate()
+    if resume and overwrite:
+        raise ValueError("resume=True continues the run in config.out and overwrite=True deletes it; pass one")
+    if config.out is None:
+        before = "nothing was saved (no --out)"
+    elif resume:
+        before = f"{config.out} is unchanged; resume with: inspo train --resume {config.out}"
+    else:
+        before = f"no run was written to {config.out}"
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        with _data_parallel(config) as shard:
-            return _train(config, progress, resume, shard)
+        with (_StopRequests(before) as stop, _data_parallel(config) as shard,
+              _claim_run_folder(config, shard, resume, overwrite)):
+            return _train(config, progress, resume, shard, stop)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _claim_run_folder(cfg: TrainConfig, shard: Shard, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Rank 0 (the rank that writes files) holds ``cfg.out`` for the run (:func:`inspo.run_folder.claim`); when it
+    cannot, every rank raises."""
+    with contextlib.ExitStack() as stack:
+        refused: Exception | None = None
+        if cfg.out is not None and shard.rank == 0:
+            try:
+                stack.enter_context(run_folder.claim(cfg.out, resume=resume, overwrite=overwrite))
+            except (OSError, RuntimeError) as exc:  # busy, holds a run, or not a folder we can write
+                refused = exc
+        if shard.any(refused is not None):  # collective: no rank may go on to wait for rank 0 in the loop
+            raise refused or RuntimeError(f"rank 0 could not claim the run folder {cfg.out}; see its error")
+        yield
 
 
 @contextlib.contextmanager
@@ -238,13 +282,14 @@ def _data_parallel(cfg: TrainConfig) -> Iterator[Shard]:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> TrainResult:
+def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _StopRequests) -> TrainResult:
     device = shard.device
     lead = shard.rank == 0  # the rank that evaluates, reports and writes files
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     ds = load_dataset(cfg.dataset)
+    dataset_sha256 = ds.manifest["manifest_sha256"]
     env_name = ds.manifest["env"]["id"]
     eval_env = _eval_env(cfg, env_name, ds.manifest["env"]["options"])
     ds.validate(eval_env)
@@ -266,8 +311,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         if state_path is None or not state_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         saved = ckpt_io.load(state_path, map_location=device)
-        if TrainConfig.from_dict(saved["config"]) != cfg:  # read, so that flat (older) keys compare too
+        # Read, so that flat (older) keys compare too; ``out`` is where the checkpoint was found, however spelled.
+        if replace(TrainConfig.from_dict(saved["config"]), out=cfg.out) != cfg:
             raise ValueError(f"{state_path} was written by a run with another config; resume with the same one")
+        _check_same_dataset(saved.get("dataset_sha256"), dataset_sha256, state_path, cfg.dataset)
         run = saved["run"]
         bc.load_state_dict(saved["bc"])
         gen.set_state(saved["generator"])
@@ -305,7 +352,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
                 ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, iteration), out / "best.pt")
 
     def save_state() -> None:
-        ckpt_io.save({"config": cfg.to_dict(), "run": run, "bc": bc.state_dict(),
+        ckpt_io.save({"config": cfg.to_dict(), "dataset_sha256": dataset_sha256, "run": run, "bc": bc.state_dict(),
                          "learner": None if learner is None else learner.state_dict(),
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
 
@@ -313,46 +360,46 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
     started = time.perf_counter() - run["wall_time"]
-    with _StopRequests() as stop:
-        for step in range(run["step"], total):
-            idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
-            if step < bc_steps:
-                mine = idx[shard.rows(cfg.batch_size)]
-                loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
-                try:
-                    shard.require_finite(bc_nll=loss)  # collective: every rank stops together
-                except FloatingPointError as exc:
-                    raise FloatingPointError(f"{exc} at behaviour-cloning step {step}; {_KEPT}") from None
-                if step == bc_steps - 1:
-                    run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
-                if step % 100 == 0:
-                    bar.update(step + 1, f"bc nll {float(loss):.4f}")
-            else:
-                it = step - bc_steps + 1
-                if learner is None:
-                    learner = start_learner()
-                    record(0, {"bc_nll": run["bc_nll"]})
-                t0 = time.perf_counter()
-                batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS}, logp_mu=data["logp_mu"][:, idx])
-                try:
-                    stats = learner.update(batch)
-                except FloatingPointError as exc:
-                    raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
-                run["update_time"] += time.perf_counter() - t0
-                if it % cfg.eval_every == 0 or it == cfg.iters:
-                    record(it, shard.reduce_stats(stats))
-            run["step"] = step + 1
-            run["wall_time"] = time.perf_counter() - started
-            stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
-            if lead and state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
-                save_state()
-            if stopping:
-                bar.close()
-                where = f"; resume with: inspo train --resume {out}" if out else " (no --out, nothing saved)"
-                by = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another rank"
-                raise TrainingInterrupted(f"stopped by {by} after step {run['step']} of {total}{where}")
-        if cfg.algo == "bc" and not run["curve"]:
-            record(0, {"bc_nll": run["bc_nll"]})
+    stop.deferred = True  # from here on a stop waits for the end of the step, whose state is then saved
+    for step in range(run["step"], total):
+        idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
+        if step < bc_steps:
+            mine = idx[shard.rows(cfg.batch_size)]
+            loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
+            try:
+                shard.require_finite(bc_nll=loss)  # collective: every rank stops together
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} at behaviour-cloning step {step}; {_KEPT}") from None
+            if step == bc_steps - 1:
+                run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
+            if step % 100 == 0:
+                bar.update(step + 1, f"bc nll {float(loss):.4f}")
+        else:
+            it = step - bc_steps + 1
+            if learner is None:
+                learner = start_learner()
+                record(0, {"bc_nll": run["bc_nll"]})
+            t0 = time.perf_counter()
+            batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS}, logp_mu=data["logp_mu"][:, idx])
+            try:
+                stats = learner.update(batch)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
+            run["update_time"] += time.perf_counter() - t0
+            if it % cfg.eval_every == 0 or it == cfg.iters:
+                record(it, shard.reduce_stats(stats))
+        run["step"] = step + 1
+        run["wall_time"] = time.perf_counter() - started
+        stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
+        if lead and state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
+            save_state()
+        if stopping:
+            bar.close()
+            where = f"; resume with: inspo train --resume {out}" if out else " (no --out, nothing saved)"
+            by = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another rank"
+            raise TrainingInterrupted(f"stopped by {by} after step {run['step']} of {total}{where}")
+    if not run["curve"]:  # behaviour cloning alone (algo "bc", or iters == 0): evaluate the cloned policy
+        record(0, {"bc_nll": run["bc_nll"]})
     bar.close()
 
     run["curve"], run["best_return"] = shard.from_rank0((run["curve"], run["best_return"]))  # rank 0 evaluated
@@ -369,9 +416,21 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
             ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
             save_state()
             _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **asdict(result),
-                                               "bc_nll": run["bc_nll"]})
+                                               "bc_nll": run["bc_nll"], "dataset_sha256": dataset_sha256,
+                                               "package": package_info()})
         shard.barrier()  # the files exist on return, on every rank
     return result
+
+
+def _check_same_dataset(recorded: str | None, current: str, state_path: Path, dataset: str) -> None:
+    """Refuse to resume on data other than the run started on (compared by manifest SHA-256)."""
+    if recorded is None:
+        warnings.warn(f"{state_path} records no dataset digest (written by an older inspo): cannot check that "
+                      f"{dataset} holds the data the run started on", stacklevel=3)
+    elif recorded != current:
+        raise ValueError(f"{state_path} was written by a run on another dataset: it started on manifest_sha256 "
+                         f"{recorded}, {dataset} now has manifest_sha256 {current}; resume with the data it "
+                         f"started on")
 
 
 _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"

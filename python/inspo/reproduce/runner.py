@@ -2,7 +2,8 @@
 a table (``<name>.md``, ``.json`` and ``.png``).
 
 The run cache lives in ``<out>/cache/``: a run whose folder already holds the ``metrics.json`` of a finished run with
-the same configuration is read back, not trained again.
+the same settings (configuration, dataset content and inspo version) is read back, not trained again; any other run
+is trained again in its folder, replacing what an unfinished or outdated run left there.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from inspo import report
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig
 from inspo.data import DatasetError, load_dataset, save_dataset
+from inspo.provenance import package_info
 from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
@@ -47,27 +49,32 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
 
 
 def train_one(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one config (in a worker process or inline) and keep what the tables need."""
-    return _outcome(asdict(train(TrainConfig.from_dict(config))), from_cache=False)
+    """Train one config (in a worker process or inline) and keep what the tables need. Its folder is overwritten:
+    :func:`cached` found no finished run with these settings there, so what is there is unfinished or outdated."""
+    return _outcome(asdict(train(TrainConfig.from_dict(config), overwrite=True)), from_cache=False)
 
 
-def settings(config: dict[str, Any]) -> dict[str, Any]:
+def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | None) -> dict[str, Any]:
     """What a cached run must match: the config with every field (a field added to `TrainConfig` after the run
-    was made takes its default), without its output folder, and with its dataset as an absolute path."""
+    was made takes its default) but its output folder and its dataset's path, which differ between machines; the
+    dataset's content (its manifest SHA-256) and the inspo version that trained instead."""
     full = TrainConfig.from_dict(config).to_dict()
-    return {**{k: v for k, v in full.items() if k != "out"}, "dataset": str(Path(full["dataset"]).resolve())}
+    return {**{k: v for k, v in full.items() if k not in ("out", "dataset")}, "dataset_sha256": dataset_sha256,
+            "version": version}
 
 
 def cached(config: dict[str, Any]) -> dict[str, Any] | None:
     """The outcome of the finished run in ``config["out"]`` if it was made with the same settings, else None."""
     try:
         saved = json.loads((Path(config["out"]) / "metrics.json").read_text())
-        same = settings(saved["config"]) == settings(config)
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):  # never run, stopped while writing, not a run
+        made = settings(saved["config"], saved["dataset_sha256"], saved["package"]["version"])
+        wanted = settings(config, load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"],
+                          package_info()["version"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None  # never run, stopped while writing, not a run, or made by code that recorded less
+    except ValueError:  # a field TrainConfig no longer has (made by other code), or no readable dataset
         return None
-    except ValueError:  # a field TrainConfig no longer has: made by other code
-        return None
-    return _outcome(saved, from_cache=True) if same else None
+    return _outcome(saved, from_cache=True) if made == wanted else None
 
 
 def cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
