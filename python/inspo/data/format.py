@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inspo import jsonio
 from inspo.data.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST, DatasetError, manifest_digest, read_manifest
 from inspo.envs import EnvInfo, MultiAgentEnv, make
 from inspo.errors import MissingExtra
@@ -244,9 +245,10 @@ def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool =
             }
         manifest = {key: value for key, value in ds.manifest.items() if key not in ("files", "manifest_sha256")}
         manifest["files"] = files
+        manifest = jsonio.finite(manifest)  # statistics of unverified data may be NaN: standard JSON says null
         manifest["manifest_sha256"] = manifest_digest(manifest)
         with open(tmp / MANIFEST, "w") as fh:
-            json.dump(manifest, fh, indent=2, allow_nan=False)  # standard JSON: NaN has no place in it
+            json.dump(manifest, fh, indent=2, allow_nan=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
