@@ -215,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _single_line(text: str) -> str:
+    """``text`` on one line: its lines (a torch message, a path holding a newline) joined by '; '."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line (multi-line messages, e.g. torch's, joined with '; ')."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines) or type(exc).__name__
+    """The message of ``exc`` on one line, or its type's name when it has none."""
+    return _single_line(str(exc)) or type(exc).__name__
 
 
 def _os_error(exc: OSError) -> str:
@@ -230,7 +234,8 @@ def _os_error(exc: OSError) -> str:
 
 
 def _fail(command: str, message: str) -> None:
-    print(f"{command}: error: {message}", file=sys.stderr)
+    """The one line on stderr that ends a failed command."""
+    print(f"{command}: error: {_single_line(message)}", file=sys.stderr)
 
 
 def _positive_int(text: str) -> int:
