@@ -212,5 +212,6 @@ def export_policies(src: str | Path, dst: str | Path, env_name: str | None = Non
     index = {k: v for k, v in meta.items() if k != "folder"}
     index["snapshots"] = kept
     index["exported_from"] = {"snapshots": len(meta["snapshots"]), "kept": sorted(keep)}
-    atomic_write(dst / "snapshots.json", lambda fh: fh.write((jsonio.dumps(index, indent=2) + "\n").encode()))
+    text = jsonio.dumps(index, indent=2) + "\n"
+    atomic_write(dst / "snapshots.json", lambda fh: fh.write(text.encode()))
     return index
