@@ -183,7 +183,7 @@ def test_every_config_field_is_a_flag() -> None:
     assert cfg == OnlineConfig(env="smax:3m", clip=0.1, gae_lambda=0.9)
 
 
-def test_unknown_config_keys_raise(tmp_path: Path) -> None:
+def test_unknown_config_keys_raise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         TrainConfig.from_dict({"dataset": "d", "learning_rate": 1e-3})
     with pytest.raises(ValueError, match="unknown preset"):
@@ -191,10 +191,11 @@ def test_unknown_config_keys_raise(tmp_path: Path) -> None:
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"dataset": "d", "learning_rate": 1e-3}))
-    with pytest.raises(SystemExit, match="learning_rate"):
-        main(["train", "--config", str(config), "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit, match="batch_size"):
-        main(["train", "--dataset", "d", "--batch-size", "0", "--out", str(tmp_path / "run")])
+    # A bad config is bad usage: one line on stderr and exit code 2 (inspo.errors.EXIT_USAGE).
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert main(["train", "--dataset", "d", "--batch-size", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "batch_size" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -14,11 +14,14 @@ from typing import Any, Callable
 
 import torch
 
+from inspo.errors import InspoError
+
 _MAGIC = b"inspo-checkpoint sha256="
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, corrupted or not an inspo checkpoint."""
+class CheckpointError(InspoError, RuntimeError):
+    """A checkpoint file is missing, truncated, corrupted or not an inspo checkpoint (a RuntimeError too, as it was
+    before the project had its own error type)."""
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
@@ -62,4 +65,19 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> A
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected:
         raise CheckpointError(f"checkpoint {path} is corrupted or truncated: sha256 {actual}, header says {expected}")
-    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- torch's unpickler raises many types; all mean "not loadable"
+        raise CheckpointError(f"checkpoint {path} passes its checksum but its payload cannot be loaded: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def sections(obj: Any, path: str | os.PathLike, required: tuple[str, ...], what: str) -> dict[str, Any]:
+    """``obj`` (read from checkpoint ``path``) as a dict that holds every key in ``required``; CheckpointError naming
+    the missing ones and what the file should have been (``what``, e.g. "a policy checkpoint (final.pt)")."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}; expected {what}")
+    missing = [key for key in required if key not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the section(s) {missing} of {what} (it has {sorted(obj)})")
+    return obj

@@ -1,14 +1,23 @@
-"""The ``inspo`` command line: train, evaluate, datasets, bench, reproduce (and online, tune, report)."""
+"""The ``inspo`` command line: train, evaluate, datasets, bench, reproduce (and online, tune, report).
+
+Every failure ends with one line on stderr and an exit code of :mod:`inspo.errors` (README, "Exit codes").
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from inspo import jsonio
 from inspo.config import TrainConfig, add_config_flags, config_from_args
+from inspo.flags import parse_key_values
+from inspo.errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK, EXIT_USAGE, InspoError
+from inspo.paths import check_out_dir
+
+_TRAINING_STATE = ("config", "run", "bc", "learner", "generator", "torch_rng")
+"""Sections of a run's ``checkpoint.pt`` that ``--resume`` reads."""
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -16,18 +25,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from inspo.training import TrainingInterrupted, train
 
     if args.resume:
-        saved = checkpoint.load(Path(args.resume) / "checkpoint.pt")
+        path = Path(args.resume) / "checkpoint.pt"
+        saved = checkpoint.sections(checkpoint.load(path), path, _TRAINING_STATE, "a run's training state")
+        if not isinstance(saved["config"], dict):
+            raise checkpoint.CheckpointError(f"{path}: its 'config' is a {type(saved['config']).__name__}, "
+                                             f"expected a mapping of TrainConfig fields")
         cfg = TrainConfig.from_dict({**saved["config"], "out": args.resume})
     else:
         cfg = config_from_args(args)
+        if cfg.out is not None:
+            check_out_dir(cfg.out)
     try:
         result = train(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite)
     except TrainingInterrupted as exc:
-        print(f"inspo train: {exc}", file=sys.stderr)
-        return 130
+        _fail("inspo train", str(exc))
+        return EXIT_INTERRUPTED
     except FloatingPointError as exc:
-        print(f"inspo train: {exc}", file=sys.stderr)
-        return 3
+        _fail("inspo train", str(exc))
+        return EXIT_NUMERICAL
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     summary = {"final_return": result.final_return, "best_return": result.best_return,
@@ -35,8 +50,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
                "metrics": result.metrics_path}
-    print(json.dumps(summary, indent=2))
-    return 0
+    print(jsonio.dumps(summary, indent=2))
+    return EXIT_OK
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -44,8 +59,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     res = evaluate(args.checkpoint, env=args.env, episodes=args.episodes, seed=args.seed,
                    episode_limit=args.episode_limit, greedy=args.greedy)
-    print(json.dumps(res, indent=2))
-    return 0
+    print(jsonio.dumps(res, indent=2))
+    return EXIT_OK
 
 
 def _summary(path: str, ds) -> dict[str, Any]:
@@ -68,7 +83,7 @@ def _generate(args: argparse.Namespace):
             raise ValueError(f"{args.env}: expected --quality random (the uniform policy, for any environment); "
                              f"--preset is for xor and mne, other qualities and --policy for smax:<map>")
         return data.generate_uniform(args.env, args.episodes, args.seed, episode_limit=args.episode_limit,
-                                     **_env_options(args.env_option))
+                                     **parse_key_values('--env-option', args.env_option))
     if args.policy is not None:
         raise ValueError(f"--policy is for SMAX data; {args.env} takes none")
     if args.preset is None or args.quality is not None:
@@ -77,36 +92,13 @@ def _generate(args: argparse.Namespace):
                                 episode_limit=1 if args.episode_limit is None else args.episode_limit)
 
 
-def _env_options(items: list[str] | None) -> dict[str, Any]:
-    """`--env-option KEY=VALUE` items as keyword options (VALUE parsed as JSON, else kept as a string)."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--env-option {item!r}: expected KEY=VALUE, e.g. max_cycles=10")
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text
-    return options
-
-
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from inspo import data
 
     if args.action == "list":
-        root = Path(args.path)
-        found = sorted(p.parent for p in root.glob("**/manifest.json")) if root.is_dir() else []
-        for path in found:
-            try:
-                ds = data.load_dataset(path, verify=False)
-                m = ds.manifest
-                print(f"{path}  env={m['env']['id']}  episodes={m['counts']['episodes']}  "
-                      f"return={m['returns']['mean']:.4f}")
-            except data.DatasetError as exc:
-                print(f"{path}  INVALID: {exc}")
-        print("generator presets: " + ", ".join(sorted(data.MATRIX_PRESETS)))
-        return 0
+        return _list_datasets(Path(args.path))
+    if args.action in ("generate", "import"):
+        check_out_dir(args.out)
     if args.action == "generate":
         ds = _generate(args)
     elif args.action == "import" and args.format == "vault":
@@ -118,17 +110,42 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(json.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
         return 0
     else:
-        ds = data.load_dataset(args.path, env=args.env)
-        print(json.dumps({"ok": True, **_summary(args.path, ds)} if args.action == "verify"
-                         else {**_summary(args.path, ds), "files": ds.manifest["files"]}, indent=2))
-        return 0
+        ds = data.load_dataset(args.path, env=args.env)  # the checks training makes (see load_dataset)
+        print(jsonio.dumps({"ok": True, **_summary(args.path, ds)} if args.action == "verify"
+                           else {**_summary(args.path, ds), "files": ds.manifest["files"]}, indent=2))
+        return EXIT_OK
     out = data.save_dataset(ds, args.out, overwrite=args.overwrite)
-    print(json.dumps(_summary(str(out), ds), indent=2))
-    return 0
+    print(jsonio.dumps(_summary(str(out), ds), indent=2))
+    return EXIT_OK
+
+
+def _list_datasets(root: Path) -> int:
+    """`datasets list`: one line per dataset under ``root`` (a bad one says why, and the listing goes on), then the
+    generator presets; EXIT_USAGE if any was bad."""
+    from inspo import data
+
+    found = sorted(p.parent for p in root.glob("**/manifest.json")) if root.is_dir() else []
+    bad = []
+    for path in found:
+        try:
+            m = data.load_dataset(path, verify=False).manifest  # the manifest and file headers; not the content
+        except (data.DatasetError, OSError) as exc:
+            bad.append(path)
+            print(f"{path}  INVALID: {_one_line(exc)}")
+            continue
+        mean = m["returns"]["mean"]
+        print(f"{path}  env={m['env']['id']}  episodes={m['counts']['episodes']}  "
+              f"return={'n/a' if mean is None else format(mean, '.4f')}")
+    print("generator presets: " + ", ".join(sorted(data.MATRIX_PRESETS)))
+    if bad:
+        _fail("inspo datasets", f"{len(bad)} of {len(found)} datasets under {root} are invalid: "
+                                f"{', '.join(map(str, bad))}")
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inspo", description=__doc__)
+    parser = _Parser(prog="inspo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a method on an offline dataset")
@@ -141,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a saved policy")
     p.add_argument("checkpoint")
     p.add_argument("--env", default=None, help="environment (default: the one it was trained on)")
-    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--episodes", type=_positive_int, default=100, help="episodes to play (>= 1; default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episode-limit", type=int, default=None)
     p.add_argument("--greedy", action="store_true", help="act by argmax instead of sampling")
@@ -203,12 +220,69 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return its exit code (:mod:`inspo.errors`).
+
+    Bad input of any kind (a project error, any other ValueError, a RuntimeError such as torch's for a bad device,
+    an OSError on a user's path) is one line on stderr and EXIT_USAGE; Ctrl-C is one line and EXIT_INTERRUPTED.
+    Anything else is a bug and keeps its traceback. Bad arguments exit through argparse (SystemExit, EXIT_USAGE).
+    """
+    command = "inspo"
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:  # DatasetError is a ValueError
-        print(f"inspo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        command = f"inspo {args.command}"
+        return int(args.func(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        _fail(command, "interrupted (SIGINT)")
+        return EXIT_INTERRUPTED
+    except FloatingPointError as exc:
+        _fail(command, str(exc))
+        return EXIT_NUMERICAL
+    except OSError as exc:
+        _fail(command, _os_error(exc))
+        return EXIT_USAGE
+    except (InspoError, ValueError, RuntimeError) as exc:  # InspoError covers DatasetError, CheckpointError, ...
+        _fail(command, _one_line(exc))
+        return EXIT_USAGE
+
+
+def _single_line(text: str) -> str:
+    """``text`` on one line: its lines (a torch message, a path holding a newline) joined by '; '."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, or its type's name when it has none."""
+    return _single_line(str(exc)) or type(exc).__name__
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as 'what: the path(s)', e.g. 'Permission denied: runs/x'."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if exc.strerror and paths:
+        return f"{exc.strerror}: {' -> '.join(paths)}"
+    return _one_line(exc)
+
+
+def _fail(command: str, message: str) -> None:
+    """The one line on stderr that ends a failed command."""
+    print(f"{command}: error: {_single_line(message)}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line, naming the --help that shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inspo import flags
+from inspo.errors import InspoError
 
 ALGOS = ("inspo", "bc", "icq", "omiga", "cfcql")
 ORDERS = ("random", "fixed", "simultaneous")
@@ -43,6 +44,7 @@ class ICQConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
+        flags.check_types(self, "config.icq")
         if not self.critic_temp > 0:
             raise ValueError(f"config.icq.critic_temp must be > 0, got {self.critic_temp!r}")
 
@@ -63,6 +65,7 @@ class CFCQLConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
+        flags.check_types(self, "config.cfcql")
         if not self.policy_temp > 0:
             raise ValueError(f"config.cfcql.policy_temp must be > 0, got {self.policy_temp!r}")
         for name in ("cql_alpha", "lambda_temp"):
@@ -145,18 +148,16 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-        for name, cls in _METHOD_CONFIGS.items():
-            value = getattr(self, name)
-            if not isinstance(value, cls):
-                raise ValueError(f"config.{name} must be a {cls.__name__} (or a mapping of its fields), got {value!r}")
-            value.validate()
+        """Raise ValueError naming the first impossible value (a value of the wrong type included)."""
+        flags.check_types(self, "config")
+        for name in _METHOD_CONFIGS:
+            getattr(self, name).validate()
         choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "eval_episodes", "eval_every",
-                    "local_critic_steps", "checkpoint_every")
+        positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "z_max", "eval_episodes",
+                    "eval_every", "local_critic_steps", "checkpoint_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")
@@ -204,16 +205,36 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     flags.add_flags(p, TrainConfig)
 
 
-def config_from_args(args: argparse.Namespace, command: str = "inspo train") -> TrainConfig:
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a ``--config`` JSON file; InspoError naming the file when it is not a JSON object."""
+    file = Path(path)
+    try:
+        values = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise InspoError(f"config file {file} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InspoError(f"config file {file} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise InspoError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    if not isinstance(values, dict):
+        raise InspoError(f"config file {file} holds a JSON {type(values).__name__}; expected an object of "
+                         f"TrainConfig fields, e.g. {{\"dataset\": \"runs/data/xor\", \"iters\": 3000}}")
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed :func:`add_config_flags` flags: the preset, then the ``--config`` file, then the
-    flags given. Exits with a message naming ``command`` when the result is not a valid config."""
+    flags given. Raises InspoError (naming the file, key or flag) when the result is not a valid config."""
     values: dict[str, Any] = dict(PRESETS[args.preset])
+    source = f"config file {args.config}: " if args.config else ""
     if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
+        values.update(read_config_file(args.config))
     try:
         values = flags.values_from_args(TrainConfig, args, values)
         if "dataset" not in values:
-            raise SystemExit(f"{command}: --dataset DIR is required (or a --config file that sets it)")
+            raise InspoError("--dataset DIR is required (or a --config file that sets it)")
         return TrainConfig.from_dict(values)
-    except ValueError as exc:
-        raise SystemExit(f"{command}: {exc}") from exc
+    except InspoError:
+        raise
+    except (ValueError, TypeError) as exc:  # TypeError: a mapping where the dataclass takes other arguments
+        raise InspoError(f"{source}{exc}") from None

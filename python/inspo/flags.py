@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-__all__ = ["Flag", "add_flags", "flags_of", "flatten", "from_values", "nest", "values_from_args"]
+__all__ = ["Flag", "add_flags", "check_types", "flags_of", "flatten", "from_values", "nest", "values_from_args"]
+
+INT_RANGE = (-(2**63), 2**63 - 1)
+"""Integer fields hold 64-bit values: the torch and numpy code below them cannot take more."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +118,18 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, required: tuple[str, .
                                 metavar=None if flag.choices else flag.name.upper(), **common)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def parse_key_values(option: str, items: list[str] | None) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` items of ``option`` as a mapping; VALUE is parsed as JSON, else kept as a string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -160,13 +171,7 @@ def values_from_args(cls: type, args: argparse.Namespace, values: Mapping[str, A
         if given is None:
             continue
         if flag.kind is dict:
-            merged = dict(_get(out, flag.path) or {})
-            for item in given:
-                key, sep, raw = item.partition("=")
-                if not sep:
-                    raise ValueError(f"{flag.option} expects KEY=VALUE, got {item!r}")
-                merged[key] = _parse_value(raw)
-            given = merged
+            given = {**(_get(out, flag.path) or {}), **parse_key_values(flag.option, given)}
         _set(out, flag.path, given)
     return out
 
@@ -205,3 +210,54 @@ def from_values(cls: type, values: Mapping[str, Any], what: str = "config") -> A
             value = from_values(inner, value, f"{what}.{key}")
         built[key] = value
     return cls(**built)
+
+
+def _type_error(hint: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the type hint ``hint`` (None when it does). ``bool`` is not an ``int`` (JSON's
+    ``true`` where a count belongs is a mistake), an ``int`` is a ``float``, floats must be finite."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        reasons = [_type_error(a, value) for a in options if a is not type(None)]
+        return None if None in reasons else reasons[0]
+    if origin is Literal:
+        return None if value in typing.get_args(hint) else f"one of {list(typing.get_args(hint))}"
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return "a mapping with string keys"
+        return None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "an integer"
+        return None if INT_RANGE[0] <= value <= INT_RANGE[1] else "a 64-bit integer"
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "a number"
+        return None if math.isfinite(value) else "a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    nested = _nested(hint)
+    if nested is not None:
+        return None if isinstance(value, nested) else f"a {nested.__name__} (or a mapping of its fields)"
+    raise TypeError(f"cannot check a value against the type {hint}")
+
+
+def check_types(obj: Any, what: str) -> None:
+    """Raise ValueError naming the first field of dataclass instance ``obj`` whose value does not fit its type hint
+    (``what.field``: found, expected); nested dataclasses are checked by their own ``validate``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        expected = _type_error(hints[f.name], value)
+        if expected is not None:
+            raise ValueError(f"{what}.{f.name} must be {expected}, got {_show(value)} ({type(value).__name__})")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

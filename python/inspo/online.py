@@ -20,7 +20,6 @@ length (the snapshots made before are).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -34,6 +33,7 @@ from torch import nn
 
 from inspo import checkpoint as ckpt_io
 from inspo import flags
+from inspo import jsonio
 from inspo.algos.networks import AgentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 
@@ -67,7 +67,8 @@ class OnlineConfig:
         "help": "stop after the update during which this much wall time passed (not deterministic in length)"})
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
+        """Raise ValueError naming the first bad field (a value of the wrong type included)."""
+        flags.check_types(self, "OnlineConfig")
         if not self.env.startswith("smax:"):
             raise ValueError(f"online training needs an environment 'smax:<map>', got '{self.env}'")
         for name in ("steps", "num_envs", "rollout", "epochs", "minibatches", "hidden", "snapshot_every",
@@ -78,6 +79,17 @@ class OnlineConfig:
         if (self.num_envs * self.rollout) % self.minibatches:
             raise ValueError(f"num_envs * rollout ({self.num_envs * self.rollout}) must be divisible by "
                              f"minibatches ({self.minibatches})")
+        for name in ("lr", "clip", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"OnlineConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("ent_coef", "vf_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"OnlineConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"OnlineConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"OnlineConfig.max_minutes must be > 0 or None, got {self.max_minutes!r}")
         if self.target_win_rate is not None and not 0.0 < self.target_win_rate <= 1.0:
             raise ValueError(f"target_win_rate must be in (0, 1], got {self.target_win_rate}")
 
@@ -261,7 +273,7 @@ def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) 
     import hashlib
 
     listed = [{**s, "sha256": hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()} for s in snapshots]
-    text = json.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
+    text = jsonio.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
                       indent=2) + "\n"
     ckpt_io.atomic_write(out / "snapshots.json", lambda fh: fh.write(text.encode()))
 
@@ -272,13 +284,13 @@ def _cmd_online(args: argparse.Namespace) -> int:
         from inspo.data.smax import export_policies
 
         index = export_policies(args.src, args.dst)
-        print(json.dumps({"out": args.dst, **index["exported_from"]}))
+        print(jsonio.dumps({"out": args.dst, **index["exported_from"]}))
         return 0
     torch.set_num_threads(args.threads)
     cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args), "OnlineConfig")
     result = train_online(cfg, args.out, progress=True)
     last = result.snapshots[-1]
-    print(json.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
+    print(jsonio.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
                       "wall_time_s": round(result.wall_time, 1), "final_return": last["return"],
                       "final_win_rate": last["win_rate"]}, indent=2))
     return 0

@@ -48,13 +48,34 @@ def policy_checkpoint(policy: AgentPolicies, env: MultiAgentEnv, *, hidden: int,
             **extra}
 
 
-def policy_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> AgentPolicies:
-    """The policy of a checkpoint dict built by :func:`policy_checkpoint`."""
-    if ckpt.get("format") != POLICY_FORMAT or "policy_kwargs" not in ckpt:
-        raise ValueError(f"not a policy checkpoint (format {ckpt.get('format')!r}, expected {POLICY_FORMAT} with "
-                         f"policy_kwargs; keys: {sorted(ckpt)})")
-    policy = AgentPolicies(**ckpt["policy_kwargs"])
-    policy.load_state_dict(ckpt["policy"])
+_POLICY_SECTIONS = ("format", "env", "env_options", "policy_kwargs", "policy")
+_TRAINING_STATE = ("run", "bc", "learner")
+"""Sections of a training run's full state (``checkpoint.pt`` of ``inspo train``): not a policy checkpoint."""
+
+
+def policy_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu",
+                           source: str | os.PathLike = "checkpoint") -> AgentPolicies:
+    """The policy of a checkpoint dict built by :func:`policy_checkpoint`; CheckpointError naming ``source`` (the
+    file it was read from) when it is not one (e.g. a run's training state ``checkpoint.pt``)."""
+    if isinstance(ckpt, dict) and all(key in ckpt for key in _TRAINING_STATE):
+        final = Path(source).with_name("final.pt")
+        raise ckpt_io.CheckpointError(
+            f"{source} is a training run's full state (for inspo train --resume), not a policy; evaluate the "
+            f"run's policy {final} (or best.pt beside it)")
+    what = f"a policy checkpoint (format {POLICY_FORMAT}, e.g. a run's final.pt)"
+    ckpt = ckpt_io.sections(ckpt, source, _POLICY_SECTIONS, what)
+    if ckpt["format"] != POLICY_FORMAT:
+        raise ckpt_io.CheckpointError(f"{source} has policy format {ckpt['format']!r}; expected {POLICY_FORMAT}")
+    if not isinstance(ckpt["env"], str) or not isinstance(ckpt["env_options"], dict):
+        raise ckpt_io.CheckpointError(f"{source}: 'env' must be an environment name and 'env_options' a mapping, "
+                                      f"got {ckpt['env']!r} and {ckpt['env_options']!r}")
+    try:
+        policy = AgentPolicies(**ckpt["policy_kwargs"])
+        policy.load_state_dict(ckpt["policy"])
+    except (TypeError, ValueError, RuntimeError) as exc:  # wrong constructor arguments, or weights of other shapes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ckpt_io.CheckpointError(f"{source}: its policy cannot be rebuilt from policy_kwargs "
+                                      f"{ckpt['policy_kwargs']!r} and its weights: {first}") from None
     return policy.to(device)
 
 
@@ -62,7 +83,7 @@ def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[Age
     """The policy stored in a policy checkpoint file (written by ``inspo.train`` or ``inspo online train``), and the
     checkpoint's metadata."""
     ckpt = ckpt_io.load(checkpoint, map_location=device)
-    return policy_from_checkpoint(ckpt, device), ckpt
+    return policy_from_checkpoint(ckpt, device, source=checkpoint), ckpt
 
 
 def masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -19,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from inspo import checkpoint as ckpt_io
-from inspo import run_folder
+from inspo import jsonio, run_folder
 from inspo.algos import LEARNERS
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
@@ -29,6 +28,7 @@ from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
+from inspo.errors import InspoError
 from inspo.policy import load_policy, policy_checkpoint
 from inspo.provenance import package_info
 
@@ -52,7 +52,7 @@ class TrainResult:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    ckpt_io.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+    ckpt_io.atomic_write(path, lambda fh: fh.write(jsonio.dumps(obj, indent=2).encode()))  # NaN -> null
 
 
 class TrainingInterrupted(RuntimeError):
@@ -442,6 +442,8 @@ def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: in
              episode_limit: int | None = None, greedy: bool = False, **env_options: Any) -> dict[str, float]:
     """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for), and its
     ``win_rate`` on environments with a win condition (SMAX)."""
+    if episodes < 1:
+        raise InspoError(f"episodes must be >= 1, got {episodes}")
     policy, ckpt = load_policy(checkpoint)
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}

@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig, add_config_flags, config_from_args
+from inspo.errors import InspoError
 from inspo.flags import flatten
 
 __all__ = ["DEFAULT_PARAMS", "SPACE", "Param", "TuneResult", "add_parser", "tune"]
@@ -101,7 +103,7 @@ def _round(value: float) -> float:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, lambda fh: fh.write((jsonio.dumps(obj, indent=2) + "\n").encode()))
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
@@ -392,10 +394,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from inspo.data import load_dataset
 
     if not args.dataset and not args.config:
-        raise SystemExit("inspo tune: --dataset DIR is required (or a --config file that sets it)")
+        raise InspoError("--dataset DIR is required (or a --config file that sets it)")
     out = args.out or "runs/tune"
     args.out = None  # --out names the search's folder; the trials themselves write no run folder
-    base = config_from_args(args, "inspo tune")
+    base = config_from_args(args)
     ds = load_dataset(base.dataset, verify=False)
     if args.env is not None and ds.manifest["env"]["id"] != args.env:
         raise ValueError(f"--env {args.env} does not match the dataset {base.dataset}, "
@@ -410,7 +412,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     ok = [t for t in result.trials if t["return"] is not None]
-    print(json.dumps({
+    print(jsonio.dumps({
         "incumbent": result.incumbent, "incumbent_return": result.incumbent_return,
         "default_return": result.default_return, "trials": len(result.trials), "failed": len(result.trials) - len(ok),
         "config": str(Path(result.out) / "incumbent.json"), "out": result.out, "wall_time_s": result.wall_time,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 import inspo.ops as ops
+from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.provenance import portable_path
 import inspo.reference as ref
@@ -203,7 +203,7 @@ def recorded_command(prog: str, argv: list[str]) -> str:
 
 def publish(out: Path, stem: str, report: dict, md: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``out``, each in one rename, and print the markdown."""
-    atomic_write(out / f"{stem}.json", lambda fh: fh.write((json.dumps(report, indent=1) + "\n").encode()))
+    atomic_write(out / f"{stem}.json", lambda fh: fh.write((jsonio.dumps(report, indent=1) + "\n").encode()))
     atomic_write(out / f"{stem}.md", lambda fh: fh.write(md.encode()))
     print(md)
 

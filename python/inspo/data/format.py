@@ -32,7 +32,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inspo import jsonio
+from inspo.data.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST, DatasetError, manifest_digest, read_manifest
 from inspo.envs import EnvInfo, MultiAgentEnv, make
+from inspo.errors import MissingExtra
 
 __all__ = [
     "FORMAT_NAME",
@@ -45,9 +48,6 @@ __all__ = [
     "manifest_digest",
 ]
 
-FORMAT_NAME = "inspo-dataset"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 def _shipped_data() -> Path:
     checkout = Path(__file__).resolve().parents[3]
@@ -86,10 +86,6 @@ FIELDS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
 _FLOAT_FIELDS = tuple(name for name, (dtype, _) in FIELDS.items() if dtype.kind == "f")
 _CONTINUED = (("next_obs", "obs"), ("next_state", "state"), ("next_avail", "avail"))
 _HASH_CHUNK = 1 << 20
-
-
-class DatasetError(ValueError):
-    """A dataset on disk or in memory is malformed, corrupted, or does not fit the environment."""
 
 
 EnvLike = str | MultiAgentEnv | EnvInfo
@@ -206,7 +202,7 @@ def _check_env(manifest: Mapping[str, Any], env: EnvLike) -> None:
     if isinstance(env, str):
         if env != recorded.name:
             raise DatasetError(f"dataset was recorded on environment '{recorded.name}', not on '{env}'")
-        info = make(env, **manifest["env"].get("options", {})).info
+        info = _recorded_env(manifest).info
     else:
         info = env if isinstance(env, EnvInfo) else env.info
     diffs = [
@@ -218,6 +214,18 @@ def _check_env(manifest: Mapping[str, Any], env: EnvLike) -> None:
         raise DatasetError(
             f"dataset recorded on '{recorded.name}' does not match environment '{info.name}': " + "; ".join(diffs)
         )
+
+
+def _recorded_env(manifest: Mapping[str, Any]) -> MultiAgentEnv:
+    """The environment the manifest says the data were recorded on, built from its id and options."""
+    env = manifest["env"]
+    try:
+        return make(env["id"], **env["options"])
+    except MissingExtra:
+        raise  # its message already says what to install
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"the manifest's env.id {env['id']!r} with env.options {env['options']} cannot be "
+                           f"built: {exc}") from None
 
 
 def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool = False, verify: bool = True) -> Path:
@@ -254,9 +262,10 @@ def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool =
             }
         manifest = {key: value for key, value in ds.manifest.items() if key not in ("files", "manifest_sha256")}
         manifest["files"] = files
+        manifest = jsonio.finite(manifest)  # statistics of unverified data may be NaN: standard JSON says null
         manifest["manifest_sha256"] = manifest_digest(manifest)
         with open(tmp / MANIFEST, "w") as fh:
-            json.dump(manifest, fh, indent=2)
+            json.dump(manifest, fh, indent=2, allow_nan=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -270,13 +279,15 @@ def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool =
 def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, verify: bool = True) -> Dataset:
     """Read a dataset written by `save_dataset`; arrays are memory-mapped read-only.
 
-    Always checked: the manifest, the presence of every file, and each file's size, shape and dtype against
-    the manifest. With `verify` (the default) also every file's SHA-256 and the content (`Dataset.validate`).
-    If `env` is given, the dataset must have been recorded on a matching environment. A bare name that is no
-    folder here names a shipped dataset (`dataset_path`).
+    Always checked: the manifest (`inspo.data.manifest`), the presence of every file, and each file's size, shape
+    and dtype against the manifest. With `verify` (the default) also every file's SHA-256, the content
+    (`Dataset.validate`) and that the recorded environment can be built with the recorded options and matches the
+    data: every check that training makes before it starts (`inspo datasets verify` runs this). If `env` is given,
+    the dataset must have been recorded on a matching environment. A bare name that is no folder here names a
+    shipped dataset (`dataset_path`).
     """
     root = dataset_path(path)
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root)
     entries = manifest["files"]
     arrays = {}
     for name in FIELDS:
@@ -298,48 +309,10 @@ def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, ve
     ds = Dataset(**arrays, manifest=manifest)
     if verify:
         _check_content(ds)
+        _check_env(manifest, manifest["env"]["id"])
     if env is not None:
         _check_env(manifest, env)
     return ds
-
-
-def _read_manifest(root: Path) -> dict[str, Any]:
-    file = root / MANIFEST
-    if not root.is_dir():
-        raise DatasetError(f"dataset directory {root} does not exist")
-    if not file.is_file():
-        raise DatasetError(f"{file} is missing: {root} is not a dataset directory")
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{file} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise DatasetError(f"{file} is not an {FORMAT_NAME} manifest (its 'format' is missing or different)")
-    digest = manifest_digest(manifest)
-    if manifest.get("manifest_sha256") != digest:
-        raise DatasetError(f"{file} was modified after it was written: its content hashes to sha256 {digest}, "
-                           f"its manifest_sha256 says {manifest.get('manifest_sha256')!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(
-            f"{file} has format_version {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}"
-        )
-    for key in ("env", "counts", "returns", "files"):
-        if not isinstance(manifest.get(key), dict):
-            raise DatasetError(f"{file} lacks the '{key}' section")
-    try:
-        EnvInfo(**manifest["env"]["spec"])
-    except (KeyError, TypeError) as exc:
-        raise DatasetError(f"{file} has a malformed env spec: {exc}") from exc
-    return manifest
-
-
-def manifest_digest(manifest: Mapping[str, Any]) -> str:
-    """SHA-256 of a manifest's canonical JSON, without its own ``manifest_sha256`` entry.
-
-    It covers what the per-file checksums do not: the environment, counts, statistics and provenance.
-    """
-    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _check_file(file: Path, entry: Mapping[str, Any]) -> None:

@@ -21,13 +21,13 @@ records the behaviour policy's own mean return and win rate over the recorded ep
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.data.format import SHIPPED_DATA, Dataset
 from inspo.envs import make
@@ -213,5 +213,6 @@ def export_policies(src: str | Path, dst: str | Path, env_name: str | None = Non
     index = {k: v for k, v in meta.items() if k != "folder"}
     index["snapshots"] = kept
     index["exported_from"] = {"snapshots": len(meta["snapshots"]), "kept": sorted(keep)}
-    atomic_write(dst / "snapshots.json", lambda fh: fh.write((json.dumps(index, indent=2) + "\n").encode()))
+    text = jsonio.dumps(index, indent=2) + "\n"
+    atomic_write(dst / "snapshots.json", lambda fh: fh.write(text.encode()))
     return index

@@ -8,6 +8,8 @@ rest of the id.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,34 +17,34 @@ from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation, StepResult
 from inspo.envs.bridge import BridgeEnv, bridge_optimum
 from inspo.envs.matrix import MatrixGame, make_mne, make_xor
 
-__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "make", "known_envs", "optimum",
+__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "check_known", "known_envs", "make", "optimum",
            "register"]
 
 
-def _smax(map_name: str, **options: Any) -> MultiAgentEnv:
+def _smax() -> type[MultiAgentEnv]:
     # Imported here: the SMAX module is light, but keeping the families out of this module's import keeps
     # `inspo.envs` free of their optional dependencies by construction.
     from inspo.envs.smax import SMAXEnv
 
-    return SMAXEnv(map_name, **options)
+    return SMAXEnv
 
 
-def _smac(map_name: str, **options: Any) -> MultiAgentEnv:
+def _smac() -> type[MultiAgentEnv]:
     from inspo.envs.smac import SMACEnv
 
-    return SMACEnv(map_name, **options)
+    return SMACEnv
 
 
-def _smacv2(map_name: str, **options: Any) -> MultiAgentEnv:
+def _smacv2() -> Callable[..., MultiAgentEnv]:
     from inspo.envs.smac import SMACEnv
 
-    return SMACEnv(map_name, version=2, **options)
+    return functools.partial(SMACEnv, version=2)
 
 
-def _pettingzoo(module: str, **options: Any) -> MultiAgentEnv:
+def _pettingzoo() -> type[MultiAgentEnv]:
     from inspo.envs.pettingzoo import PettingZooEnv
 
-    return PettingZooEnv(module, **options)
+    return PettingZooEnv
 
 
 _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
@@ -52,13 +54,13 @@ _ENVS: dict[str, Callable[..., MultiAgentEnv]] = {
 }
 """Plain names -> constructor(**options)."""
 
-_PREFIXED: dict[str, Callable[..., MultiAgentEnv]] = {
+_PREFIXED: dict[str, Callable[[], Callable[..., MultiAgentEnv]]] = {
     "smax": _smax,  # JaxMARL's SMAX: pip install 'inspo[smax]'
     "smac": _smac,  # StarCraft II with oxwhirl/smac, installed from its repository
     "smacv2": _smacv2,  # StarCraft II with oxwhirl/smacv2 (no module-name collision with SMAC3)
     "pettingzoo": _pettingzoo,  # any PettingZoo ParallelEnv module: pip install 'inspo[pettingzoo]'
 }
-"""`prefix:<map>` families -> constructor(map_name, **options)."""
+"""`prefix:<map>` families -> a function returning their constructor(map_name, **options)."""
 
 
 def register(name: str, factory: Callable[..., MultiAgentEnv], *, overwrite: bool = False) -> None:
@@ -78,7 +80,8 @@ def register(name: str, factory: Callable[..., MultiAgentEnv], *, overwrite: boo
     table, key = (_PREFIXED, prefix) if sep else (_ENVS, name)
     if key in table and not overwrite:
         raise ValueError(f"environment {name!r} is already registered; pass overwrite=True to replace it")
-    table[key] = factory
+    # Families are stored as loaders of their constructor (the built-in ones import their module on first use).
+    table[key] = (lambda: factory) if sep else factory
 
 
 def known_envs() -> list[str]:
@@ -86,16 +89,40 @@ def known_envs() -> list[str]:
     return sorted(_ENVS) + [f"{p}:<map>" for p in sorted(_PREFIXED)]
 
 
-def make(name: str, **options: Any) -> MultiAgentEnv:
-    """Build an environment by name, e.g. `make("bridge-alberdice", episode_limit=20)`."""
-    if name in _ENVS:
-        return _ENVS[name](**options)
+def check_known(name: str) -> None:
+    """Raise ValueError unless ``name`` is an environment name that :func:`make` accepts (without building it)."""
     prefix, sep, map_name = name.partition(":")
+    if name in _ENVS or (sep and prefix in _PREFIXED and map_name):
+        return
     if sep and prefix in _PREFIXED:
-        if not map_name:
-            raise ValueError(f"environment name '{name}' lacks a map: expected '{prefix}:<map>'")
-        return _PREFIXED[prefix](map_name, **options)
+        raise ValueError(f"environment name '{name}' lacks a map: expected '{prefix}:<map>'")
     raise ValueError(f"unknown environment '{name}'; known: {', '.join(known_envs())}")
+
+
+def _check_options(name: str, constructor: Callable[..., MultiAgentEnv], options: dict[str, Any], skip: int) -> None:
+    """Refuse options that ``constructor`` (after its first ``skip`` parameters) does not take, naming the ones it
+    does; a constructor taking ``**options`` passes them on and accepts any."""
+    params = list(inspect.signature(constructor).parameters.values())[skip:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"environment '{name}' has no option {', '.join(map(repr, unknown))}; its options: "
+                         f"{', '.join(known) or 'none'}")
+
+
+def make(name: str, **options: Any) -> MultiAgentEnv:
+    """Build an environment by name, e.g. `make("bridge-alberdice", episode_limit=20)`. An unknown name or option
+    is a ValueError naming it and what is known."""
+    check_known(name)
+    if name in _ENVS:
+        _check_options(name, _ENVS[name], options, skip=0)
+        return _ENVS[name](**options)
+    prefix, _, map_name = name.partition(":")
+    constructor = _PREFIXED[prefix]()
+    _check_options(name, constructor, options, skip=1)  # map_name
+    return constructor(map_name, **options)
 
 
 def optimum(env: MultiAgentEnv) -> float | None:

@@ -47,7 +47,8 @@ class MultiAgentEnv(abc.ABC):
     """
 
     def __init__(self, info: EnvInfo, options: dict[str, Any]) -> None:
-        if not isinstance(info.episode_limit, (int, np.integer)) or info.episode_limit < 1:
+        limit = info.episode_limit
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
             raise ValueError(f"{info.name}: episode_limit must be a positive integer, got {info.episode_limit!r}")
         self._info = info
         self._options = dict(options)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
+from inspo.errors import MissingExtra
 
 __all__ = ["SC2Game", "SMACEnv", "env_info_from_smac"]
 
@@ -48,13 +49,13 @@ def _starcraft2_env() -> type:
         from smac.env import StarCraft2Env
     except ImportError as exc:
         if importlib.util.find_spec("smac") is None:
-            raise ImportError(f"SMAC environments need oxwhirl/smac, which is not installed; {INSTALL_HINT}") from exc
+            raise MissingExtra(f"SMAC environments need oxwhirl/smac, which is not installed; {INSTALL_HINT}") from exc
         try:
             dist = importlib.metadata.distribution("smac")
             found = f"'{dist.metadata['Name']}' {dist.version} ({dist.metadata['Summary']})"
         except importlib.metadata.PackageNotFoundError:
             found = "a module named 'smac'"
-        raise ImportError(
+        raise MissingExtra(
             f"the installed package named 'smac' is {found}, not oxwhirl/smac, the StarCraft Multi-Agent "
             f"Challenge (it lacks smac.env.StarCraft2Env). SMAC3 (the hyper-parameter optimiser on the package "
             f"index, used by 'inspo tune') and oxwhirl/smac install the same module name, so use them in separate "

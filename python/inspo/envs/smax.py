@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
+from inspo.errors import MissingExtra
 
 __all__ = ["DEFAULT_EPISODE_LIMIT", "STOP", "BatchPolicy", "HeuristicPolicy", "Rollout", "SMAXEnv", "SMAXVector",
            "UniformPolicy"]
@@ -53,7 +54,7 @@ def _jax() -> SimpleNamespace:
         from jaxmarl.environments.smax import heuristic_enemy
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
     except ImportError as exc:
-        raise ImportError(
+        raise MissingExtra(
             f"SMAX environments need jax and jaxmarl, which are not installed ({exc}); install the optional "
             "extra: pip install 'inspo[smax]'"
         ) from exc
