@@ -201,10 +201,11 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Pat
     n, k = 6, 3
     whole = tune(base, tmp_path / "whole", trials=n, params=["lr_policy", "hidden"])
 
+    # A search of n - 2 trials (the same initial design as n: a quarter of the trials), interrupted during trial k.
     out = tmp_path / "resumed"
     calls = _interrupt_after(monkeypatch, k)
-    flags = ["tune", "--dataset", str(xor_data), "--trials", str(n), "--params", "lr_policy,hidden", "--iters", "40",
-             "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1"]
+    flags = ["tune", "--dataset", str(xor_data), "--trials", str(n - 2), "--params", "lr_policy,hidden", "--iters",
+             "40", "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1"]
     assert main([*flags, "--out", str(out)]) == 130
     assert "inspo tune --resume --out" in capsys.readouterr().err
     assert len(json.loads((out / "tune.json").read_text())["trials"]) == k
@@ -215,7 +216,12 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Pat
     calls.clear()
     assert main(["tune", "--resume", "--out", str(out)]) == 0  # every setting from tune.json
     printed = json.loads(capsys.readouterr().out)
-    assert len(calls) == n - k and printed["replayed"] == k  # the finished trials are not trained again
+    assert len(calls) == n - 2 - k and printed["replayed"] == k  # the finished trials are not trained again
+    assert printed["trials"] == n - 2
+    calls.clear()
+    assert main(["tune", "--resume", "--out", str(out), "--trials", str(n)]) == 0  # and on to n trials
+    printed = json.loads(capsys.readouterr().out)
+    assert len(calls) == 2 and printed["replayed"] == n - 2
     assert _trials(out) == _trials(tmp_path / "whole")
     assert printed["incumbent"] == whole.incumbent and printed["incumbent_return"] == whole.incumbent_return
     assert json.loads((out / "incumbent.json").read_text()) == whole.incumbent_config

@@ -276,8 +276,12 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
         "space": space_to_json(space, base_flat), "base_config": base_dict, "trials": [], "replayed": 0,
         "incumbent": None, "default": None, "wall_time": None,
     }
-    if resume:
-        check_same_search(load_search(out), summary, out)
+    saved = load_search(out) if resume else None
+    if saved is not None:
+        check_same_search(saved, summary, out)
+    # Random configurations before the optimiser's own proposals: a quarter of the trials, fixed when the search
+    # starts, so that a search resumed to more trials proposes what it would have proposed uninterrupted.
+    summary["initial_design"] = saved["initial_design"] if saved is not None else max(1, trials // 4)
     _prepare_out(out, overwrite, resume)
     replay = finished_trials(out) if resume else {}
     started = time.perf_counter()
@@ -315,7 +319,7 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
         # overwrite=True even on --resume: the search replays its finished trials from the start (see above).
         facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True, dask_client=client,
                         logging_level=20 if verbose else 40,
-                        initial_design=Facade.get_initial_design(scenario, n_configs=max(1, trials // 4)), **extra)
+                        initial_design=Facade.get_initial_design(scenario, n_configs=summary["initial_design"]), **extra)
         facade.optimize()
     finally:
         recorder.bar.close()
