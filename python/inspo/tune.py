@@ -316,10 +316,10 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None)
             client = Client(cluster)
-        # overwrite=True even on --resume: the search replays its finished trials from the start (see above).
+        # overwrite=True even on --resume: the search replays its finished trials from the start (inspo.tune_resume).
+        initial = Facade.get_initial_design(scenario, n_configs=summary["initial_design"])
         facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True, dask_client=client,
-                        logging_level=20 if verbose else 40,
-                        initial_design=Facade.get_initial_design(scenario, n_configs=summary["initial_design"]), **extra)
+                        logging_level=20 if verbose else 40, initial_design=initial, **extra)
         facade.optimize()
     finally:
         recorder.bar.close()

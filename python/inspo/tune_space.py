@@ -18,7 +18,7 @@ from typing import Any
 from inspo import flags
 from inspo.config import ORDERS, WEIGHTINGS, TrainConfig
 
-__all__ = ["DEFAULT_PARAMS", "SPACE", "Choice", "Param", "configspace", "parse_range", "resolve_space",
+__all__ = ["DEFAULT_PARAMS", "SPACE", "Choice", "Param", "Space", "configspace", "parse_range", "resolve_space",
            "space_from_json", "space_to_json", "trial_values"]
 
 
@@ -40,6 +40,7 @@ class Choice:
 
 
 Space = dict[str, Param | Choice]
+"""A search space: each searched field (by its flat name) with its range or choices."""
 
 SPACE: Space = {
     "alpha": Param(1e-3, 10.0, log=True),
