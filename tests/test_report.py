@@ -111,13 +111,34 @@ def _fake_search(root: Path) -> Path:
 def test_report_of_a_search(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is the optional extra 'plot': pip install 'inspo[plot]'")
     result = report(_fake_search(tmp_path / "search"))
-    assert [Path(p).name for p in result.images] == ["trials.png", "params.png", "incumbent.png"]
+    assert [Path(p).name for p in result.images] == ["trials.png", "curves.png", "params.png", "incumbent.png"]
     for path in result.images:
         _check_png(Path(path))
     md = Path(result.markdown).read_text()
     assert "Return **0.95** (trial 3), against **0.3** for the default (trial 0)" in md
     assert "| alpha | 0.2 | 0.9 | [0.001, 10], log |" in md
     assert "| 1 | 3 | 0.95 |" in md and "crashed" in md
+    assert "### Learning curve of every trial" in md and "![Learning curve of every trial](curves.png)" in md
+
+
+def test_report_of_a_multi_fidelity_search_of_integer_and_categorical_parameters(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional extra 'plot': pip install 'inspo[plot]'")
+    root = _fake_search(tmp_path / "search")
+    summary = json.loads((root / "tune.json").read_text())
+    summary["space"] = {"hidden": {"type": "int", "lower": 16, "upper": 256, "log": True, "default": 64},
+                        "order": {"type": "categorical", "choices": ["random", "fixed"], "default": "random"}}
+    summary["fidelity"] = {"name": "iters", "min": 50, "max": 150, "eta": 3}
+    for k, t in enumerate(summary["trials"]):
+        t["params"] = {"hidden": [64, 32, 128, 200, 16][k], "order": ["random", "fixed"][k % 2]}
+        t["iters"] = 150 if k in (0, 3) else 50
+    summary["incumbent"] = {"trial": 3, "params": summary["trials"][3]["params"], "iters": 150, "return": 0.95}
+    (root / "tune.json").write_text(json.dumps(summary))
+    result = report(root)
+    assert [Path(p).name for p in result.images] == ["trials.png", "curves.png", "params.png", "incumbent.png"]
+    md = Path(result.markdown).read_text()
+    assert "| order | random | fixed | {random, fixed} |" in md and "| hidden | 64 | 200 | [16, 256], log |" in md
+    assert "multi-fidelity (Hyperband, eta 3): 50 to 150 iterations" in md
+    assert "| rank | trial | return | iters | hidden | order | note |" in md and "| 1 | 3 | 0.95 | 150 | 200 |" in md
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, run_dir: Path, tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
-"""``inspo tune``: the search space, the optional-dependency error, and a tiny SMAC3 search on the XOR game."""
+"""``inspo tune``: the search space (float, integer, categorical), the optional-dependency error, and tiny SMAC3
+searches on the XOR game: plain, with integer and categorical parameters, interrupted and resumed, multi-fidelity."""
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -10,7 +12,8 @@ import pytest
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
-from inspo.tune import SPACE, Param, resolve_space, trial_values, tune
+from inspo.tune import tune
+from inspo.tune_space import SPACE, Choice, Param, parse_range, resolve_space, trial_values
 
 # 200 updates on one-step XOR episodes: a few seconds a training on one thread. At this budget the default
 # learning rate is too small to leave the data's mode, so there is something to find.
@@ -43,19 +46,51 @@ def test_space_defaults_follow_the_algo_and_hold_the_base_values(xor_data: Path)
 
 @pytest.mark.parametrize(("params", "ranges", "message"), [
     (["nonsense"], None, "not a TrainConfig field"),
-    (["iters"], None, "only float fields"),
+    (["iters"], None, "no default range for 'iters'; give one with --range iters=LO:HI"),
+    (["seed"], None, "sets how a trial runs or is measured"),
+    (["dataset"], None, "sets how a trial runs or is measured"),
+    (["hidden"], {"hidden": Param(8.5, 64.0)}, "integer field: its range needs integer bounds"),
+    (["order"], {"order": Param(1.0, 2.0)}, "order is categorical"),
+    (["order"], {"order": Choice(("fixed", "sideways"))}, r"'sideways' is not one of \('random'"),
+    (["use_rho"], {"use_rho": Choice(("maybe",))}, "'maybe' is not a bool"),
+    (["hidden"], {"hidden": Choice(("32", "64"))}, "hidden is numeric"),
     (["polyak"], None, "no default range"),
     (["beta"], {"beta": Param(0.01, 1.0, log=True)}, "log-scale range must be > 0"),
 ])
-def test_space_errors_name_the_problem(params: list[str], ranges: dict[str, Param] | None, message: str) -> None:
+def test_space_errors_name_the_problem(params: list[str], ranges: dict[str, Param | Choice] | None,
+                                       message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_space(TrainConfig(dataset="d"), params, ranges)
 
 
+def test_integer_and_categorical_parameters() -> None:
+    base = TrainConfig(dataset="d")
+    space = resolve_space(base, ["hidden", "batch_size", "local_critic_steps", "order", "weighting", "use_rho"],
+                          dict([parse_range("hidden=32:256:log"), parse_range("order=fixed,simultaneous"),
+                                parse_range("use_rho=false")]))
+    assert space["hidden"] == Param(32, 256, log=True, integer=True)
+    assert space["batch_size"] == SPACE["batch_size"] and space["local_critic_steps"].integer
+    # The base value joins the choices (it is the search's default), read by the field's type.
+    assert space["order"] == Choice(("random", "fixed", "simultaneous"))
+    assert space["weighting"] == Choice(("resample", "weighted"))
+    assert space["use_rho"] == Choice((True, False))
+    assert parse_range("alpha=0.1:1") == ("alpha", Param(0.1, 1.0))
+    assert parse_range("lr-policy=1e-4:1e-2:log") == ("lr_policy", Param(1e-4, 1e-2, log=True))
+    for bad in ("alpha", "alpha=", "alpha=1:2:cubic", "alpha=a:b"):
+        with pytest.raises(ValueError, match="expected NAME=LO:HI"):
+            parse_range(bad)
+
+
 def test_trial_values_are_rounded_and_keep_the_base_exact() -> None:
-    base = {"alpha": 0.2, "lr_policy": 3e-4}
-    assert trial_values(base, {"alpha": 0.2000000000001, "lr_policy": 0.00123456789}) == {
-        "alpha": 0.2, "lr_policy": 0.001235}
+    import numpy as np
+
+    base = {"alpha": 0.2, "lr_policy": 3e-4, "hidden": 64, "use_rho": True}
+    space = {"alpha": SPACE["alpha"], "lr_policy": SPACE["lr_policy"], "hidden": SPACE["hidden"],
+             "use_rho": SPACE["use_rho"]}
+    values = trial_values(base, {"alpha": 0.2000000000001, "lr_policy": 0.00123456789, "hidden": np.int64(97),
+                                 "use_rho": np.False_}, space)
+    assert values == {"alpha": 0.2, "lr_policy": 0.001235, "hidden": 97, "use_rho": False}
+    assert type(values["hidden"]) is int and type(values["use_rho"]) is bool  # JSON ints and bools
 
 
 def test_missing_smac_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -111,3 +146,130 @@ def test_parallel_trials_through_dask(xor_data: Path, tmp_path: Path) -> None:
     assert result.default_return is not None and result.incumbent_return >= result.default_return
     assert TrainConfig.from_dict(json.loads((tmp_path / "search" / "incumbent.json").read_text())).lr_policy == \
         result.incumbent["lr_policy"]
+
+
+# A smaller budget for the searches below: ~1 s a training.
+SMALL = {**BUDGET, "iters": 40, "bc_steps": 20, "eval_every": 20}
+
+
+def test_integer_and_categorical_trial_values_are_saved_as_such(xor_data: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    out = tmp_path / "search"
+    rc = main(["tune", "--dataset", str(xor_data), "--trials", "4", "--params", "hidden,order,use_rho",
+               "--range", "hidden=16:64:log", "--range", "order=random,fixed", "--iters", "40", "--bc-steps", "20",
+               "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1", "--out", str(out)])
+    assert rc == 0
+    capsys.readouterr()
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["space"]["hidden"] == {"type": "int", "lower": 16, "upper": 64, "log": True, "default": 64}
+    assert summary["space"]["order"]["choices"] == ["random", "fixed"]
+    for t in summary["trials"]:
+        saved = json.loads((out / "trials" / f"{t['trial']:04d}" / "config.json").read_text())
+        assert type(saved["hidden"]) is int and 16 <= saved["hidden"] <= 64
+        assert saved["order"] in ("random", "fixed") and type(saved["use_rho"]) is bool
+    # A trial's config trains as it is.
+    assert main(["train", "--config", str(out / "trials" / "0001" / "config.json"), "--out",
+                 str(tmp_path / "run")]) == 0
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, k: int) -> list[int]:
+    """Make the (k+1)-th training raise KeyboardInterrupt (Ctrl-C during a trial); count the trainings."""
+    import inspo.training
+
+    real, calls = inspo.training.train, []
+
+    def train(cfg: TrainConfig, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == k + 1:
+            raise KeyboardInterrupt
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(inspo.training, "train", train)
+    return calls
+
+
+def _trials(out: Path) -> list[tuple[object, ...]]:
+    summary = json.loads((out / "tune.json").read_text())
+    return [(t["params"]["lr_policy"], t["params"]["hidden"], t["return"]) for t in summary["trials"]]
+
+
+def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    base = TrainConfig(dataset=str(xor_data), **SMALL)
+    n, k = 6, 3
+    whole = tune(base, tmp_path / "whole", trials=n, params=["lr_policy", "hidden"])
+
+    # A search of n - 2 trials (the same initial design as n: a quarter of the trials), interrupted during trial k.
+    out = tmp_path / "resumed"
+    calls = _interrupt_after(monkeypatch, k)
+    flags = ["tune", "--dataset", str(xor_data), "--trials", str(n - 2), "--params", "lr_policy,hidden", "--iters",
+             "40", "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1"]
+    assert main([*flags, "--out", str(out)]) == 130
+    assert "inspo tune --resume --out" in capsys.readouterr().err
+    assert len(json.loads((out / "tune.json").read_text())["trials"]) == k
+    # An existing search is neither replaced nor continued by accident.
+    with pytest.raises(FileExistsError, match="--resume to continue it"):
+        tune(base, out, trials=n, params=["lr_policy", "hidden"])
+
+    calls.clear()
+    assert main(["tune", "--resume", "--out", str(out)]) == 0  # every setting from tune.json
+    printed = json.loads(capsys.readouterr().out)
+    assert len(calls) == n - 2 - k and printed["replayed"] == k  # the finished trials are not trained again
+    assert printed["trials"] == n - 2
+    calls.clear()
+    assert main(["tune", "--resume", "--out", str(out), "--trials", str(n)]) == 0  # and on to n trials
+    printed = json.loads(capsys.readouterr().out)
+    assert len(calls) == 2 and printed["replayed"] == n - 2
+    assert _trials(out) == _trials(tmp_path / "whole")
+    assert printed["incumbent"] == whole.incumbent and printed["incumbent_return"] == whole.incumbent_return
+    assert json.loads((out / "incumbent.json").read_text()) == whole.incumbent_config
+
+    # A resume with another space or base config is refused, naming the difference.
+    with pytest.raises(ValueError, match=r"base_config.alpha: 0.2 in the search, 0.5 now"):
+        tune(TrainConfig(dataset=str(xor_data), **{**SMALL, "alpha": 0.5}), out, trials=n,
+             params=["lr_policy", "hidden"], resume=True)
+    with pytest.raises(ValueError, match=r"space.alpha: '<absent>' in the search"):
+        tune(base, out, trials=n, params=["lr_policy", "hidden", "alpha"], resume=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        tune(base, tmp_path / "empty", trials=n, resume=True)
+    with pytest.raises(ValueError, match="contradict"):
+        tune(base, out, trials=n, params=["lr_policy", "hidden"], resume=True, overwrite=True)
+
+
+def test_multi_fidelity_search_over_the_iteration_budget(xor_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    base = TrainConfig(dataset=str(xor_data), **{**SMALL, "iters": 90, "eval_every": 30})
+    # Budgets 30 and 90: Hyperband's first bracket trains configurations for 30 iterations, the best for 90.
+    result = tune(base, tmp_path / "search", trials=5, params=["lr_policy"], fidelity="iters", min_iters=30)
+    summary = json.loads((tmp_path / "search" / "tune.json").read_text())
+    assert summary["smac"]["facade"] == "MultiFidelityFacade"
+    assert summary["fidelity"] == {"name": "iters", "min": 30, "max": 90, "eta": 3}
+    budgets = [t["iters"] for t in result.trials]
+    assert budgets[0] == 30 and set(budgets) == {30, 90}
+    for t in result.trials:  # each trial's config trains for its own budget
+        saved = json.loads((tmp_path / "search" / "trials" / f"{t['trial']:04d}" / "config.json").read_text())
+        assert saved["iters"] == t["iters"]
+    assert summary["incumbent"]["iters"] == 90  # compared at the full budget only
+    assert result.incumbent_return == max(t["return"] for t in result.trials if t["iters"] == 90)
+    assert result.incumbent_config["iters"] == 90  # the incumbent is to be trained on the full budget
+    with pytest.raises(ValueError, match=r"--min-iters must be in \[1, --iters / 3\] = \[1, 30\]"):
+        tune(base, tmp_path / "other", trials=6, fidelity="iters", min_iters=50)
+
+
+def test_a_search_leaves_absl_logging_stream_open(xor_data: Path, tmp_path: Path) -> None:
+    """SMAC3's logging setup closes every logging handler; absl's (loaded with jax or flashbax) would then close the
+    stream it writes to, e.g. a notebook's or a test's captured stderr."""
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    absl_logging = pytest.importorskip("absl.logging")
+    handler = absl_logging.get_absl_handler().python_handler
+    stream, before = io.StringIO(), handler.stream
+    handler.setStream(stream)
+    try:
+        assert main(["tune", "--env", "xor", "--dataset", str(xor_data), "--trials", "2", "--params", "alpha",
+                     *BUDGET_FLAGS, "--out", str(tmp_path / "search")]) == 0
+    finally:
+        handler.setStream(before)
+    assert not stream.closed

@@ -107,7 +107,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         ds = data.import_pymarl(args.src, args.env)
     elif args.action == "export":
         folder = data.export_vault(data.load_dataset(args.path), args.out, uid=args.uid, overwrite=args.overwrite)
-        print(json.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
+        print(jsonio.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
         return 0
     else:
         ds = data.load_dataset(args.path, env=args.env)  # the checks training makes (see load_dataset)

@@ -6,8 +6,9 @@
   final and best return, the data's return, timings and the configuration. A run still going or stopped early (no
   ``metrics.json`` yet) is read from its ``checkpoint.pt``.
 - A search's folder (``inspo tune --out DIR``): ``trials.png`` (every trial's return and the best so far),
-  ``params.png`` (the return against each searched parameter), ``incumbent.png`` (the incumbent's learning
-  curve) and ``report.md`` with the incumbent, the default and the best trials.
+  ``curves.png`` (every trial's learning curve, the incumbent's highlighted), ``params.png`` (the return against
+  each searched parameter), ``incumbent.png`` (the incumbent's learning curve per seed) and ``report.md`` with the
+  incumbent, the default and the trials ranked.
 
 The files go to ``DIR/report/`` unless ``--out`` says otherwise; each is written atomically. Needs matplotlib (the
 optional extra ``plot``), imported only when a figure is drawn (:func:`figure_class`); the figures of
@@ -300,7 +301,8 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
 
 
 def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: bool = False) -> Report:
-    """Render an ``inspo tune`` folder: the trials, the parameters against the return, the incumbent's curve."""
+    """Render an ``inspo tune`` folder: the trials' returns and learning curves, the parameters against the return,
+    the incumbent's curve, and ``report.md`` (see the module docstring)."""
     tune_dir = Path(tune_dir)
     out = Path(out) if out is not None else tune_dir / "report"
     s = json.loads((tune_dir / "tune.json").read_text())
@@ -311,8 +313,8 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     done = [t for t in trials if t["return"] is not None]
     failed = [t for t in trials if t["return"] is None]
     inc = s.get("incumbent") or (max(done, key=lambda t: t["return"]) if done else None)
-    default = next((t for t in done if t.get("default")), None)
-    bar = ProgressBar(4, "report", enabled=progress)
+    default = next((t for t in done if t.get("default") and t.get("iters") == (inc or {}).get("iters")), None)
+    bar = ProgressBar(5, "report", enabled=progress)
     images: list[tuple[str, str]] = []
 
     fig = Figure(figsize=(7.5, 4.4), layout="constrained")
@@ -338,7 +340,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     if inc is not None:
         ax.scatter([inc["trial"]], [inc["return"]], marker="*", s=160, color="tab:orange",
                    label=f"incumbent {inc['return']:.4g}", zorder=5)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
@@ -350,20 +352,50 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     images.append(("Return of each trial", "trials.png"))
     bar.update(1, "trials.png")
 
+    curves = {t["trial"]: _mean_curve(tune_dir, t["trial"]) for t in done}
+    if any(curves.values()):
+        fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+        ax = fig.add_subplot()
+        for t in done:  # thin lines: the shape of the search; the incumbent (and the default) drawn over them
+            xs, ys = _series(curves[t["trial"]], "return")
+            special = inc is not None and t["trial"] == inc["trial"]
+            if xs and not special:
+                ax.plot(xs, ys, linewidth=0.8, alpha=0.45, color="tab:blue", linestyle="--" if t.get("default")
+                        else "-", label="default" if default is not None and t is default else None)
+        if inc is not None and curves.get(inc["trial"]):
+            ax.plot(*_series(curves[inc["trial"]], "return"), linewidth=2.4, color="tab:orange", marker="o",
+                    markersize=3, label=f"incumbent (trial {inc['trial']})", zorder=5)
+        ax.plot([], [], linewidth=0.8, color="tab:blue", label=f"the other trials ({len(done) - 1})")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("evaluation return" + (" (mean over seeds)" if len(s["seeds"]) > 1 else ""))
+        ax.set_title("Learning curve of every trial")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        save_png(fig, out / "curves.png")
+        images.append(("Learning curve of every trial", "curves.png"))
+    bar.update(2, "curves.png")
+
     if done:
         fig, axes = grid(Figure, len(space))
         for ax, (name, p) in zip(axes, space.items()):
-            ax.scatter([t["params"][name] for t in done], [t["return"] for t in done], s=18, color="tab:blue")
+            # A categorical parameter is drawn at the position of its choice, labelled with it.
+            x = (lambda v: p["choices"].index(v)) if "choices" in p else (lambda v: v)
+            ax.scatter([x(t["params"][name]) for t in done], [t["return"] for t in done], s=18, color="tab:blue")
             if default is not None:
-                ax.scatter([default["params"][name]], [default["return"]], marker="s", s=50, facecolors="none",
+                ax.scatter([x(default["params"][name])], [default["return"]], marker="s", s=50, facecolors="none",
                            edgecolors="black", label="default")
             if inc is not None:
-                ax.scatter([inc["params"][name]], [inc["return"]], marker="*", s=130, color="tab:orange",
+                ax.scatter([x(inc["params"][name])], [inc["return"]], marker="*", s=130, color="tab:orange",
                            label="incumbent")
-            if p["log"]:
-                ax.set_xscale("log")
-            pad = (p["upper"] / p["lower"]) ** 0.03 if p["log"] else None
-            if pad:
+            if "choices" in p:
+                ax.set_xticks(range(len(p["choices"])), [str(c) for c in p["choices"]])
+                ax.set_xlim(-0.5, len(p["choices"]) - 0.5)
+            elif p["log"]:
+                ax.set_xscale("log", base=2 if p.get("type") == "int" else 10)  # sizes: 16, 32, 64, ...
+                if p.get("type") == "int":
+                    ax.xaxis.set_major_formatter(ScalarFormatter())
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+                pad = (p["upper"] / p["lower"]) ** 0.03
                 ax.set_xlim(p["lower"] / pad, p["upper"] * pad)
             else:
                 margin = 0.03 * (p["upper"] - p["lower"])
@@ -375,7 +407,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
         fig.suptitle("Return against each searched parameter")
         save_png(fig, out / "params.png")
         images.append(("Return against each parameter", "params.png"))
-    bar.update(2, "params.png")
+    bar.update(3, "params.png")
 
     if inc is not None:
         result = tune_dir / "trials" / f"{inc['trial']:04d}" / "result.json"
@@ -388,13 +420,15 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
             ax.set_title(f"Incumbent (trial {inc['trial']}): evaluation return")
             save_png(fig, out / "incumbent.png")
             images.append(("Incumbent's learning curve", "incumbent.png"))
-    bar.update(3, "incumbent.png")
+    bar.update(4, "incumbent.png")
 
-    base = s["base_config"]
+    base, fid = s["base_config"], s.get("fidelity")
     lines = [f"# Hyper-parameter search: `{tune_dir.name}`", "",
              f"- folder: `{tune_dir}`; SMAC3 {s['smac']['version']} ({s['smac']['facade']}, seed {s['smac']['seed']})",
              f"- method: `{base.get('algo')}`, dataset: `{base.get('dataset')}`, {_budget(base)} per training",
              f"- objective: the {s['objective']} return, averaged over training seeds {s['seeds']}",
+             *([f"- multi-fidelity (Hyperband, eta {fid['eta']}): {fid['min']} to {fid['max']} iterations per trial; "
+                "the incumbent is the best trial at the highest budget reached"] if fid else []),
              f"- trials: {len(trials)} of {s['n_trials']} ({len(failed)} failed), {s['workers']} in parallel"
              + (f", {s['wall_time']:.0f} s" if finite(s.get("wall_time")) else " (still running)"), ""]
     if inc is not None:
@@ -405,30 +439,42 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
                   f"Train it: `inspo train --config {tune_dir / 'incumbent.json'} --out DIR`", "",
                   "| parameter | default | incumbent | range |", "| --- | --- | --- | --- |"]
         for name, p in space.items():
-            scale = ", log" if p["log"] else ""
-            lines.append(f"| {name} | {_fmt(p['default'])} | {_fmt(inc['params'][name])} | "
-                         f"[{_fmt(p['lower'])}, {_fmt(p['upper'])}]{scale} |")
+            where = ("{" + ", ".join(map(str, p["choices"])) + "}" if "choices" in p else
+                     f"[{_fmt(p['lower'])}, {_fmt(p['upper'])}]" + (", log" if p["log"] else ""))
+            lines.append(f"| {name} | {_fmt(p['default'])} | {_fmt(inc['params'][name])} | {where} |")
         lines.append("")
     lines += ["## Figures", ""]
     for title, name in images:
         lines += [f"### {title}", "", f"![{title}]({name})", ""]
     ranked = sorted(done, key=lambda t: -t["return"])
     names = list(space)
-    lines += ["## Trials by return", "", "| rank | trial | return | " + " | ".join(names) + " | note |",
-              "| --- " * (len(names) + 4) + "|"]
+    cols = ["iters", *names] if fid else names  # multi-fidelity: the budget each trial trained for
+
+    def row(t: dict[str, Any]) -> str:
+        return " | ".join(([_fmt(t["iters"])] if fid else []) + [_fmt(t["params"][n]) for n in names])
+
+    lines += ["## Trials by return", "", "| rank | trial | return | " + " | ".join(cols) + " | note |",
+              "| --- " * (len(cols) + 4) + "|"]
     for k, t in enumerate(ranked, 1):
         note = ", ".join(x for x in ("default" if t.get("default") else "",
                                      "incumbent" if inc and t["trial"] == inc["trial"] else "") if x)
-        lines.append(f"| {k} | {t['trial']} | {_fmt(t['return'])} | "
-                     + " | ".join(_fmt(t["params"][n]) for n in names) + f" | {note} |")
+        lines.append(f"| {k} | {t['trial']} | {_fmt(t['return'])} | {row(t)} | {note} |")
     for t in failed:
-        lines.append(f"| – | {t['trial']} | {t['status']} | " + " | ".join(_fmt(t["params"][n]) for n in names)
-                     + f" | see trials/{t['trial']:04d}/result.json |")
+        lines.append(f"| – | {t['trial']} | {t['status']} | {row(t)} | see trials/{t['trial']:04d}/result.json |")
     lines.append("")
     _write_text(out / "report.md", "\n".join(lines))
-    bar.update(4, "report.md")
+    bar.update(5, "report.md")
     bar.close()
     return Report(markdown=str(out / "report.md"), images=[str(out / name) for _, name in images])
+
+
+def _mean_curve(tune_dir: Path, trial: int) -> list[dict[str, Any]]:
+    """A trial's evaluation return at each evaluation, averaged over its training seeds (empty if not recorded)."""
+    path = tune_dir / "trials" / f"{trial:04d}" / "result.json"
+    runs = [r["curve"] for r in json.loads(path.read_text()).get("runs", [])] if path.is_file() else []
+    rows = [[row for row in curve if finite(row.get("return"))] for curve in runs]
+    return [{"iteration": group[0]["iteration"], "return": sum(r["return"] for r in group) / len(group)}
+            for group in zip(*rows)]
 
 
 def report(path: str | Path, out: str | Path | None = None, progress: bool = False) -> Report:
