@@ -313,6 +313,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
     started = time.perf_counter() - run["wall_time"]
+    checked = max(run["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
     with _StopRequests() as stop:
         for step in range(run["step"], total):
             idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
@@ -338,13 +339,21 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
                     stats = learner.update(batch)
                 except FloatingPointError as exc:
                     raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
+                except Exception:
+                    checked = _check_finite(learner, checked, it)  # a NaN loss may be what broke the iteration
+                    raise
                 run["update_time"] += time.perf_counter() - t0
-                if it % cfg.eval_every == 0 or it == cfg.iters:
+                evaluate_now = it % cfg.eval_every == 0 or it == cfg.iters
+                if evaluate_now or it % cfg.check_every == 0:
+                    checked = _check_finite(learner, checked, it)
+                if evaluate_now:
                     record(it, shard.reduce_stats(stats))
             run["step"] = step + 1
             run["wall_time"] = time.perf_counter() - started
             stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
             if lead and state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
+                if learner is not None:  # a checkpoint holds a checked state only
+                    checked = _check_finite(learner, checked, run["step"] - bc_steps)
                 save_state()
             if stopping:
                 bar.close()
@@ -375,6 +384,16 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
 
 
 _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
+
+
+def _check_finite(learner: Learner, checked: int, it: int) -> int:
+    """``it`` after the learner's deferred check of iterations ``checked + 1 .. it`` passed; raises otherwise."""
+    try:
+        learner.check_finite()
+    except FloatingPointError as exc:
+        where = f"at iteration {it}" if it == checked + 1 else f"in iterations {checked + 1}..{it}"
+        raise FloatingPointError(f"{exc} {where}; {_KEPT}") from None
+    return it
 _BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                  "next_avail", "next_actions", "has_next")
 
