@@ -21,6 +21,7 @@ from inspo import checkpoint as ckpt_io
 from inspo.algos import LEARNERS
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
+from inspo.algos.graph import GraphedIteration
 from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
@@ -315,8 +316,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
     started = time.perf_counter() - run["wall_time"]
     checked = max(run["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
     with _StopRequests() as stop:
+        graphed = None  # cfg.cuda_graph: the iteration as a CUDA graph, which draws its own batch
         for step in range(run["step"], total):
-            idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
+            if not (cfg.cuda_graph and step >= bc_steps):
+                idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
             if step < bc_steps:
                 mine = idx[shard.rows(cfg.batch_size)]
                 loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
@@ -334,9 +337,15 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard) -> Trai
                     learner = start_learner()
                     record(0, {"bc_nll": run["bc_nll"]})
                 t0 = time.perf_counter()
-                batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS}, logp_mu=data["logp_mu"][:, idx])
+                if cfg.cuda_graph and graphed is None:
+                    graphed = GraphedIteration(learner, data, _BATCH_FIELDS, cfg.batch_size, gen)
                 try:
-                    stats = learner.update(batch)
+                    if graphed is not None:
+                        stats = graphed()
+                    else:
+                        batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS},
+                                      logp_mu=data["logp_mu"][:, idx])
+                        stats = learner.update(batch)
                 except FloatingPointError as exc:
                     raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
                 except Exception:
