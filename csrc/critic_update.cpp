@@ -2,7 +2,8 @@
 // the joint critic Q(s, a) to r + gamma (1 - done) V(s'), the in-sample exponential loss of V(s), one fused Adam step
 // on both, Polyak averaging of the target critic; exactly InSPO.critic_losses + InSPO.critic_step in
 // inspo/algos/inspo.py, with the gradients written out by hand. Returns (Qbar(s, a) of the target critic, Q loss,
-// V loss); on the CPU a non-finite loss returns before any parameter changes.
+// V loss). The losses are never read here, so that an iteration never waits for the device (and can be captured as a
+// CUDA graph): a non-finite loss is the caller's to find in them (InSPO's deferred finiteness check).
 #include <torch/library.h>
 
 #include "mlp.h"
@@ -54,7 +55,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> critic_update(
   const auto z_raw = (qbar - value) / tau - logp_mu.sum(0) * (beta / tau);
   const auto ez = at::exp(at::clamp_max(z_raw, z_max));
   const auto v_loss = ez.mean() + value.mean() / tau;
-  if (!finite_or_unchecked(q_loss) || !finite_or_unchecked(v_loss)) return {qbar, q_loss, v_loss};
 
   const double per_row = 1.0 / static_cast<double>(rows);
   const auto grad_q = diff * (2.0 * per_row);

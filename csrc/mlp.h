@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include <cmath>
 #include <vector>
 
 namespace inspo {
@@ -47,12 +46,6 @@ inline void adam_step(const Tensors& params, const Tensors& grads, const Tensors
   const Tensors steps(params.size(), step);
   at::_fused_adam_(params, grads, exp_avg, exp_avg_sq, {}, steps, s.lr, s.beta1, s.beta2, /*weight_decay=*/0.0, s.eps,
                    /*amsgrad=*/false, /*maximize=*/false, std::nullopt, std::nullopt);
-}
-
-// Whether a loss is finite, read back only on the CPU: a CUDA read would synchronise the device, so there the
-// caller checks the losses the op returns.
-inline bool finite_or_unchecked(const at::Tensor& loss) {
-  return !loss.device().is_cpu() || std::isfinite(loss.item<double>());
 }
 
 inline std::tuple<at::Tensor, at::Tensor> advantage_weights(const at::Tensor& q, const at::Tensor& v,

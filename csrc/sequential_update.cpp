@@ -6,10 +6,12 @@
 // (op 1), local-critic step(s) on the rows resampled in proportion to it, exponentiated advantage (op 1), weighted
 // log-likelihood step on the agent's policy (op 2, forward and backward), refresh of its row of `logp_pi`.
 // Gradients are written out by hand (linear layers and ReLU), and the optimiser step is PyTorch's own fused Adam
-// kernel on the member's slices, so that a step changes nothing but the member.
+// kernel on copies of the member's slices, written back into the stacks, so that a step changes nothing but the member.
 //
 // Built from ATen and dispatcher calls only, so it is registered once (CompositeExplicitAutograd) and runs on the
-// device of its tensors. On the CPU a non-finite loss ends the pass before its step is taken.
+// device of its tensors. Nothing on the device is read by the host: the agent order is a device tensor whose entries
+// pick each member's slices by index operations, and the losses are returned, not checked (a non-finite one is the
+// caller's to find in them), so that a whole pass can be queued without waiting and captured as a CUDA graph.
 #include <torch/library.h>
 
 #include "mlp.h"
@@ -17,18 +19,26 @@
 namespace inspo {
 namespace {
 
-// One member of a stack of MLPs and its Adam state: views into the stacks, so that updates land in them.
+// One member of a stack of MLPs and its Adam state, gathered by a device index `idx` ([1], int64): copies of its
+// slices, which `step_with` updates and writes back into the stacks.
 struct Member {
+  at::TensorList stacks, exp_avg_stacks, exp_avg_sq_stacks;
+  at::Tensor step_stack, idx;
   Tensors params, exp_avg, exp_avg_sq;
   at::Tensor step;
 
   Member(at::TensorList params_, at::TensorList exp_avg_, at::TensorList exp_avg_sq_, const at::Tensor& steps,
-         int64_t k)
-      : step(steps.select(0, k)) {
+         const at::Tensor& idx_)
+      : stacks(params_),
+        exp_avg_stacks(exp_avg_),
+        exp_avg_sq_stacks(exp_avg_sq_),
+        step_stack(steps),
+        idx(idx_),
+        step(steps.index_select(0, idx_).squeeze(0)) {
     for (size_t j = 0; j < params_.size(); ++j) {
-      params.push_back(params_[j].select(0, k));
-      exp_avg.push_back(exp_avg_[j].select(0, k));
-      exp_avg_sq.push_back(exp_avg_sq_[j].select(0, k));
+      params.push_back(params_[j].index_select(0, idx).squeeze(0));
+      exp_avg.push_back(exp_avg_[j].index_select(0, idx).squeeze(0));
+      exp_avg_sq.push_back(exp_avg_sq_[j].index_select(0, idx).squeeze(0));
     }
   }
 
@@ -36,6 +46,12 @@ struct Member {
 
   void step_with(const at::Tensor& grad_out, const Tensors& inputs, const AdamSettings& adam) {
     adam_step(params, mlp_backward(params, grad_out, inputs), exp_avg, exp_avg_sq, step, adam);
+    for (size_t j = 0; j < params.size(); ++j) {
+      stacks[j].index_copy_(0, idx, params[j].unsqueeze(0));
+      exp_avg_stacks[j].index_copy_(0, idx, exp_avg[j].unsqueeze(0));
+      exp_avg_sq_stacks[j].index_copy_(0, idx, exp_avg_sq[j].unsqueeze(0));
+    }
+    step_stack.index_copy_(0, idx, step.unsqueeze(0));
   }
 };
 
@@ -59,10 +75,9 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
       "avail and logmu_all must be [B, N, A] with B=", rows, ", N=", n, ", got ", avail.sizes(), " and ",
       logmu_all.sizes());
   TORCH_CHECK_VALUE(qbar.dim() == 1 && qbar.size(0) == rows, "qbar must be [B]=[", rows, "], got shape ", qbar.sizes());
-  TORCH_CHECK_VALUE(
-      order.device().is_cpu() && order.scalar_type() == at::kLong && order.dim() == 1 && order.size(0) == n,
-      "order must be an int64 CPU tensor [N]=[", n, "], got ", order.scalar_type(), " ", order.sizes(), " on ",
-      order.device());
+  TORCH_CHECK_VALUE(order.scalar_type() == at::kLong && order.dim() == 1 && order.size(0) == n,
+                    "order must be an int64 tensor [N]=[", n, "], got ", order.scalar_type(), " ", order.sizes(),
+                    " on ", order.device());
   TORCH_CHECK_VALUE(local_critic_steps >= 1, "local_critic_steps must be >= 1, got ", local_critic_steps);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"state", state},
                                 {"logmu_all", logmu_all},
@@ -79,39 +94,37 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
   check_steps("pi", pi_steps, 1, n, obs);
   check_mlp("local_q", lq, lq_exp_avg, lq_exp_avg_sq, 1, n, obs);
   check_steps("local_q", lq_steps, 1, n, obs);
-  const auto agents = order.contiguous();
-  const int64_t* idx = agents.data_ptr<int64_t>();
-  std::vector<bool> seen(n, false);
-  for (int64_t k = 0; k < n; ++k) {
-    TORCH_CHECK_VALUE(idx[k] >= 0 && idx[k] < n && !seen[idx[k]], "order must be a permutation of 0..", n - 1, ", got ",
-                      order);
-    seen[idx[k]] = true;
-  }
-
+  const auto agents = order.to(obs.device());
+  // Checked on the device, so that the host never waits for it: on the CPU it raises at once, on CUDA it fails the
+  // stream (a device-side assert) before any update.
+  const auto is_permutation = std::get<0>(at::sort(agents)).eq(at::arange(n, agents.options())).all();
+  at::_assert_async(is_permutation, "order must be a permutation of 0.." + std::to_string(n - 1));
   const double tau = alpha + beta;
   const AdamSettings adam_pi{lr_policy, adam_beta1, adam_beta2, adam_eps};
   const AdamSettings adam_lq{lr_critic, adam_beta1, adam_beta2, adam_eps};
   auto policy_loss = qbar.new_zeros({}), local_q_loss = qbar.new_zeros({}), entropy = qbar.new_zeros({});
   auto weight_max = qbar.new_zeros({});
-  const auto stats = [&] { return at::stack({policy_loss, local_q_loss, entropy, weight_max}); };
   at::Tensor rho_all;
   if (!sequential && use_rho) {
     // Every agent sees the pre-iteration teammates: all ratios at once.
     rho_all = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, -1, tau, beta, rho_max, z_max));
   }
   for (int64_t k = 0; k < n; ++k) {
-    const int64_t i = idx[k];
+    // Agent i = order[k], as a device index: [1], never read by the host.
+    const auto i = agents.narrow(0, k, 1);
+    const auto pick = [&](const at::Tensor& t, int64_t dim) { return t.index_select(dim, i).squeeze(dim); };
     Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, i), crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, i);
     at::Tensor rho;
     if (!use_rho) {
       rho = at::ones_like(qbar);
     } else if (sequential) {
-      // Only rho is used here (it picks the local critic's rows); q and v are placeholders.
-      rho = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, i, tau, beta, rho_max, z_max));
+      // Every agent's ratio, then agent i's: each is the same sum less the agent's own term, and the op takes its
+      // agent as a host integer. Only rho is used here (it picks the local critic's rows); q and v are placeholders.
+      rho = pick(std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, -1, tau, beta, rho_max, z_max)), 0);
     } else {
-      rho = rho_all[i];
+      rho = pick(rho_all, 0);
     }
-    const auto obs_i = obs.select(1, i), avail_i = avail.select(1, i), actions_i = actions.select(1, i);
+    const auto obs_i = pick(obs, 1), avail_i = pick(avail, 1), actions_i = pick(actions, 1);
     at::Tensor sel, row_w, state_s = state, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
     if (resample) {
       sel = at::multinomial(rho, rows, /*replacement=*/true, generator);
@@ -141,19 +154,17 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
         lq_loss = (row_w * err).sum() / w_sum;
         grad_q = diff * row_w * 2.0 / w_sum;
       }
-      if (!finite_or_unchecked(lq_loss)) {
-        local_q_loss = lq_loss;
-        return stats();
-      }
       const auto grad_out = at::zeros_like(out).scatter_(1, a_col, grad_q.unsqueeze(1));
       crit.step_with(grad_out, inputs, adam_lq);
     }
 
     // Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
     const auto qloc = crit.forward(state);
-    const auto vloc = at::logsumexp(logmu_all.select(1, i) * (alpha / tau) + qloc / tau, -1) * tau;
+    const auto vloc = at::logsumexp(pick(logmu_all, 1) * (alpha / tau) + qloc / tau, -1) * tau;
     const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
-    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi, logp_mu, i, tau, beta, rho_max, z_max));
+    // Agent i's advantage reads only its own logp_mu row: the op on that row alone, as agent 0 of 1.
+    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi.index_select(0, i),
+                                                      logp_mu.index_select(0, i), 0, tau, beta, rho_max, z_max));
     const auto w = resample ? expadv.index_select(0, sel) : expadv * row_w;
 
     Tensors inputs;
@@ -161,23 +172,19 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     const auto [logp, ent] = masked_softmax_stats(logits, avail_s, a_s);
     const auto w_sum = w.sum();
     const auto loss = -(w * logp).sum() / w_sum;
-    if (!finite_or_unchecked(loss)) {
-      policy_loss = loss;
-      return stats();
-    }
     const auto grad_logits = masked_softmax_stats_backward(-w / w_sum, at::zeros_like(logp), logits, avail_s, a_s);
     pol.step_with(grad_logits, inputs, adam_pi);
 
     // The last agent's successors (none) read no ratio: its refresh would be discarded.
     if (sequential && k + 1 < n) {
-      logp_pi.select(0, i).copy_(std::get<0>(masked_softmax_stats(pol.forward(obs_i), avail_i, actions_i)));
+      logp_pi.index_copy_(0, i, std::get<0>(masked_softmax_stats(pol.forward(obs_i), avail_i, actions_i)).unsqueeze(0));
     }
     policy_loss = policy_loss + loss / n;
     local_q_loss = local_q_loss + lq_loss / n;
     entropy = entropy + ent.mean() / n;
     weight_max = at::maximum(weight_max, w.max());
   }
-  return stats();
+  return at::stack({policy_loss, local_q_loss, entropy, weight_max});
 }
 
 }  // namespace

@@ -138,6 +138,12 @@ class TrainConfig:
     eval_episode_limit: int | None = None
     eval_greedy: bool = False
     checkpoint_every: int = 500
+    check_every: int = field(default=1, metadata={
+        "help": "check the losses for NaN/inf every this many iterations: the check is the iteration's only read "
+                "from the device, and the run stops at the first check after a non-finite loss"})
+    cuda_graph: bool = field(default=False, metadata={
+        "help": "capture one InSPO iteration (batch sampling, critic step, sequential pass) as a CUDA graph and "
+                "replay it (device cuda, one process, the fused or torch backend without compile)"})
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -157,7 +163,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "z_max", "eval_episodes",
-                    "eval_every", "local_critic_steps", "checkpoint_every")
+                    "eval_every", "local_critic_steps", "checkpoint_every", "check_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")
@@ -174,6 +180,11 @@ class TrainConfig:
             raise ValueError(f"config.polyak must be in (0, 1], got {self.polyak}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"config.threads must be >= 1 or None (keep torch's setting), got {self.threads}")
+        if self.cuda_graph and (not self.device.startswith("cuda") or self.algo != "inspo" or self.ddp
+                                or self.compile or self.shared_policy):
+            raise ValueError(f"config.cuda_graph needs algo='inspo' on a CUDA device in one process without compile "
+                             f"or shared_policy, got algo={self.algo!r} device={self.device!r} ddp={self.ddp} "
+                             f"compile={self.compile} shared_policy={self.shared_policy}")
         if self.eval_episode_limit is not None and self.eval_episode_limit < 1:
             raise ValueError(f"config.eval_episode_limit must be >= 1 or None, got {self.eval_episode_limit}")
 

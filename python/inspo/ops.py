@@ -57,11 +57,11 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is the
     log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
     those of :class:`~inspo.algos.batch.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
-    int64 CPU permutation of the agents. Its pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
+    int64 permutation of the agents, on any device, used through index operations only (never read by the host). Its pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
     arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
 
-    Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). On the
-    CPU a non-finite loss ends the pass before its step, and that loss is returned in its place.
+    Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). Nothing
+    is read back, so that a pass never waits for the device: a non-finite loss shows in these statistics.
     """
     _check_cuda_build(obs)
     with torch.no_grad():
@@ -85,8 +85,8 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
     ``step`` the state of one Adam over ``[*q, *v]`` as :class:`~inspo.algos.optim.FusedAdam` holds it. Its
     pure-PyTorch twin is :func:`inspo.reference.critic_update`.
 
-    Returns ``(Qbar(s, a), Q loss, V loss)``, ``Qbar`` from the target critic before the update. On the CPU a
-    non-finite loss returns before any parameter changes.
+    Returns ``(Qbar(s, a), Q loss, V loss)``, ``Qbar`` from the target critic before the update. The losses are not
+    read here: a non-finite one is the caller's to find in them.
     """
     _check_cuda_build(state)
     with torch.no_grad():

@@ -113,6 +113,12 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     to them are 0.
     """
     check_softmax_inputs(logits, avail, actions)
+    return softmax_stats(logits, avail, actions)
+
+
+def softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`masked_softmax_stats` without its row checks, which read the data back on the host: what a training
+    iteration calls, on rows of a dataset whose actions were checked available when it was loaded."""
     x = logits.masked_fill(~avail, float("-inf"))
     logp_all = torch.log_softmax(x, dim=-1)
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -144,11 +150,6 @@ def _adam_step(params: list[Tensor], grads: tuple[Tensor, ...], exp_avg: list[Te
     step.add_(1)
     torch._fused_adam_(params, [g.contiguous() for g in grads], exp_avg, exp_avg_sq, [], [step] * len(params), lr=lr,
                        beta1=betas[0], beta2=betas[1], weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-
-
-def _finite(loss: Tensor) -> bool:
-    # Read back on every device (the op reads it only on the CPU): the twin stops before a non-finite step anywhere.
-    return bool(torch.isfinite(loss))
 
 
 def _check_same(name: str, t: Tensor, anchor_name: str, anchor: Tensor) -> None:
@@ -208,8 +209,8 @@ def _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_e
                          f"{list(logmu_all.shape)}")
     if qbar.shape != (rows,):
         raise ValueError(f"qbar must be [B]=[{rows}], got shape {list(qbar.shape)}")
-    if order.device.type != "cpu" or order.dtype != torch.int64 or order.shape != (n,):
-        raise ValueError(f"order must be an int64 CPU tensor [N]=[{n}], got {order.dtype} {list(order.shape)} on "
+    if order.dtype != torch.int64 or order.shape != (n,):
+        raise ValueError(f"order must be an int64 tensor [N]=[{n}], got {order.dtype} {list(order.shape)} on "
                          f"{order.device}")
     if local_critic_steps < 1:
         raise ValueError(f"local_critic_steps must be >= 1, got {local_critic_steps}")
@@ -222,8 +223,11 @@ def _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_e
     _check_steps("pi", pi_steps, n, obs)
     _check_mlp("local_q", local_q, local_q_exp_avg, local_q_exp_avg_sq, n, obs)
     _check_steps("local_q", local_q_steps, n, obs)
-    if sorted(order.tolist()) != list(range(n)):
-        raise ValueError(f"order must be a permutation of 0..{n - 1}, got {order.tolist()}")
+    # Checked on the device, so that the host never waits for it: on the CPU it raises at once, on CUDA it fails the
+    # stream (a device-side assert) before any update.
+    agents = order.to(obs.device)
+    is_permutation = (agents.sort().values == torch.arange(n, device=obs.device)).all()
+    torch._assert_async(is_permutation, f"order must be a permutation of 0..{n - 1}")
 
 
 @torch.no_grad()
@@ -242,37 +246,46 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     batch resampled in proportion to it (``resample``; otherwise every row, weighted by it), ``local_critic_steps``
     Adam steps of its local critic towards ``qbar`` on those rows, the exponentiated advantage of the local critic
     over its exact soft value, one Adam step of its policy on the weighted log-likelihood, and the refresh of its row
-    of ``logp_pi``. A non-finite loss ends the pass before its step, and that loss is returned in its place.
+    of ``logp_pi``. ``order`` is a permutation on any device, used through index operations only, and nothing is
+    read back on the host: a non-finite loss is not checked here but shows in the returned statistics.
     """
     _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq,
                      local_q_steps, logp_pi, obs, state, avail, logmu_all, logp_mu, qbar, order, local_critic_steps)
     n, rows = logp_pi.shape
     tau = alpha + beta
+    agents = order.to(obs.device)
     policy_loss, local_q_loss, entropy, weight_max = (qbar.new_zeros(()) for _ in range(4))
-
-    def stats() -> Tensor:
-        return torch.stack([policy_loss, local_q_loss, entropy, weight_max])
-
     if not sequential and use_rho:
         # Every agent sees the pre-iteration teammates: all ratios at once.
         rho_all, _ = advantage_weights(qbar, qbar, logp_pi, logp_mu, None, -1, tau, beta, rho_max, z_max)
-    agents = order.tolist()
-    for k, i in enumerate(agents):
+    for k in range(n):
+        # Agent i = order[k], as a device index [1] that is never read by the host: it gathers the agent's slices
+        # (copies, which the Adam steps update and `index_copy_` writes back) and its columns of the batch.
+        i = agents[k:k + 1]
+
+        def pick(t: Tensor, dim: int) -> Tensor:
+            return t.index_select(dim, i).squeeze(dim)
+
         if not use_rho:
             rho = torch.ones_like(qbar)
         elif sequential:
-            # Only rho is used here (it picks the local critic's rows); q and v are placeholders.
-            rho, _ = advantage_weights(qbar, qbar, logp_pi, logp_mu, None, i, tau, beta, rho_max, z_max)
+            # Every agent's ratio, then agent i's (each is the same sum less the agent's own term). Only rho is used
+            # here (it picks the local critic's rows); q and v are placeholders.
+            rho = pick(advantage_weights(qbar, qbar, logp_pi, logp_mu, None, -1, tau, beta, rho_max, z_max)[0], 0)
         else:
-            rho = rho_all[i]
+            rho = pick(rho_all, 0)
         if resample:
             sel = torch.multinomial(rho, rows, replacement=True, generator=generator)
             row_w = None
         else:
             sel = torch.arange(rows, device=qbar.device)
             row_w = rho
-        state_s, target, a_s = state.index_select(0, sel), qbar.index_select(0, sel), actions[sel, i]
-        critic, policy = [p[i] for p in local_q], [p[i] for p in pi]
+        obs_i, avail_i, actions_i = pick(obs, 1), pick(avail, 1), pick(actions, 1)
+        state_s, target, a_s = state.index_select(0, sel), qbar.index_select(0, sel), actions_i.index_select(0, sel)
+        critic, policy = [pick(p, 0) for p in local_q], [pick(p, 0) for p in pi]
+        critic_m, critic_v = [pick(m, 0) for m in local_q_exp_avg], [pick(v, 0) for v in local_q_exp_avg_sq]
+        policy_m, policy_v = [pick(m, 0) for m in pi_exp_avg], [pick(v, 0) for v in pi_exp_avg_sq]
+        critic_step, policy_step = pick(local_q_steps, 0), pick(pi_steps, 0)
 
         # Local critic: E over teammates' current policies of Q(s, a_i, a_-i), from dataset joint actions only.
         for _ in range(local_critic_steps):
@@ -280,39 +293,43 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
             with torch.enable_grad():
                 err = (_mlp(state_s, params).gather(-1, a_s[:, None]).squeeze(-1) - target).pow(2)
                 lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
-                if not _finite(lq_loss):
-                    local_q_loss = lq_loss.detach()
-                    return stats()
                 grads = torch.autograd.grad(lq_loss, params)
-            _adam_step(critic, grads, [m[i] for m in local_q_exp_avg], [v[i] for v in local_q_exp_avg_sq],
-                       local_q_steps[i], lr_critic, adam_betas, adam_eps)
+            _adam_step(critic, grads, critic_m, critic_v, critic_step, lr_critic, adam_betas, adam_eps)
+            _write_back(i, (local_q, critic), (local_q_exp_avg, critic_m), (local_q_exp_avg_sq, critic_v),
+                        ([local_q_steps], [critic_step]))
 
         # Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
         qloc = _mlp(state, critic)
-        vloc = tau * torch.logsumexp((alpha / tau) * logmu_all[:, i] + qloc / tau, dim=-1)
-        q_a = qloc.gather(-1, actions[:, i, None]).squeeze(-1)
-        _, expadv = advantage_weights(q_a, vloc, logp_pi, logp_mu, None, i, tau, beta, rho_max, z_max)
+        vloc = tau * torch.logsumexp((alpha / tau) * pick(logmu_all, 1) + qloc / tau, dim=-1)
+        q_a = qloc.gather(-1, actions_i[:, None]).squeeze(-1)
+        # Agent i's advantage reads only its own logp_mu row: the twin on that row alone, as agent 0 of 1.
+        _, expadv = advantage_weights(q_a, vloc, logp_pi.index_select(0, i), logp_mu.index_select(0, i), None, 0,
+                                      tau, beta, rho_max, z_max)
         w = expadv.index_select(0, sel) if row_w is None else expadv * row_w
 
         params = _leaves(policy)
         with torch.enable_grad():
-            logp, ent = masked_softmax_stats(_mlp(obs[sel, i], params), avail[sel, i], a_s)
+            logp, ent = softmax_stats(_mlp(obs_i.index_select(0, sel), params), avail_i.index_select(0, sel), a_s)
             loss = -(w * logp).sum() / w.sum()
-            if not _finite(loss):
-                policy_loss = loss.detach()
-                return stats()
             grads = torch.autograd.grad(loss, params)
-        _adam_step(policy, grads, [m[i] for m in pi_exp_avg], [v[i] for v in pi_exp_avg_sq], pi_steps[i], lr_policy,
-                   adam_betas, adam_eps)
+        _adam_step(policy, grads, policy_m, policy_v, policy_step, lr_policy, adam_betas, adam_eps)
+        _write_back(i, (pi, policy), (pi_exp_avg, policy_m), (pi_exp_avg_sq, policy_v), ([pi_steps], [policy_step]))
 
         # The last agent's successors (none) read no ratio: its refresh would be discarded.
         if sequential and k + 1 < n:
-            logp_pi[i] = masked_softmax_stats(_mlp(obs[:, i], policy), avail[:, i], actions[:, i])[0]
+            logp_pi.index_copy_(0, i, softmax_stats(_mlp(obs_i, policy), avail_i, actions_i)[0][None])
         policy_loss = policy_loss + loss.detach() / n
         local_q_loss = local_q_loss + lq_loss.detach() / n
         entropy = entropy + ent.detach().mean() / n
         weight_max = torch.maximum(weight_max, w.max())
-    return stats()
+    return torch.stack([policy_loss, local_q_loss, entropy, weight_max])
+
+
+def _write_back(i: Tensor, *pairs: tuple[list[Tensor], list[Tensor]]) -> None:
+    """Copy each member's updated slices (second of a pair) into their stacks (first) at index ``i`` ``[1]``."""
+    for stacks, member in pairs:
+        for stack, t in zip(stacks, member, strict=True):
+            stack.index_copy_(0, i, t[None])
 
 
 def _check_critic_args(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state,
@@ -347,8 +364,8 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
     The arguments, returns and in-place updates are those of :func:`inspo.ops.critic_update`: the TD loss of the
     joint critic ``Q(s, a)`` (on the state and the agents' one-hot actions) towards ``r + gamma (1 - done) V(s')``,
     the in-sample exponential loss of ``V(s)``, one Adam step on ``[*q, *v]`` and Polyak averaging of ``q_target``
-    towards ``q``. Returns ``(Qbar(s, a) of the target critic before the update, Q loss, V loss)``; a non-finite loss
-    returns before any parameter changes.
+    towards ``q``. Returns ``(Qbar(s, a) of the target critic before the update, Q loss, V loss)``; the losses are
+    not read here (a non-finite one is the caller's to find in them).
     """
     _check_critic_args(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state,
                        logp_mu)
@@ -363,8 +380,6 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
         # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
         z = torch.clamp((qbar - value) / tau - (beta / tau) * logp_mu.sum(0), max=z_max)
         v_loss = torch.exp(z).mean() + value.mean() / tau
-        if not (_finite(q_loss) and _finite(v_loss)):
-            return qbar, q_loss.detach(), v_loss.detach()
         grads = torch.autograd.grad(q_loss + v_loss, params)
     _adam_step([*q, *v], grads, exp_avg, exp_avg_sq, step, lr, adam_betas, adam_eps)
     torch._foreach_lerp_(list(q_target), list(q), polyak)

@@ -22,6 +22,7 @@ from inspo import jsonio, run_folder
 from inspo.algos import LEARNERS
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
+from inspo.algos.graph import GraphedIteration
 from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
@@ -360,9 +361,12 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
     started = time.perf_counter() - run["wall_time"]
+    checked = max(run["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
     stop.deferred = True  # from here on a stop waits for the end of the step, whose state is then saved
+    graphed = None  # cfg.cuda_graph: the iteration as a CUDA graph, which draws its own batch
     for step in range(run["step"], total):
-        idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
+        if not (cfg.cuda_graph and step >= bc_steps):
+            idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen, device=device)
         if step < bc_steps:
             mine = idx[shard.rows(cfg.batch_size)]
             loss = bc.update(data["obs"][mine], data["avail"][mine], data["actions"][mine])
@@ -380,18 +384,32 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
                 learner = start_learner()
                 record(0, {"bc_nll": run["bc_nll"]})
             t0 = time.perf_counter()
-            batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS}, logp_mu=data["logp_mu"][:, idx])
+            if cfg.cuda_graph and graphed is None:
+                graphed = GraphedIteration(learner, data, _BATCH_FIELDS, cfg.batch_size, gen)
             try:
-                stats = learner.update(batch)
+                if graphed is not None:
+                    stats = graphed()
+                else:
+                    batch = Batch(**{name: data[name][idx] for name in _BATCH_FIELDS},
+                                  logp_mu=data["logp_mu"][:, idx])
+                    stats = learner.update(batch)
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{exc} at iteration {it}; {_KEPT}") from None
+            except Exception:
+                checked = _check_finite(learner, checked, it)  # a NaN loss may be what broke the iteration
+                raise
             run["update_time"] += time.perf_counter() - t0
-            if it % cfg.eval_every == 0 or it == cfg.iters:
+            evaluate_now = it % cfg.eval_every == 0 or it == cfg.iters
+            if evaluate_now or it % cfg.check_every == 0:
+                checked = _check_finite(learner, checked, it)
+            if evaluate_now:
                 record(it, shard.reduce_stats(stats))
         run["step"] = step + 1
         run["wall_time"] = time.perf_counter() - started
         stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
         if lead and state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
+            if learner is not None:  # a checkpoint holds a checked state only
+                checked = _check_finite(learner, checked, run["step"] - bc_steps)
             save_state()
         if stopping:
             bar.close()
@@ -434,6 +452,16 @@ def _check_same_dataset(recorded: str | None, current: str, state_path: Path, da
 
 
 _KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
+
+
+def _check_finite(learner: Learner, checked: int, it: int) -> int:
+    """``it`` after the learner's deferred check of iterations ``checked + 1 .. it`` passed; raises otherwise."""
+    try:
+        learner.check_finite()
+    except FloatingPointError as exc:
+        where = f"at iteration {it}" if it == checked + 1 else f"in iterations {checked + 1}..{it}"
+        raise FloatingPointError(f"{exc} {where}; {_KEPT}") from None
+    return it
 _BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                  "next_avail", "next_actions", "has_next")
 

@@ -26,7 +26,9 @@ import copy
 import torch
 from torch import Tensor
 
+from inspo import reference
 from inspo.algos.batch import Batch
+from inspo.algos.finite import FiniteWatch
 from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
 from inspo.algos.optim import BETAS, EPS, FusedAdam
@@ -60,6 +62,12 @@ class InSPO(Learner):
         self._critic_losses = torch.compile(self.critic_losses) if cfg.compile else self.critic_losses
         # The policy-evaluation step in one call of the backend's critic_update too, unless it is to be compiled.
         self.one_call_critic = self.shard.world == 1 and not cfg.compile
+        # The one-call paths read nothing back: their losses' finiteness is checked by the trainer, every
+        # cfg.check_every iterations (:meth:`check_finite`). Data-parallel training checks at once, on every rank.
+        self.finite = FiniteWatch()
+        # The log-prob stack inside an iteration skips the twin's row checks, which read the data on the host: the
+        # rows come from a dataset whose actions were checked available when it was loaded.
+        self._softmax = reference.softmax_stats if cfg.backend == "torch" else self.k.masked_softmax_stats
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,14 +110,15 @@ class InSPO(Learner):
 
     def logp_stack(self, b: Batch) -> Tensor:
         """Log-prob of the dataset actions under every agent's current policy, ``[N, B]`` (one softmax call)."""
-        logp, _ = self.k.masked_softmax_stats(self.pi.all_logits(b.obs), b.avail, b.actions)
+        logp, _ = self._softmax(self.pi.all_logits(b.obs), b.avail, b.actions)
         return logp.t().contiguous()
 
     def order(self) -> Tensor:
-        """This iteration's order of the agents, an int64 CPU tensor."""
+        """This iteration's order of the agents, an int64 tensor on the generator's device (never read by the
+        host in the one-call pass)."""
         if self.cfg.order == "random":
-            return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device).cpu()
-        return torch.arange(self.n_agents)
+            return torch.randperm(self.n_agents, generator=self.gen, device=self.gen.device)
+        return torch.arange(self.n_agents, device=self.gen.device)
 
     def policy_pass(self, b: Batch, qbar: Tensor) -> dict[str, Tensor]:
         """Update every agent once, in this iteration's order; returns loss and weight statistics."""
@@ -127,7 +136,7 @@ class InSPO(Learner):
             adam_eps=EPS, local_critic_steps=cfg.local_critic_steps, sequential=cfg.order != "simultaneous",
             use_rho=cfg.use_rho, resample=cfg.weighting == "resample", generator=self.gen)
         stats = dict(zip(("policy_loss", "local_q_loss", "entropy", "weight_max"), out.unbind()))
-        self.shard.require_finite(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
+        self.finite.note(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
         return stats
 
     def policy_loop(self, b: Batch, qbar: Tensor, logp_pi: Tensor, order: Tensor) -> dict[str, Tensor]:
@@ -211,7 +220,15 @@ class InSPO(Learner):
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One InSPO iteration on a uniformly sampled batch."""
         qbar, q_loss, v_loss = self.critic_step(b)
-        self.shard.require_finite(q_loss=q_loss, v_loss=v_loss)
+        if self.shard.world > 1:
+            self.shard.require_finite(q_loss=q_loss, v_loss=v_loss)
+        else:
+            self.finite.note(q_loss=q_loss, v_loss=v_loss)
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming every loss that was non-finite since the learner began (one read from
+        the device; the trainer calls it every ``cfg.check_every`` iterations)."""
+        self.finite.check()

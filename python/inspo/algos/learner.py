@@ -9,6 +9,7 @@ training dtype and broadcasts it from rank 0, and from then on uses only
     loss and weight statistics (this rank's, in data-parallel training: the trainer reports their mean over ranks,
     or their maximum for those named ``*_max``);
   - ``pi``: the :class:`~inspo.algos.networks.AgentPolicies` it evaluates and saves;
+  - ``check_finite()``: raises FloatingPointError if a loss turned non-finite (checks deferred to save reads);
   - ``state_dict()`` / ``load_state_dict(state)``: the networks and optimiser states, to checkpoint and resume.
 """
 from __future__ import annotations
@@ -46,6 +47,11 @@ class Learner(ABC):
     @abstractmethod
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One iteration on a uniformly sampled batch; returns scalar statistics."""
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming a loss that turned non-finite since the last call; the trainer calls it
+        every ``cfg.check_every`` iterations. Learners that check their losses where they are made have nothing
+        left to check here."""
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""
