@@ -18,50 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from inspo.checkpoint import atomic_write
+from inspo.progress import ProgressBar
 
-__all__ = ["INSTALL_HINT", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "figure_class", "finite",
+__all__ = ["INSTALL_HINT", "MatplotlibMissing", "Report", "add_parser", "figure_class", "finite",
            "grid", "report", "report_run", "report_tune", "save_png"]
 
 INSTALL_HINT = "pip install 'inspo[plot]'"
 _DPI = 110
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal (stderr by default); silent when the stream is not a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, stream: TextIO | None = None,
-                 width: int = 24) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.total, self.label, self.width = max(total, 1), label, width
-        isatty = getattr(self.stream, "isatty", None)
-        self.enabled = bool(enabled and isatty is not None and isatty())
-        self.start = time.perf_counter()
-        self.drawn = False
-
-    def update(self, done: int, note: str = "") -> None:
-        if not self.enabled:
-            return
-        frac = min(max(done / self.total, 0.0), 1.0)
-        filled = int(round(frac * self.width))
-        elapsed = time.perf_counter() - self.start
-        eta = f" eta {elapsed / done * (self.total - done):.0f}s" if 0 < done < self.total else ""
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                          f"{elapsed:.0f}s{eta}  {note}\x1b[K")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.enabled and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
 
 
 @dataclass

@@ -444,11 +444,12 @@ def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: in
     ``win_rate`` on environments with a win condition (SMAX)."""
     if episodes < 1:
         raise InspoError(f"episodes must be >= 1, got {episodes}")
-    policy, ckpt = load_policy(checkpoint)
+    loaded = load_policy(checkpoint)
+    ckpt = loaded.checkpoint
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}
     options.update(env_options)
     if episode_limit is not None:
         options["episode_limit"] = episode_limit
-    outcome = policy_outcome(policy, make(name, **options), episodes, seed=seed, greedy=greedy)
+    outcome = policy_outcome(loaded.network, make(name, **options), episodes, seed=seed, greedy=greedy)
     return {**outcome, "episodes": episodes}
