@@ -107,7 +107,7 @@ class TrainConfig:
     supports it.
     """
 
-    dataset: str
+    dataset: str = field(metadata={"help": "dataset directory (written by inspo datasets generate or import)"})
     env_options: dict[str, Any] = field(default_factory=dict, metadata={
         "flag": "--env-option", "help": "environment option for evaluation"})
     algo: str = field(default="inspo", metadata={"choices": ALGOS})
