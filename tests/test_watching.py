@@ -103,3 +103,26 @@ def test_progress_off_a_terminal_prints_plain_lines() -> None:
     bar.update(5)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_marl_eval_export(xor: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inspo.cli import main
+
+    runs = []
+    for seed in (0, 1):
+        runs.append(str(tmp_path / f"seed{seed}"))
+        train(TrainConfig(dataset=xor, out=runs[-1], seed=seed, logger="none", **SMALL))
+    out = tmp_path / "marl_eval.json"
+    assert main(["report", *runs, "--marl-eval", str(out)]) == 0
+    record = json.loads(out.read_text())
+    by_seed = record["xor"]["xor"]["inspo"]
+    assert sorted(by_seed) == ["run_0", "run_1"]
+    curve = json.loads((Path(runs[1]) / "metrics.json").read_text())["curve"]
+    run = by_seed["run_1"]
+    assert [run[f"step_{k}"]["step_count"] for k in range(len(curve))] == [c["iteration"] for c in curve]
+    assert run["step_2"]["return"] == curve[2]["episode_returns"]
+    assert run["absolute_metrics"] == {"return": curve[-1]["episode_returns"]}
+    assert not (Path(runs[0]) / "progress.csv").exists()  # logger "none"
+    capsys.readouterr()
+    assert main(["report", runs[0], runs[0], "--marl-eval", str(out)]) == 2
+    assert "both xor/xor/inspo/run_0" in capsys.readouterr().err

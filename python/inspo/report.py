@@ -409,8 +409,20 @@ def report(path: str | Path, out: str | Path | None = None, progress: bool = Fal
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    result = report(args.run_dir, args.out, progress=True)
-    print(json.dumps({"markdown": result.markdown, "images": result.images}, indent=2))
+    if args.marl_eval is not None:
+        from inspo import jsonio
+        from inspo.marl_eval import marl_eval_record
+
+        record = marl_eval_record(args.run_dir)
+        atomic_write(args.marl_eval, lambda fh: fh.write(jsonio.dumps(record, indent=2).encode()))
+        print(json.dumps({"marl_eval": args.marl_eval, "runs": len(args.run_dir)}, indent=2))
+        return 0
+    if args.out is not None and len(args.run_dir) > 1:
+        raise ValueError(f"--out names one report folder, but {len(args.run_dir)} runs were given; leave it out "
+                         f"(each report goes to RUN_DIR/report)")
+    for run_dir in args.run_dir:
+        result = report(run_dir, args.out, progress=True)
+        print(json.dumps({"markdown": result.markdown, "images": result.images}, indent=2))
     return 0
 
 
@@ -418,6 +430,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``inspo report`` on the CLI's sub-command parser."""
     p = sub.add_parser("report", help="learning curves (PNG) and a markdown summary of a run or a search",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="the --out folder of inspo train or inspo tune")
-    p.add_argument("--out", default=None, help="folder for the report (default: RUN_DIR/report)")
+    p.add_argument("run_dir", nargs="+", help="the --out folder(s) of inspo train or inspo tune")
+    p.add_argument("--out", default=None, help="folder for the report, with one RUN_DIR (default: RUN_DIR/report)")
+    p.add_argument("--marl-eval", default=None, metavar="OUT.json",
+                   help="instead of figures, write the runs' per-episode evaluation returns in marl-eval's JSON "
+                        "layout to OUT.json (default: no export)")
     p.set_defaults(func=_cmd_report)
