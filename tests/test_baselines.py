@@ -64,7 +64,7 @@ def _matrix_run(data_dir: Path, preset: str, algo: str, iters: int, out: Path) -
 
 def _action_probs(result: inspo.TrainResult) -> np.ndarray:
     """The final policy's ``[N, A]`` action probabilities in the (constant) matrix-game state."""
-    policy, _ = load_policy(result.checkpoint)
+    policy = load_policy(result.checkpoint).network
     obs = torch.tensor(make("xor").reset()[0])
     with torch.no_grad():
         return torch.softmax(policy.all_logits(obs), -1).numpy()

@@ -12,7 +12,8 @@ import pytest
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
-from inspo.report import ProgressBar, report
+from inspo.progress import ProgressBar
+from inspo.report import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

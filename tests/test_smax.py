@@ -222,7 +222,7 @@ def _win_rate(checkpoint: str, episodes: int, seed: int) -> float:
     """Win rate of a saved policy, acting by sampling, in batched SMAX episodes."""
     from inspo.policy import load_policy
 
-    policy, _ = load_policy(checkpoint)
+    policy = load_policy(checkpoint).network
     gen = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()

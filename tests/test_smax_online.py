@@ -44,7 +44,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _weights(path: Path) -> list[torch.Tensor]:
     from inspo.policy import load_policy
 
-    policy, _ = load_policy(path)
+    policy = load_policy(path).network
     return [p.detach().clone() for p in policy.parameters()]
 
 

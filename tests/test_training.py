@@ -52,7 +52,7 @@ def test_fused_backend_matches_pytorch_reference(mne_two_rounds: str, tmp_path: 
         cfg = TrainConfig(dataset=mne_two_rounds, backend=backend, dtype="float64", gamma=0.9, alpha=1.0, beta=0.5,
                           seed=7, device=device, out=str(tmp_path / backend), **SMALL, **variant)
         results[backend] = inspo.train(cfg)
-        policies[backend] = load_policy(results[backend].checkpoint)[0].state_dict()
+        policies[backend] = load_policy(results[backend].checkpoint).network.state_dict()
     fused, ref = results["fused"], results["torch"]
     # The curve holds every loss (Q, V, local critics, policy) and the exact return at each evaluation.
     assert [r.keys() for r in fused.curve] == [r.keys() for r in ref.curve]

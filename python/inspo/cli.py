@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -146,6 +147,7 @@ def _list_datasets(root: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="inspo", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a method on an offline dataset")
@@ -156,18 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a policy checkpoint: a run's final.pt or best.pt, or an online snapshot")
     p.add_argument("--env", default=None, help="environment (default: the one it was trained on)")
     p.add_argument("--episodes", type=_positive_int, default=100, help="episodes to play (>= 1; default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episode-limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the episodes and of the sampled actions")
+    p.add_argument("--episode-limit", type=int, default=None,
+                   help="steps per episode (default: the environment's own limit)")
     p.add_argument("--greedy", action="store_true", help="act by argmax instead of sampling")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("datasets", help="generate, import, verify and inspect datasets")
     dsub = p.add_subparsers(dest="action", required=True)
     q = dsub.add_parser("list", help="datasets under a directory, and the generator presets")
-    q.add_argument("path", nargs="?", default="runs/data")
+    q.add_argument("path", nargs="?", default="runs/data", help="directory searched for datasets")
     q = dsub.add_parser("generate", help="sample a matrix-game or SMAX dataset (deterministic per seed)")
     q.add_argument("--env", required=True, help="xor, mne, smax:<map> (e.g. smax:3m), or any environment with "
                                                 "--quality random (e.g. pettingzoo:mpe2.simple_spread_v3)")
@@ -180,32 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--policy", default=None, metavar="DIR",
                    help="SMAX medium/expert/medium-replay/mixed: a folder written by `inspo online train` "
                         "(default: data/smax_policies/<map> when the repository ships one)")
-    q.add_argument("--episodes", type=int, default=5000)
+    q.add_argument("--episodes", type=int, default=5000, help="episodes to sample")
     q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
                                                                    "games, 100 for SMAX)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")
     q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data) or an "
                                        "OG-MARL / flashbax vault (trusted: not replayed)")
-    q.add_argument("src")
-    q.add_argument("--env", required=True)
-    q.add_argument("--format", choices=("pymarl", "vault"), default="pymarl")
+    q.add_argument("src", help="the PyMARL buffer file or the vault folder to import")
+    q.add_argument("--env", required=True, help="the environment the data was played in, e.g. smax:3m")
+    q.add_argument("--format", choices=("pymarl", "vault"), default="pymarl", help="the format of SRC")
     q.add_argument("--uid", default=None, help="vault: which dataset of the vault (e.g. expert), if it has several")
     q.add_argument("--reward", choices=("shared", "sum", "mean"), default="shared",
                    help="vault: per-agent rewards to team reward (shared: all agents hold it)")
     q.add_argument("--episode-limit", type=int, default=None,
                    help="vault: the step limit, where the environment is not installed (default: longest episode)")
     q = dsub.add_parser("export", help="write a dataset as an OG-MARL / flashbax vault")
-    q.add_argument("path")
-    q.add_argument("--format", choices=("vault",), required=True)
+    q.add_argument("path", help="the dataset directory to export")
+    q.add_argument("--format", choices=("vault",), required=True, help="the format to write")
     q.add_argument("--out", required=True, help="vault folder, e.g. vaults/mine.vlt")
     q.add_argument("--uid", default="dataset", help="name of the dataset inside the vault")
-    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     for q in dsub.choices["generate"], dsub.choices["import"]:
         q.add_argument("--out", required=True, help="dataset directory to write (atomically)")
-        q.add_argument("--overwrite", action="store_true")
+        q.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
     for action in ("verify", "info"):
         q = dsub.add_parser(action, help=f"{action} a dataset (checksums, shapes, content)")
-        q.add_argument("path")
+        q.add_argument("path", help="the dataset directory")
         q.add_argument("--env", default=None, help="also check that the data fits this environment")
     p.set_defaults(func=_cmd_datasets)
 
@@ -278,8 +281,52 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default (unless its help already says it, or it has none to show), and
+    descriptions as written (the module docstrings they come from are laid out by hand)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        shows = action.nargs != 0 and action.default not in (None, argparse.SUPPRESS) and not action.required
+        if text and shows and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+_RST_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reStructuredText markup: roles (``:class:`~a.B``` -> ``B``) and double backticks."""
+    text = _RST_ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
+
+
+class _Version(argparse.Action):
+    """``--version``: the package version and, from a checkout, its commit (looked up only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version of inspo (and the git commit it runs from) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from inspo.provenance import package_info
+
+        info = package_info()
+        print(f"inspo {info['version']}" + (f" (commit {info['commit']})" if info["commit"] else ""))
+        parser.exit(EXIT_OK)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser with its errors on one line, naming the --help that shows the usage."""
+    """argparse's parser with its errors on one line, naming the --help that shows the usage; its help shows the
+    defaults and no reStructuredText (:class:`_HelpFormatter`, :func:`plain_text`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["formatter_class"] = _HelpFormatter  # every command alike, whatever its module asked for
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

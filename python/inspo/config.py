@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ ORDERS = ("random", "fixed", "simultaneous")
 WEIGHTINGS = ("resample", "weighted")
 BACKENDS = ("fused", "torch")
 DTYPES = ("float32", "float64")
+LOGGERS = ("csv", "tensorboard", "wandb")
+"""The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "inspo": {},
@@ -89,6 +93,10 @@ class TrainConfig:
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
 
+    ``logger`` names the loggers that write into ``out`` while the run goes (:mod:`inspo.loggers`), comma-separated:
+    ``csv`` (the default), ``tensorboard``, ``wandb``; ``""`` or ``"none"`` for none. They log every evaluation
+    and every ``log_every`` steps. A run without ``out`` logs nothing: its curve is in its result.
+
     ``ddp`` trains data-parallel over the ranks of a ``torch.distributed`` process group (gloo on CPU, nccl on
     CUDA, one GPU per rank): every rank samples the same global batch of ``batch_size`` rows (which must divide by
     the number of ranks), computes the forward/backward of its contiguous share of the rows, and gradients are
@@ -99,7 +107,7 @@ class TrainConfig:
     supports it.
     """
 
-    dataset: str
+    dataset: str = field(metadata={"help": "dataset directory (written by inspo datasets generate or import)"})
     env_options: dict[str, Any] = field(default_factory=dict, metadata={
         "flag": "--env-option", "help": "environment option for evaluation"})
     algo: str = field(default="inspo", metadata={"choices": ALGOS})
@@ -123,7 +131,7 @@ class TrainConfig:
     icq: ICQConfig = field(default_factory=ICQConfig)
     cfcql: CFCQLConfig = field(default_factory=CFCQLConfig)
     backend: str = field(default="fused", metadata={"choices": BACKENDS})
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda (the current GPU) or cuda:N"})
     threads: int | None = 1
     ddp: bool = field(default=False, metadata={
         "help": "data-parallel training over torch.distributed ranks; launch: torchrun --nproc-per-node K "
@@ -145,6 +153,11 @@ class TrainConfig:
         "help": "capture one InSPO iteration (batch sampling, critic step, sequential pass) as a CUDA graph and "
                 "replay it (device cuda, one process, the fused or torch backend without compile)"})
     out: str | None = None
+    logger: str = field(default="csv", metadata={
+        "help": "comma-separated loggers written into --out as the run goes: csv (out/progress.csv), tensorboard "
+                "(out/tb/), wandb (offline unless WANDB_MODE is set); none for none"})
+    log_every: int = field(default=100, metadata={
+        "help": "steps between two logged rows of losses (each evaluation is logged too)"})
 
     def __post_init__(self) -> None:
         for name, cls in _METHOD_CONFIGS.items():  # a mapping (e.g. from JSON) becomes the method's dataclass
@@ -163,7 +176,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "z_max", "eval_episodes",
-                    "eval_every", "local_critic_steps", "checkpoint_every", "check_every")
+                    "eval_every", "local_critic_steps", "checkpoint_every", "check_every", "log_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config.{name} must be > 0, got {getattr(self, name)!r}")
@@ -180,6 +193,9 @@ class TrainConfig:
             raise ValueError(f"config.polyak must be in (0, 1], got {self.polyak}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"config.threads must be >= 1 or None (keep torch's setting), got {self.threads}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"config.device must be cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
+        self.loggers()
         if self.cuda_graph and (not self.device.startswith("cuda") or self.algo != "inspo" or self.ddp
                                 or self.compile or self.shared_policy):
             raise ValueError(f"config.cuda_graph needs algo='inspo' on a CUDA device in one process without compile "
@@ -187,6 +203,18 @@ class TrainConfig:
                              f"compile={self.compile} shared_policy={self.shared_policy}")
         if self.eval_episode_limit is not None and self.eval_episode_limit < 1:
             raise ValueError(f"config.eval_episode_limit must be >= 1 or None, got {self.eval_episode_limit}")
+
+    def loggers(self) -> tuple[str, ...]:
+        """The logger names of ``logger`` (comma-separated; ``""`` or ``"none"``: none), each once; ValueError
+        naming an unknown one."""
+        names = tuple(dict.fromkeys(n.strip() for n in self.logger.split(",") if n.strip()))
+        if names == ("none",):
+            return ()
+        unknown = [n for n in names if n not in LOGGERS]
+        if unknown:
+            raise ValueError(f"config.logger names unknown logger(s) {unknown} in {self.logger!r}; expected a "
+                             f"comma-separated list of {list(LOGGERS)}, or 'none'")
+        return names
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

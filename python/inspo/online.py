@@ -308,5 +308,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = osub.add_parser("export", help="copy the snapshots that the SMAX data qualities use to a small folder "
                                        "(what data/smax_policies/<map> ships)")
     q.add_argument("src", help="a folder written by inspo online train")
-    q.add_argument("dst")
+    q.add_argument("dst", help="where to write the exported file")
     p.set_defaults(func=_cmd_online)

@@ -3,7 +3,9 @@
 A policy checkpoint (``final.pt`` and ``best.pt`` of ``inspo train``, every snapshot of ``inspo online train``) is
 an :mod:`inspo.checkpoint` file holding the dict that :func:`policy_checkpoint` builds: the environment it acts in,
 the config that made it, the :class:`~inspo.algos.networks.AgentPolicies` constructor arguments and weights, plus
-any extra entries of its writer (``online``: the snapshot's record). :func:`load_policy` reads one back.
+any extra entries of its writer (``online``: the snapshot's record). :func:`load_policy` reads one back as a
+:class:`Policy`, which acts on numpy arrays or torch tensors (``policy.act(obs, avail)``); ``inspo.train`` returns
+the trained one in ``TrainResult.policy``.
 
 SMAX snapshots of an online run are listed, in training order, by the folder's ``snapshots.json``
 (:func:`load_snapshots`) and are played by :class:`SampledPolicy`.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +27,7 @@ from inspo import checkpoint as ckpt_io
 from inspo.algos.networks import AgentPolicies
 from inspo.envs.base import MultiAgentEnv
 
-__all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "SampledPolicy", "load_policy", "load_snapshots", "masked_logits",
+__all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots", "masked_logits",
            "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
 
 POLICY_FORMAT = 1
@@ -79,11 +82,63 @@ def policy_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu",
     return policy.to(device)
 
 
-def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[AgentPolicies, dict[str, Any]]:
-    """The policy stored in a policy checkpoint file (written by ``inspo.train`` or ``inspo online train``), and the
-    checkpoint's metadata."""
+class Policy:
+    """A trained policy you can call: ``act(obs, avail)`` picks every agent's action.
+
+    ``network`` is the :class:`~inspo.algos.networks.AgentPolicies` (one network per agent, or a shared one);
+    ``checkpoint`` the policy checkpoint dict it came from (``env``, ``env_options``, ``config``, ...). Sampling
+    draws from the policy's own generator, seeded with ``seed``: the same calls give the same actions.
+    """
+
+    def __init__(self, network: AgentPolicies, checkpoint: dict[str, Any], seed: int = 0) -> None:
+        self.network, self.checkpoint = network.eval(), checkpoint
+        param = next(network.parameters())
+        self._device, self._dtype = param.device, param.dtype
+        self.generator = torch.Generator(device=param.device).manual_seed(seed)
+
+    @property
+    def env(self) -> str:
+        """The environment the policy was trained for (e.g. ``"xor"``, ``"smax:3m"``)."""
+        return self.checkpoint["env"]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, avail: np.ndarray | torch.Tensor | None = None,
+            greedy: bool = False) -> np.ndarray | torch.Tensor:
+        """Every agent's action for observations ``obs`` of shape ``[n_agents, obs_dim]`` (one step) or
+        ``[B, n_agents, obs_dim]`` (a batch); ``avail`` (bool, ``[..., n_agents, n_actions]``; None: every action)
+        masks unavailable actions. Samples from the policy, or takes its most likely action with ``greedy``.
+        Returns int64 actions ``[n_agents]`` or ``[B, n_agents]``, of the kind of ``obs``: a numpy array, or a
+        tensor on ``obs``'s device."""
+        as_numpy = not isinstance(obs, torch.Tensor)
+        x = torch.as_tensor(np.asarray(obs) if as_numpy else obs).to(self._device, self._dtype)
+        n_agents, n_actions = self.network.n_agents, self.network.nets.out_features
+        if x.dim() not in (2, 3) or x.shape[-2] != n_agents:
+            raise ValueError(f"obs must have shape [n_agents={n_agents}, obs_dim] or [B, {n_agents}, obs_dim], got "
+                             f"{list(x.shape)}")
+        logits = self.network.all_logits(x)
+        if avail is not None:
+            mask = torch.as_tensor(np.asarray(avail) if not isinstance(avail, torch.Tensor) else avail,
+                                   device=self._device).bool()
+            if mask.shape != logits.shape:
+                raise ValueError(f"avail must have shape {list(logits.shape)} (obs's leading dims, n_actions="
+                                 f"{n_actions}), got {list(mask.shape)}")
+            if not mask.any(-1).all():
+                raise ValueError("avail leaves an agent without any available action; every agent needs one")
+            logits = logits.masked_fill(~mask, -math.inf)
+        if greedy:
+            actions = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits, -1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            actions = torch.multinomial(flat, 1, generator=self.generator).view(probs.shape[:-1])
+        return actions.cpu().numpy() if as_numpy else actions.to(obs.device)
+
+
+def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", seed: int = 0) -> Policy:
+    """The :class:`Policy` stored in a policy checkpoint file (a run's ``final.pt`` or ``best.pt``, a snapshot of
+    ``inspo online train``), on ``device``; ``policy.checkpoint`` holds the file's metadata."""
     ckpt = ckpt_io.load(checkpoint, map_location=device)
-    return policy_from_checkpoint(ckpt, device, source=checkpoint), ckpt
+    return Policy(policy_from_checkpoint(ckpt, device, source=checkpoint), ckpt, seed=seed)
 
 
 def masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:

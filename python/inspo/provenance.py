@@ -25,13 +25,26 @@ def portable_path(path: str | os.PathLike) -> str:
 
 
 @functools.cache
-def package_info() -> dict[str, Any]:
-    """``{"version": ..., "commit": ...}``: the installed inspo's version and, when it was imported from a git
-    checkout, that checkout's commit (with ``+dirty`` for uncommitted changes); None where unknown."""
+def package_version() -> str:
+    """inspo's version: the installed package's metadata, else (run from a checkout that was never installed) the
+    ``version`` of the checkout's ``pyproject.toml``: the one place the version is written."""
     try:
-        version = metadata.version("inspo")
+        return metadata.version("inspo")
     except metadata.PackageNotFoundError:
-        version = None
+        pass
+    try:
+        import tomllib  # Python >= 3.11; older Pythons run inspo installed, with metadata
+        with (_SOURCE / "pyproject.toml").open("rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return "0+unknown"
+
+
+@functools.cache
+def package_info() -> dict[str, Any]:
+    """``{"version": ..., "commit": ...}``: inspo's version (:func:`package_version`) and, when it was imported
+    from a git checkout, that checkout's commit (with ``+dirty`` for uncommitted changes; None elsewhere)."""
+    version = package_version()
     commit = None
     if (_SOURCE / ".git").exists():
         try:

@@ -19,50 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from inspo.checkpoint import atomic_write
+from inspo.progress import ProgressBar
 
-__all__ = ["INSTALL_HINT", "MatplotlibMissing", "ProgressBar", "Report", "add_parser", "figure_class", "finite",
+__all__ = ["INSTALL_HINT", "MatplotlibMissing", "Report", "add_parser", "figure_class", "finite",
            "grid", "report", "report_run", "report_tune", "save_png"]
 
 INSTALL_HINT = "pip install 'inspo[plot]'"
 _DPI = 110
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal (stderr by default); silent when the stream is not a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, stream: TextIO | None = None,
-                 width: int = 24) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.total, self.label, self.width = max(total, 1), label, width
-        isatty = getattr(self.stream, "isatty", None)
-        self.enabled = bool(enabled and isatty is not None and isatty())
-        self.start = time.perf_counter()
-        self.drawn = False
-
-    def update(self, done: int, note: str = "") -> None:
-        if not self.enabled:
-            return
-        frac = min(max(done / self.total, 0.0), 1.0)
-        filled = int(round(frac * self.width))
-        elapsed = time.perf_counter() - self.start
-        eta = f" eta {elapsed / done * (self.total - done):.0f}s" if 0 < done < self.total else ""
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                          f"{elapsed:.0f}s{eta}  {note}\x1b[K")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.enabled and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
 
 
 @dataclass
@@ -487,8 +455,20 @@ def report(path: str | Path, out: str | Path | None = None, progress: bool = Fal
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    result = report(args.run_dir, args.out, progress=True)
-    print(json.dumps({"markdown": result.markdown, "images": result.images}, indent=2))
+    if args.marl_eval is not None:
+        from inspo import jsonio
+        from inspo.marl_eval import marl_eval_record
+
+        record = marl_eval_record(args.run_dir)
+        atomic_write(args.marl_eval, lambda fh: fh.write(jsonio.dumps(record, indent=2).encode()))
+        print(json.dumps({"marl_eval": args.marl_eval, "runs": len(args.run_dir)}, indent=2))
+        return 0
+    if args.out is not None and len(args.run_dir) > 1:
+        raise ValueError(f"--out names one report folder, but {len(args.run_dir)} runs were given; leave it out "
+                         f"(each report goes to RUN_DIR/report)")
+    for run_dir in args.run_dir:
+        result = report(run_dir, args.out, progress=True)
+        print(json.dumps({"markdown": result.markdown, "images": result.images}, indent=2))
     return 0
 
 
@@ -496,6 +476,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``inspo report`` on the CLI's sub-command parser."""
     p = sub.add_parser("report", help="learning curves (PNG) and a markdown summary of a run or a search",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="the --out folder of inspo train or inspo tune")
-    p.add_argument("--out", default=None, help="folder for the report (default: RUN_DIR/report)")
+    p.add_argument("run_dir", nargs="+", help="the --out folder(s) of inspo train or inspo tune")
+    p.add_argument("--out", default=None, help="folder for the report, with one RUN_DIR (default: RUN_DIR/report)")
+    p.add_argument("--marl-eval", default=None, metavar="OUT.json",
+                   help="instead of figures, write the runs' per-episode evaluation returns in marl-eval's JSON "
+                        "layout to OUT.json (default: no export)")
     p.set_defaults(func=_cmd_report)

@@ -4,12 +4,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import signal
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +29,9 @@ from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.envs import MultiAgentEnv, make, optimum
 from inspo.errors import InspoError
-from inspo.policy import load_policy, policy_checkpoint
+from inspo.loggers import RunLog
+from inspo.policy import Policy, load_policy, policy_checkpoint, policy_from_checkpoint
+from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 
 __all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"]
@@ -38,7 +39,8 @@ __all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"
 
 @dataclass
 class TrainResult:
-    """What a run produced; ``curve`` holds one record per evaluation."""
+    """What a run produced; ``curve`` holds one record per evaluation (with its ``episode_returns``), ``policy``
+    the trained policy (whether or not the run wrote files)."""
 
     final_return: float
     best_return: float
@@ -50,6 +52,11 @@ class TrainResult:
     wall_time: float = 0.0
     updates_per_second: float = 0.0
     final_win_rate: float | None = None  # environments with a win condition (SMAX); None elsewhere
+    policy: Policy | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        """Every field but ``policy``, for ``metrics.json``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "policy"}
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -98,12 +105,14 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
 
 @torch.no_grad()
 def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
-                   greedy: bool = False) -> dict[str, float]:
-    """``mean`` and ``std`` of the undiscounted team return of ``policy`` over ``episodes`` episodes, and
-    ``win_rate`` on environments that play batched episodes with a win condition (SMAX).
+                   greedy: bool = False) -> dict[str, Any]:
+    """``mean`` and ``std`` of the undiscounted team return of ``policy`` over ``episodes`` episodes, every
+    episode's return (``episode_returns``), and ``win_rate`` on environments that play batched episodes with a win
+    condition (SMAX).
 
     Matrix games (environments with a ``payoff`` table and a constant state) are evaluated exactly: the expected
-    payoff of the product policy per round, times the number of rounds, with std 0.
+    payoff of the product policy per round, times the number of rounds, with std 0 (and that expectation as the
+    one entry of ``episode_returns``).
     """
     param = next(policy.parameters())
     to_t = lambda x: torch.as_tensor(x, device=param.device)  # noqa: E731
@@ -113,7 +122,7 @@ def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, see
         logits = policy.all_logits(to_t(obs).to(param.dtype)).masked_fill(~to_t(avail), -math.inf)
         probs = torch.softmax(logits, -1).double().cpu().numpy()
         value = float(np.einsum("ij,i,j->", payoff, probs[0], probs[1])) * env.info.episode_limit
-        return {"mean": value, "std": 0.0}
+        return {"mean": value, "std": 0.0, "episode_returns": [value]}
     # Episodes run in lockstep so that each step is one batched forward pass.
     gen = torch.Generator(device=param.device).manual_seed(seed)
 
@@ -127,7 +136,8 @@ def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, see
 
     if hasattr(env, "rollout"):  # environments that step whole batches of episodes themselves (SMAX)
         played = env.rollout(act, episodes, seed)
-        return {"mean": float(played.returns.mean()), "std": float(played.returns.std()), "win_rate": played.win_rate}
+        return {"mean": float(played.returns.mean()), "std": float(played.returns.std()), "win_rate": played.win_rate,
+                "episode_returns": np.asarray(played.returns, dtype=float).tolist()}
     envs = [make(env.info.name, **env.options) for _ in range(episodes)]
     current = [e.reset(seed=seed + k) for k, e in enumerate(envs)]
     returns = np.zeros(episodes)
@@ -142,7 +152,7 @@ def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, see
             if not (terminated or truncated):
                 still.append(k)
         running = still
-    return {"mean": float(returns.mean()), "std": float(returns.std())}
+    return {"mean": float(returns.mean()), "std": float(returns.std()), "episode_returns": returns.tolist()}
 
 
 def _eval_env(cfg: TrainConfig, env_name: str, data_options: dict[str, Any]) -> MultiAgentEnv:
@@ -172,24 +182,6 @@ def _next_actions(ds) -> dict[str, np.ndarray]:
     has_next[:-1] &= ~np.asarray(ds.episode_start)[1:]
     following = np.concatenate([actions[1:], actions[-1:]])
     return {"next_actions": np.where(has_next[:, None], following, actions), "has_next": has_next}
-
-
-class _Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, done: int, note: str) -> None:
-        if self.enabled:
-            rate = done / max(time.perf_counter() - self.start, 1e-9)
-            sys.stderr.write(f"\r[{done}/{self.total}] {rate:7.1f} it/s  {note}   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, iteration: int) -> dict[str, Any]:
@@ -229,8 +221,8 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
         torch.set_num_threads(config.threads)
     try:
         with (_StopRequests(before) as stop, _data_parallel(config) as shard,
-              _claim_run_folder(config, shard, resume, overwrite)):
-            return _train(config, progress, resume, shard, stop)
+              _claim_run_folder(config, shard, resume, overwrite), contextlib.ExitStack() as closing):
+            return _train(config, progress, resume, shard, stop, closing)
     finally:
         torch.set_num_threads(threads)
 
@@ -283,7 +275,8 @@ def _data_parallel(cfg: TrainConfig) -> Iterator[Shard]:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _StopRequests) -> TrainResult:
+def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _StopRequests,
+           closing: contextlib.ExitStack) -> TrainResult:
     device = shard.device
     lead = shard.rank == 0  # the rank that evaluates, reports and writes files
     dtype = getattr(torch, cfg.dtype)
@@ -337,7 +330,19 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
 
     bc_steps = cfg.bc_steps
     total = bc_steps + (cfg.iters if cfg.algo in LEARNERS else 0)
-    bar = _Progress(total, progress and lead)
+    bar = ProgressBar(total, "train", enabled=progress and lead)
+    closing.callback(bar.close)
+    log = None
+    if lead and out is not None and cfg.loggers():
+        log = closing.enter_context(RunLog(cfg.loggers(), out, cfg.to_dict(), keep_rows=run.get("logged"),
+                                           resume_step=run["step"] if saved is not None else None))
+
+    def log_row(done: int, iteration: int, values: dict[str, Any]) -> None:
+        """A row of the loggers after ``done`` steps (learner ``iteration``), with the updates/s so far."""
+        if log is not None:
+            speed = {"updates_per_second": iteration / run["update_time"]} if run["update_time"] else {}
+            log.log(done, iteration, {**values, **speed})
+            run["logged"] = log.rows
 
     def record(iteration: int, losses: dict[str, float]) -> None:
         if not lead:
@@ -345,7 +350,9 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         outcome = policy_outcome(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
         mean, std = outcome["mean"], outcome["std"]
         won = {"win_rate": outcome["win_rate"]} if "win_rate" in outcome else {}
-        run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **won, **losses})
+        run["curve"].append({"iteration": iteration, "return": mean, "return_std": std, **won, **losses,
+                             "episode_returns": outcome["episode_returns"]})
+        log_row(bc_steps + iteration, iteration, run["curve"][-1])
         bar.update(bc_steps + iteration, f"return {mean:.4f}")
         if mean > run["best_return"]:
             run["best_return"] = mean
@@ -378,6 +385,8 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
                 run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
             if step % 100 == 0:
                 bar.update(step + 1, f"bc nll {float(loss):.4f}")
+            if (step + 1) % cfg.log_every == 0 and log is not None:
+                log_row(step + 1, 0, {"bc_nll": float(loss)})
         else:
             it = step - bc_steps + 1
             if learner is None:
@@ -404,6 +413,10 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
                 checked = _check_finite(learner, checked, it)
             if evaluate_now:
                 record(it, shard.reduce_stats(stats))
+            elif it % cfg.log_every == 0:
+                losses = shard.reduce_stats(stats)  # collective: every rank takes part, rank 0 logs
+                log_row(bc_steps + it, it, losses)
+                bar.update(bc_steps + it, f"iteration {it}")
         run["step"] = step + 1
         run["wall_time"] = time.perf_counter() - started
         stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
@@ -425,7 +438,8 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         final_return=run["curve"][-1]["return"], best_return=run["best_return"],
         behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=run["curve"],
         wall_time=run["wall_time"], final_win_rate=run["curve"][-1].get("win_rate"),
-        updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0)
+        updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0,
+        policy=_final_policy(policy(), cfg, eval_env, run))
     if out is not None:
         final_path = out / "final.pt"
         result.checkpoint = str(final_path)
@@ -433,11 +447,17 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         if lead:
             ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
             save_state()
-            _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **asdict(result),
+            _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **result.record(),
                                                "bc_nll": run["bc_nll"], "dataset_sha256": dataset_sha256,
                                                "package": package_info()})
         shard.barrier()  # the files exist on return, on every rank
     return result
+
+
+def _final_policy(network: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, run: dict[str, Any]) -> Policy:
+    """The run's final policy, on its own copy of the weights (what ``final.pt`` holds)."""
+    ckpt = _policy_checkpoint(network, cfg, env, run["curve"][-1]["iteration"])
+    return Policy(policy_from_checkpoint(ckpt, next(network.parameters()).device), ckpt, seed=cfg.seed)
 
 
 def _check_same_dataset(recorded: str | None, current: str, state_path: Path, dataset: str) -> None:
@@ -472,11 +492,12 @@ def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: in
     ``win_rate`` on environments with a win condition (SMAX)."""
     if episodes < 1:
         raise InspoError(f"episodes must be >= 1, got {episodes}")
-    policy, ckpt = load_policy(checkpoint)
+    loaded = load_policy(checkpoint)
+    ckpt = loaded.checkpoint
     name = env or ckpt["env"]
     options = dict(ckpt["env_options"]) if env is None else {}
     options.update(env_options)
     if episode_limit is not None:
         options["episode_limit"] = episode_limit
-    outcome = policy_outcome(policy, make(name, **options), episodes, seed=seed, greedy=greedy)
+    outcome = policy_outcome(loaded.network, make(name, **options), episodes, seed=seed, greedy=greedy)
     return {**outcome, "episodes": episodes}

@@ -164,7 +164,7 @@ class _Recorder:
     """SMAC3 callback (main process): writes each finished trial, keeps tune.json current, draws progress."""
 
     def __init__(self, out: Path, summary: dict[str, Any], objective: _Objective, total: int, progress: bool):
-        from inspo.report import ProgressBar
+        from inspo.progress import ProgressBar
 
         self.out, self.summary, self.objective = out, summary, objective
         self.bar = ProgressBar(total, "tune", enabled=progress)

@@ -11,7 +11,7 @@ BENCHMARKS = {"ops": "the fused kernels against their references", "train": "InS
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``inspo bench ops|train [options]`` (``inspo bench train --help`` lists a benchmark's options)."""
     p = sub.add_parser("bench", help="benchmarks: " + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
-    p.add_argument("which", choices=list(BENCHMARKS))
+    p.add_argument("which", choices=list(BENCHMARKS), help="which benchmark to run")
     p.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     p.set_defaults(func=lambda args: importlib.import_module(f"inspo.benchmarks.{args.which}").main(
         args.options, prog=f"inspo bench {args.which}"))

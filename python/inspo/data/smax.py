@@ -68,8 +68,7 @@ def policy_folder(env_name: str, policy: str | Path | None) -> Path:
 
 
 def _actor(folder: Path, snap: dict[str, Any]) -> Any:
-    actor, _ = load_policy(folder / snap["file"])
-    return actor
+    return load_policy(folder / snap["file"]).network
 
 
 def behaviour_choice(meta: dict[str, Any], heuristic_win_rate: float, heuristic_return: float) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     envs = BASELINES.envs
     p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"])
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"], help="which table of the paper to reproduce")
     p.add_argument("--env", choices=[*envs, "all"], default=None,
                    help=f"baselines: the environment (all: {', '.join(BASELINES.all_envs[:-1])} and "
                         f"{BASELINES.all_envs[-1]} in turn, one table each)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -26,6 +25,7 @@ from inspo import report
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig
 from inspo.data import DatasetError, load_dataset, save_dataset
+from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 from inspo.training import train
 
@@ -116,19 +116,19 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int, on_done: Callable[[int
 
 
 class Progress:
-    """One line per finished run on stderr, only when stderr is a terminal (tables go to stdout)."""
+    """Progress of the runs of a table on stderr (:class:`~inspo.progress.ProgressBar`: a bar on a terminal, a
+    plain line every half minute elsewhere), noting the last finished run; tables go to stdout."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.perf_counter()
-        self.enabled = sys.stderr.isatty()
+        self.total, self.done = total, 0
+        self.bar = ProgressBar(total, "reproduce")
 
     def __call__(self, label: str, outcome: dict[str, Any]) -> None:
         self.done += 1
-        if self.enabled:
-            elapsed = time.perf_counter() - self.start
-            speed = "cached" if outcome["cached"] else f"{outcome['updates_per_second']:.0f} updates/s"
-            print(f"[{self.done}/{self.total} {elapsed:6.0f}s] {label}: final {outcome['final']:.4f}, "
-                  f"best {outcome['best']:.4f}, {speed}", file=sys.stderr, flush=True)
+        speed = "cached" if outcome["cached"] else f"{outcome['updates_per_second']:.0f} updates/s"
+        self.bar.update(self.done, f"{label}: final {outcome['final']:.4f}, best {outcome['best']:.4f}, {speed}")
+        if self.done == self.total:
+            self.bar.close()
 
 
 # -- statistics ---------------------------------------------------------------------------------------------------
