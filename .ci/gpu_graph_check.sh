@@ -25,14 +25,14 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, append to steps.log, remember a
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$log"
-step build 300 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --no-deps . \
+step build 240 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --no-deps . \
     -Ccmake.define.INSPO_CUDA_ARCHITECTURES=90 -Cbuild-dir="$scratch/b"
 python3 -c "import inspo; assert inspo.built_with_cuda(); print('built_with_cuda', inspo.__file__)" 2>&1 | tee -a "$log"
-step tests 240 python3 -m pytest -q -x -p no:cacheprovider -rs tests/test_op_sequential_update.py \
+step tests 150 python3 -m pytest -q -x -p no:cacheprovider -rs tests/test_op_sequential_update.py \
     tests/test_op_critic_update.py tests/test_op_masked_softmax_stats.py tests/test_op_advantage_weights.py \
     tests/test_sync_free.py tests/test_inspo_updates.py \
     tests/test_training.py::test_fused_backend_matches_pytorch_reference
-step graph_equal 120 python3 - "$out" "$scratch" <<'PY'
+step graph_equal 90 python3 - "$out" "$scratch" <<'PY'
 import json, sys
 from inspo.config import TrainConfig
 from inspo.policy import load_policy
@@ -44,14 +44,13 @@ for graph in (False, True):
                       eval_episodes=5, eval_episode_limit=5, cuda_graph=graph, check_every=100,
                       out=f"{scratch}/run_graph_{graph}")
     train(cfg)
-    policy, _ = load_policy(f"{scratch}/run_graph_{graph}/final.pt")
-    params[graph] = policy.state_dict()
+    params[graph] = load_policy(f"{scratch}/run_graph_{graph}/final.pt").network.state_dict()
 diff = max((params[False][k].double() - params[True][k].double()).abs().max().item() for k in params[False])
 print("max |eager - graph| over policy parameters:", diff)
 json.dump({"max_abs_diff": diff, "iters": 300}, open(f"{out}/graph_equal.json", "w"))
 assert diff < 1e-4, diff
 PY
-step bench_updates 150 python3 - "$out" <<'PY'
+step bench_updates 120 python3 - "$out" <<'PY'
 import json, sys, time, torch
 from inspo.config import TrainConfig
 from inspo.training import train
@@ -67,8 +66,8 @@ for name, extra in (("fused_eager", {}), ("fused_graph", {"cuda_graph": True}), 
     print(rows[-1])
 json.dump(rows, open(f"{sys.argv[1]}/bench_updates.json", "w"), indent=2)
 PY
-step bench_weights 150 python3 bench/bench_ops.py --device cuda --ops weights --B 1048576 --N 2 4 8 16 32 --A 16 \
+step bench_weights 90 python3 bench/bench_ops.py --device cuda --ops weights --B 1048576 --N 2 4 8 16 32 --A 16 \
     --budget 0.3 --tag cuda_weights --out "$out"
-step bench_train 120 python3 bench/bench_train.py --device cuda --quick --cases bridge smax --out "$out"
+step bench_train 90 python3 bench/bench_train.py --device cuda --quick --cases bridge smax --out "$out"
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]}"; exit 1; fi
 echo "all GPU checks passed"
