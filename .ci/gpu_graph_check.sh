@@ -28,7 +28,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 step build 240 env INSPO_CUDA=ON python3 -m pip install --no-build-isolation --no-deps . \
     -Ccmake.define.INSPO_CUDA_ARCHITECTURES=90 -Cbuild-dir="$scratch/b"
 python3 -c "import inspo; assert inspo.built_with_cuda(); print('built_with_cuda', inspo.__file__)" 2>&1 | tee -a "$log"
-step tests 150 python3 -m pytest -q -x -p no:cacheprovider -rs tests/test_op_sequential_update.py \
+step tests 150 python3 -m pytest -q -p no:cacheprovider -rs --timeout 60 tests/test_op_sequential_update.py \
     tests/test_op_critic_update.py tests/test_op_masked_softmax_stats.py tests/test_op_advantage_weights.py \
     tests/test_sync_free.py tests/test_inspo_updates.py \
     tests/test_training.py::test_fused_backend_matches_pytorch_reference

@@ -114,6 +114,10 @@ BAD = [
 @pytest.mark.parametrize("case, error, message", BAD, ids=[case for case, *_ in BAD])
 @pytest.mark.parametrize("device", DEVICES)
 def test_bad_arguments_name_the_value(device: str, case: str, error: type, message: str, fn) -> None:
+    if case == "order-repeats" and device == "cuda":
+        # On CUDA the permutation check is a device-side assert (the host never waits for it), which leaves the
+        # process's CUDA context unusable: it cannot be caught as an exception in this process.
+        pytest.skip("a device-side assert on CUDA; the check is tested on the CPU")
     learner = make_learner(torch.float64, device=device)
     args, kw = pass_args(learner, make_batch(0, learner.pi, torch.float64, device))
     if case == "order-repeats":
