@@ -10,7 +10,8 @@
 set -u
 out=$(realpath -m "${1:-gpu_graph_out}")
 mkdir -p "$out"
-export CXX=g++ CC=gcc PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+[ -x /usr/bin/g++ ] && export CXX=/usr/bin/g++ CC=/usr/bin/gcc CUDAHOSTCXX=/usr/bin/g++  # the image's default g++ is a wrapper whose modules crash on any C++ exception
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 scratch=$(mktemp -d)
 log="$out/steps.log"
 failed=()

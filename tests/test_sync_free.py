@@ -19,6 +19,7 @@ import torch
 from _ops_helpers import DEVICES, make_batch, make_learner
 
 from inspo import checkpoint
+from inspo.algos.inspo import InSPO
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
 from inspo.training import train
@@ -88,12 +89,23 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["fused", "torch"])
-def test_non_finite_loss_is_caught_at_the_next_check(dataset: Path, tmp_path: Path, backend: str) -> None:
+def test_non_finite_loss_is_caught_at_the_next_check(dataset: Path, tmp_path: Path, backend: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The run stops at the first check after the loss went non-finite, names the loss and the unchecked
     iterations, and its checkpoint is the state after the last check that passed (all finite)."""
-    every = 4
-    # A critic learning rate of 1e5 overflows the joint critic within the first few iterations.
-    cfg = TrainConfig(dataset=str(dataset), iters=200, bc_steps=10, lr_critic=1e5, eval_every=100, backend=backend,
+    every, poisoned = 4, 6
+    update = InSPO.update
+
+    def poison(self: InSPO, batch: Any) -> dict[str, Any]:
+        # A NaN weight in the joint critic from the `poisoned`-th iteration on: every loss after it is NaN.
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == poisoned:
+            with torch.no_grad():
+                next(self.q.parameters()).fill_(float("nan"))
+        return update(self, batch)
+
+    monkeypatch.setattr(InSPO, "update", poison)
+    cfg = TrainConfig(dataset=str(dataset), iters=200, bc_steps=10, eval_every=100, backend=backend,
                       eval_episode_limit=1, out=str(tmp_path / "nan"), checkpoint_every=1, check_every=every)
     with pytest.raises(FloatingPointError) as info:
         train(cfg)
@@ -102,7 +114,7 @@ def test_non_finite_loss_is_caught_at_the_next_check(dataset: Path, tmp_path: Pa
     match = re.search(r"^non-finite (q_loss|v_loss|local_q_loss|policy_loss) .* at iteration (\d+);", message)
     assert match, message
     first = int(match.group(2))
-    assert first > 1, "diverged before a checked learner state existed; raise the learning rate less"
+    assert first == poisoned
     state = checkpoint.load(tmp_path / "nan" / "checkpoint.pt")
     assert state["run"]["step"] == cfg.bc_steps + first - 1
     params = [t for net in ("pi", "q", "v", "local_q") for t in state["learner"][net].values()]
