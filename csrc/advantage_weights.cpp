@@ -1,4 +1,5 @@
-// Kernel 1 (SPEC 5.1), CPU: teammate ratio rho and exponentiated in-sample advantage in one pass over the inputs.
+// Kernel 1 (docs/design.md 5.1), CPU: teammate ratio rho and exponentiated in-sample advantage in one pass over the
+// inputs.
 //
 // The columns are cut into fixed chunks; a chunk's sum of log ratios is accumulated over the agents, then each
 // requested agent's outputs are computed from it while the chunk's rows are still in cache. Chunks never depend

@@ -1,4 +1,4 @@
-// Kernel 2 (SPEC 5.2), CPU: log-probability of the taken action and entropy of a softmax restricted to the
+// Kernel 2 (docs/design.md 5.2), CPU: log-probability of the taken action and entropy of a softmax restricted to the
 // available actions, forward and backward, one pass over the logits per direction.
 //
 // Rows are short (A is 5..32 actions in SMAC), so vectorising along a row would leave most lanes idle and spend

@@ -1,4 +1,4 @@
-// Op 3 (SPEC 5.3): InSPO's whole sequential improvement pass over the agents in one call.
+// Op 3 (docs/design.md 5.3): InSPO's whole sequential improvement pass over the agents in one call.
 //
 // The policies and the local critics of the N agents are stacks of N MLPs (`weight{l}` [N, out, in], `bias{l}`
 // [N, out], as inspo.algos.networks.StackedMLP holds them), each with Adam moments of the same shape and one step
@@ -163,8 +163,8 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     const auto vloc = at::logsumexp(pick(logmu_all, 1) * (alpha / tau) + qloc / tau, -1) * tau;
     const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
     // Agent i's advantage reads only its own logp_mu row: the op on that row alone, as agent 0 of 1.
-    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi.index_select(0, i),
-                                                      logp_mu.index_select(0, i), 0, tau, beta, rho_max, z_max));
+    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi.index_select(0, i), logp_mu.index_select(0, i),
+                                                      0, tau, beta, rho_max, z_max));
     const auto w = resample ? expadv.index_select(0, sel) : expadv * row_w;
 
     Tensors inputs;

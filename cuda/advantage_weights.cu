@@ -1,6 +1,6 @@
-// Kernel 1 (SPEC 5.1), CUDA: teammate ratio rho and exponentiated in-sample advantage. One thread per batch column
-// walks the N agents, so each load of an [N, B] input is coalesced across the warp, every input is read once, and
-// nothing of size [N, B] is materialised for a single agent. Same arithmetic as the CPU kernel: the sum of log
+// Kernel 1 (docs/design.md 5.1), CUDA: teammate ratio rho and exponentiated in-sample advantage. One thread per batch
+// column walks the N agents, so each load of an [N, B] input is coalesced across the warp, every input is read once,
+// and nothing of size [N, B] is materialised for a single agent. Same arithmetic as the CPU kernel: the sum of log
 // ratios is accumulated in double, as good as exact for float32 inputs, which keeps `total - own` (all agents at
 // once) free of cancellation; the kernel is bound by memory traffic, not by the double adds.
 #include "device_utils.cuh"

@@ -10,7 +10,8 @@ namespace inspo::gpu {
 
 // Launchers enqueue on `stream` and return at once; they need a non-empty problem (b > 0, n_rows > 0).
 
-// SPEC 5.1 for T = float or double; `mask == nullptr` means every agent is alive, `agent == -1` all agents at once.
+// docs/design.md 5.1 for T = float or double; `mask == nullptr` means every agent is alive, `agent == -1` all agents at
+// once.
 template <typename T>
 struct WeightsArgs {
   const T* q;  // [B] or [N, B], see q_per_agent
@@ -36,9 +37,9 @@ constexpr int kNoAction = 1, kOutOfRange = 2, kUnavailable = 3;
 // raises: the first row of the first kind. Rows need fewer than 58 bits, which no tensor that fits in memory exceeds.
 constexpr int kKindShift = 58;
 
-// SPEC 5.2: contiguous [n_rows, a] logits and avail, [n_rows] actions. A bad row gets zero outputs and is recorded in
-// *bad_row (see above) with atomicMin; with bad_row == nullptr (stream capture: nothing can be read back) it prints
-// the error and triggers a device-side assert instead.
+// docs/design.md 5.2: contiguous [n_rows, a] logits and avail, [n_rows] actions. A bad row gets zero outputs and is
+// recorded in *bad_row (see above) with atomicMin; with bad_row == nullptr (stream capture: nothing can be read back)
+// it prints the error and triggers a device-side assert instead.
 template <typename T>
 struct SoftmaxRows {
   const T* logits;

@@ -1,5 +1,5 @@
-// Kernel 2 (SPEC 5.2), CUDA: log-probability of the taken action and entropy of a softmax restricted to the available
-// actions, forward and backward, with the CPU kernel's row semantics (csrc/masked_softmax.cpp).
+// Kernel 2 (docs/design.md 5.2), CUDA: log-probability of the taken action and entropy of a softmax restricted to the
+// available actions, forward and backward, with the CPU kernel's row semantics (csrc/masked_softmax.cpp).
 //
 // Two layouts, chosen by the number of actions A:
 //  - A <= 32 (most SMAC-style action spaces): one thread per row. A block stages its 128 consecutive rows through

@@ -1,5 +1,6 @@
-// Host side of the CUDA ops (SPEC 5.1, 5.2): the CPU kernels' checks, allocation, launch on the tensors' device and
-// its current stream, and the bad-row error. The kernels themselves are in advantage_weights.cu and masked_softmax.cu.
+// Host side of the CUDA ops (docs/design.md 5.1, 5.2): the CPU kernels' checks, allocation, launch on the tensors'
+// device and its current stream, and the bad-row error. The kernels themselves are in advantage_weights.cu and
+// masked_softmax.cu.
 //
 // Bad rows of masked_softmax_stats must raise, naming the first one, like the CPU kernel. The kernels find them in
 // the same pass as the results and record the first one in an 8-byte device flag, which the host reads back after

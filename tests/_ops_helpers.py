@@ -6,8 +6,10 @@ independent extended-precision oracle is at most twice the error of the same-pre
 (:mod:`inspo.reference`, on the same device), or at most FLOOR_ULPS units of roundoff (on CUDA the reference is
 sometimes exact where the kernel is off by 2-4 ulp: measured on an H200).
 The oracle is numpy in long double (x87 extended: 11 bits more than float64), written from the definitions in
-SPEC 5.1 / 5.2, so it also judges float64 results. Errors are measured as max |x - truth| / (1 + |truth|): relative
-for large values, absolute for small ones. The update ops (SPEC 5.3) are held to their twins to float rounding.
+docs/design.md 5.1 / 5.2, so it also judges float64 results. Errors are measured as max |x - truth| / (1 + |truth|):
+relative
+for large values, absolute for small ones. The update ops (docs/design.md 5.3) are held to their twins to float
+rounding.
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def assert_same_as_cpu(out_cuda: torch.Tensor, out_cpu: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------------------------------------ oracles
 def truth_weights(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max):
-    """SPEC 5.1 literally, in long double: rho_i = min(exp(sum_{j != i, alive} lpi_j - lmu_j), rho_max)."""
+    """docs/design.md 5.1 literally, in long double: rho_i = min(exp(sum_{j != i, alive} lpi_j - lmu_j), rho_max)."""
     n, b = logp_pi.shape
     alive = np.ones((n, b), bool) if mask is None else mask.cpu().numpy()
     lpi, lmu = _ld(logp_pi), _ld(logp_mu)
@@ -115,7 +117,7 @@ def truth_weights(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max
 
 
 def truth_softmax(logits, avail, actions, g_logp=None, g_ent=None):
-    """SPEC 5.2 in long double: log-probability, entropy and (optionally) the gradient of
+    """docs/design.md 5.2 in long double: log-probability, entropy and (optionally) the gradient of
     sum(g_logp * logp + g_ent * entropy) with respect to the logits."""
     a = logits.shape[-1]
     lead = logits.shape[:-1]
@@ -189,7 +191,8 @@ def softmax_fwd_bwd(fn, logits, avail, actions, g_logp, g_ent):
     return logp.detach(), entropy.detach(), grad
 
 
-# ----------------------------------------------------------------------------------- the update ops (SPEC 5.3)
+# ----------------------------------------------------------------------------------- the update ops (docs/design.md
+# 5.3)
 N, OBS, STATE, A, ROWS, HIDDEN = 3, 6, 7, 5, 48, 16
 FLOAT, DOUBLE = r"(Float|torch\.float32)", r"(Double|torch\.float64)"
 """A dtype in an error message: the kernels name it as ATen does, the reference twins as torch does."""

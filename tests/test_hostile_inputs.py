@@ -7,8 +7,8 @@ lines. Everything runs in-process through :func:`inspo.cli.main`.
 """
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import json
 import math
 import shutil
@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -407,3 +409,28 @@ def test_hostile_command_lines_are_one_clear_error(data: st.DataObject, dataset:
         code, _, err = run(capsys, argv)
         assert_one_clear_error(code, err)
         assert not Path(out).exists()
+
+
+# -- bool memory that is not 0/1 -----------------------------------------------------------------------------------
+def test_kernels_refuse_bool_bytes_other_than_0_and_1() -> None:
+    from inspo import ops
+
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    avail = torch.tensor([[1, 2, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=torch.uint8).view(torch.bool)
+    actions = torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"avail holds bool bytes other than 0 and 1"):
+        ops.masked_softmax_stats(logits, avail, actions)
+    logp = torch.randn(3, 5, dtype=torch.float64)
+    mask = torch.full((3, 5), 3, dtype=torch.uint8).view(torch.bool)
+    with pytest.raises(ValueError, match=r"mask holds bool bytes other than 0 and 1"):
+        ops.advantage_weights(logp[0], logp[0], logp, logp, mask, -1, 1.0, 0.0)
+
+
+def test_dataset_with_bool_bytes_other_than_0_and_1_is_refused(tmp_path: Path) -> None:
+    from inspo.data import Dataset
+
+    ds = generate_matrix("xor", "xor-uniform", 20, seed=0)
+    avail = ds.arrays()["avail"].copy()
+    avail.view(np.uint8)[3, 0, 1] = 2
+    with pytest.raises(DatasetError, match=r"field 'avail' holds the byte 2 at index \(3, 0, 1\)"):
+        Dataset(**{**ds.arrays(), "avail": avail}, manifest=ds.manifest).validate()

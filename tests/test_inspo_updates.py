@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from _ops_helpers import assert_learners_close, everything, make_batch, make_learner
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,5 @@
-"""Known answers of the neural trainer (SPEC section 3 and the issue's thresholds), with real but small training runs.
+"""Known answers of the neural trainer (docs/design.md section 3 and the issue's thresholds), with real but small
+training runs.
 
 Each budget reached its threshold with a margin on three seeds while developing (J at the budget, seeds 0/1/2:
 XOR {AA,AB,BA} 0.980/0.980/0.975, without rho -0.81/-0.82/-0.69, uniform 0.984/0.985/0.984; M-NE beta=1
@@ -17,7 +18,8 @@ from inspo.envs.bridge import bridge_optimum
 from inspo.reproduce import BRIDGE_SETTINGS
 
 # One-step matrix games: gamma = 0 (no bootstrapping through the constant state). The XOR buffers are 50-round
-# repeated games; evaluating one round gives the per-round J of SPEC section 3, whose XOR rows use alpha = 0.2.
+# repeated games; evaluating one round gives the per-round J of docs/design.md section 3, whose XOR rows use alpha =
+# 0.2.
 MATRIX = {"gamma": 0.0, "bc_steps": 500, "eval_episode_limit": 1}
 XOR = {"alpha": 0.2, "beta": 0.0}
 

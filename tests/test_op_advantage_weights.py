@@ -1,15 +1,25 @@
-"""Op 1, ``advantage_weights`` (SPEC 5.1), on every device: against the extended-precision oracle and the reference
+"""Op 1, ``advantage_weights`` (docs/design.md 5.1), on every device: against the extended-precision oracle and the
+reference
 twin (the accuracy rule of ``_ops_helpers``), PyTorch's op tooling, and bad input. Forward only: it takes no
 gradient."""
 from __future__ import annotations
 
 import pytest
 import torch
-from _ops_helpers import (DEVICES, DTYPES, W_SCALARS, assert_accurate, assert_same_as_cpu, cuda_only, need_oracle,
-                          truth_weights, weights_inputs)
 
 import inspo.ops as ops
 import inspo.reference as ref
+from _ops_helpers import (
+    DEVICES,
+    DTYPES,
+    W_SCALARS,
+    assert_accurate,
+    assert_same_as_cpu,
+    cuda_only,
+    need_oracle,
+    truth_weights,
+    weights_inputs,
+)
 
 # (N, B): every N with every B, and shapes that straddle the CUDA kernel's 256-column blocks.
 SHAPES = [(n, b) for n in (1, 3, 32) for b in (1, 37, 1500)] + [(2, 7), (5, 4099)]

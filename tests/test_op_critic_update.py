@@ -1,4 +1,5 @@
-"""Op 4, ``critic_update`` (SPEC 5.3, policy evaluation), on every device: one call equals its pure-PyTorch twin
+"""Op 4, ``critic_update`` (docs/design.md 5.3, policy evaluation), on every device: one call equals its pure-PyTorch
+twin
 :func:`inspo.reference.critic_update` (same arguments, same returns, same in-place updates); PyTorch's op tooling;
 bad input. The op takes no gradient: what it updates in place is its result."""
 from __future__ import annotations
@@ -7,8 +8,8 @@ import math
 
 import pytest
 import torch
-from _ops_helpers import DEVICES, FLOAT, clone_args, critic_args, make_batch, make_learner, raw_args
 
+from _ops_helpers import DEVICES, FLOAT, clone_args, critic_args, make_batch, make_learner, raw_args
 from inspo import ops, reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")

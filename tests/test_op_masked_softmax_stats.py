@@ -1,4 +1,5 @@
-"""Op 2, ``masked_softmax_stats`` (SPEC 5.2), on every device: forward and backward against the extended-precision
+"""Op 2, ``masked_softmax_stats`` (docs/design.md 5.2), on every device: forward and backward against the
+extended-precision
 oracle and the reference twin (the accuracy rule of ``_ops_helpers``), PyTorch's op tooling (opcheck, gradcheck,
 torch.compile), CUDA graphs, and bad input."""
 from __future__ import annotations
@@ -10,11 +11,20 @@ import textwrap
 
 import pytest
 import torch
-from _ops_helpers import (DEVICES, DTYPES, assert_accurate, assert_same_as_cpu, cuda_only, need_oracle,
-                          softmax_fwd_bwd, softmax_inputs, truth_softmax)
 
 import inspo.ops as ops
 import inspo.reference as ref
+from _ops_helpers import (
+    DEVICES,
+    DTYPES,
+    assert_accurate,
+    assert_same_as_cpu,
+    cuda_only,
+    need_oracle,
+    softmax_fwd_bwd,
+    softmax_inputs,
+    truth_softmax,
+)
 
 # (leading shape, A): every leading shape with every A; then, for the CUDA kernel's layouts (A <= 32: a thread per
 # row, A > 32: a warp per row), row counts that straddle its 128-row tiles and wide rows.

@@ -1,4 +1,4 @@
-"""Op 3, ``sequential_update`` (SPEC 5.3), on every device: the whole sequential pass in one call equals its
+"""Op 3, ``sequential_update`` (docs/design.md 5.3), on every device: the whole sequential pass in one call equals its
 pure-PyTorch twin :func:`inspo.reference.sequential_update` (same arguments, same returns, same in-place updates,
 same draws from the generator) for every variant of the pass, one call at a time and over whole training
 iterations; PyTorch's op tooling; bad input. The op takes no gradient: what it updates in place is its result."""
@@ -10,9 +10,19 @@ from typing import Any
 
 import pytest
 import torch
-from _ops_helpers import (DEVICES, DOUBLE, FLOAT, N, assert_learners_close, clone_args, make_batch, make_learner,
-                          pass_args, raw_args)
 
+from _ops_helpers import (
+    DEVICES,
+    DOUBLE,
+    FLOAT,
+    N,
+    assert_learners_close,
+    clone_args,
+    make_batch,
+    make_learner,
+    pass_args,
+    raw_args,
+)
 from inspo import ops, reference
 
 # The learners are driven directly, not through inspo.train: one intra-op thread, as there.

@@ -41,7 +41,7 @@ def test_cli_reproduce_matrix_writes_tables(tmp_path: Path, capsys: pytest.Captu
     record = json.loads((out / "matrix.json").read_text())
     assert len(record["rows"]) == printed.count("\n| ") - 1  # one table line per row, after the header
     for row in record["rows"]:
-        # The exact solver must give the SPEC section 3 numbers whatever the neural budget.
+        # The exact solver must give the docs/design.md section 3 numbers whatever the neural budget.
         if row["spec_j"] is not None:
             assert row["tabular"]["mean"] == pytest.approx(row["spec_j"], abs=0.02), row["setting"]
         assert math.isfinite(row["neural_final"]["mean"]) and row["config"]["iters"] == 4

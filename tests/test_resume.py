@@ -193,7 +193,8 @@ def test_nonfinite_loss_stops_the_run_naming_it(dataset, tmp_path) -> None:
     # A critic learning rate of 1e5 overflows the joint critic within the first few iterations.
     cfg = TrainConfig(dataset=str(dataset), iters=200, bc_steps=10, lr_critic=1e5, eval_every=100,
                       eval_episode_limit=1, out=str(tmp_path / "nan"), checkpoint_every=1)
-    with pytest.raises(FloatingPointError, match=r"non-finite (q_loss|v_loss|local_q_loss|policy_loss) .* at iteration \d+") as info:
+    nonfinite = r"non-finite (q_loss|v_loss|local_q_loss|policy_loss) .* at iteration \d+"
+    with pytest.raises(FloatingPointError, match=nonfinite) as info:
         train(cfg)
     failed_at = int(re.search(r"at iteration (\d+)", str(info.value)).group(1))
     assert failed_at > 1, "diverged before a learner checkpoint existed; raise the learning rate less"

@@ -148,7 +148,8 @@ def test_rollout_outcomes_and_determinism(smax: types.ModuleType) -> None:
     np.testing.assert_array_equal(heuristic.returns, again.returns)
     other = env.rollout(smax.HeuristicPolicy(env), 8, seed=1)
     assert not np.array_equal(heuristic.returns, other.returns)
-    with pytest.raises(ValueError, match=r"unavailable action 5 for agent 0 in episode 0; available: \[0, 1, 2, 3, 4\]"):
+    expected = r"unavailable action 5 for agent 0 in episode 0; available: \[0, 1, 2, 3, 4\]"
+    with pytest.raises(ValueError, match=expected):
         env.rollout(lambda obs, avail: np.full(avail.shape[:2], 5), 2)
     with pytest.raises(ValueError, match=r"integer actions of shape \(8, 3\)"):
         env.rollout(lambda obs, avail: np.zeros(3, dtype=np.int64), 2)
@@ -190,7 +191,8 @@ def test_generate_refuses_bad_qualities_and_missing_policies(tmp_path: Path) -> 
     from inspo.data import generate_smax
 
     # 3m ships no trained policy: the online qualities need one, and the error says how to make it.
-    with pytest.raises(ValueError, match=r"needs an online-trained policy for smax:3m.*inspo online train --env smax:3m"):
+    expected = r"needs an online-trained policy for smax:3m.*inspo online train --env smax:3m"
+    with pytest.raises(ValueError, match=expected):
         generate_smax(MAP, "expert", 8, seed=0)
     with pytest.raises(FileNotFoundError, match=r"holds no online-trained SMAX policy.*inspo online train"):
         generate_smax(MAP, "medium", 8, seed=0, policy=tmp_path / "nothing")
@@ -376,7 +378,8 @@ def _fake_smac_package(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_smac_explains_that_smac3_is_another_project(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_smac_package(monkeypatch)
     smac3 = types.SimpleNamespace(version="2.4.1", metadata={
-        "Name": "smac", "Summary": "SMAC3, a Python implementation of 'Sequential Model-based Algorithm Configuration'."})
+        "Name": "smac",
+        "Summary": "SMAC3, a Python implementation of 'Sequential Model-based Algorithm Configuration'."})
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: smac3)
     with pytest.raises(ImportError, match=r"'smac' 2\.4\.1 \(SMAC3.*not oxwhirl/smac.*git\+https://github.com/oxwhirl"):
         make("smac:3m")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _ops_helpers import A, HIDDEN, N, OBS
 
+from _ops_helpers import HIDDEN, OBS, A, N
 from inspo.algos.networks import AgentPolicies, StackedMLP
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
-from _ops_helpers import DEVICES, make_batch, make_learner
 
+from _ops_helpers import DEVICES, make_batch, make_learner
 from inspo import checkpoint
 from inspo.algos.inspo import InSPO
 from inspo.config import TrainConfig

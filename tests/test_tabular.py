@@ -1,4 +1,4 @@
-"""Exact tabular InSPO (inspo.tabular): the known answers of SPEC section 3 and hand-derived cases."""
+"""Exact tabular InSPO (inspo.tabular): the known answers of docs/design.md section 3 and hand-derived cases."""
 from __future__ import annotations
 
 import itertools
@@ -17,8 +17,9 @@ XOR_UNIFORM = np.ones((2, 2))
 XOR_AB_BA = np.array([[0.0, 1.0], [1.0, 0.0]])
 MNE_BALANCED = np.ones((3, 3))
 
-# (id, payoff, data, alpha, beta, orders, expected J): every row of the SPEC section 3 table. "Sequential" is the
-# SPEC's random order; the fixed order is checked too because it reaches the same answers on these games.
+# (id, payoff, data, alpha, beta, orders, expected J): every row of the docs/design.md section 3 table. "Sequential" is
+# the
+# the design's random order; the fixed order is checked too because it reaches the same answers on these games.
 TABLE = [
     ("xor-aa-ab-ba-sequential", XOR_PAYOFF, XOR_AA_AB_BA, 0.2, 0.0, ("random", "fixed"), 0.98),
     ("xor-aa-ab-ba-simultaneous", XOR_PAYOFF, XOR_AA_AB_BA, 0.2, 0.0, ("simultaneous",), 0.01),

@@ -199,7 +199,7 @@ def test_unknown_config_keys_raise(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "run").exists()
 
 
-# InSPO, BC and the SPEC section 1 ablations against the defaults: exactly these fields differ.
+# InSPO, BC and the docs/design.md section 1 ablations against the defaults: exactly these fields differ.
 INTENDED = {
     "inspo": {},
     "bc": {"algo": "bc"},

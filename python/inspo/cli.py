@@ -13,8 +13,8 @@ from typing import Any, NoReturn
 
 from inspo import jsonio
 from inspo.config import TrainConfig, add_config_flags, config_from_args
-from inspo.flags import parse_key_values
 from inspo.errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK, EXIT_USAGE, InspoError
+from inspo.flags import parse_key_values
 from inspo.paths import check_out_dir
 
 _TRAINING_STATE = ("config", "run", "bc", "learner", "generator", "torch_rng")
@@ -47,7 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     summary = {"final_return": result.final_return, "best_return": result.best_return,
-               "behaviour_return": result.behaviour_return, "optimum": result.optimum, "updates_per_second": round(result.updates_per_second, 1),
+               "behaviour_return": result.behaviour_return, "optimum": result.optimum,
+               "updates_per_second": round(result.updates_per_second, 1),
                **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
                "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
                "metrics": result.metrics_path}

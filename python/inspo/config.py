@@ -83,7 +83,7 @@ _METHOD_CONFIGS: dict[str, type] = {"icq": ICQConfig, "cfcql": CFCQLConfig}
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. ``dataset`` is a directory in the project format (SPEC 4).
+    """Everything a training run depends on. ``dataset`` is a directory in the project format (docs/design.md 4).
 
     The baselines (``algo`` in icq, omiga, cfcql) read ``alpha`` as their own behaviour-regularisation temperature
     (MA-ICQ's actor and OMIGA's KL strength) and their own settings in ``icq`` (:class:`ICQConfig`) and ``cfcql``

@@ -1,4 +1,5 @@
-"""Logs written while a run goes (``TrainConfig.logger``, see :meth:`~inspo.config.TrainConfig.loggers`): a CSV file, TensorBoard event files, Weights & Biases.
+"""Logs written while a run goes (``TrainConfig.logger``, see :meth:`~inspo.config.TrainConfig.loggers`): a CSV file,
+TensorBoard event files, Weights & Biases.
 
 Every log point (each evaluation, and every ``TrainConfig.log_every`` steps) is one row: ``step`` (training steps
 done, behaviour cloning included: the x axis), ``iteration`` (learner iterations done, 0 before the learner

@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from inspo import checkpoint as ckpt_io
-from inspo import flags
-from inspo import jsonio
+from inspo import flags, jsonio
 from inspo.algos.networks import AgentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 

@@ -1,7 +1,14 @@
-"""Typed entry points to the fused kernels (SPEC section 5), with their fake kernels and autograd registration.
+"""Typed entry points to the fused kernels (docs/design.md section 5), with their fake kernels and autograd
+registration.
 
 The kernels live in ``csrc/`` (CPU) and ``cuda/`` (CUDA) and are registered with the PyTorch dispatcher as
 ``torch.ops.inspo.*``; their pure-PyTorch definitions are in :mod:`inspo.reference`.
+
+Non-finite inputs propagate: a NaN or infinite value in the data the ops read (other than unavailable logits, which
+are ignored) makes the affected outputs non-finite, as in the reference twins; the ops do not check for it. Training
+never feeds them such data unnoticed: datasets with a non-finite value are refused when loaded, and the trainer's
+finiteness check (every ``check_every`` iterations and before every checkpoint) stops a run whose losses turned
+non-finite, naming the loss. Bool inputs must hold the bytes 0 and 1 (checked on the CPU).
 """
 from __future__ import annotations
 
@@ -24,6 +31,15 @@ def _check_cuda_build(t: Tensor) -> None:
                            "torch and nvcc: INSPO_CUDA=ON pip install --no-build-isolation --force-reinstall .")
 
 
+def _check_bool_bytes(name: str, t: Tensor | None) -> None:
+    # A bool tensor viewed from other memory (uint8.view(torch.bool)) can hold bytes other than 0 and 1, which the
+    # vectorised kernels do not read as True. Checked on the CPU, where it costs one pass over the bytes; on CUDA a
+    # check would make the host wait for the device, so there such input is the caller's to avoid.
+    if t is not None and not t.is_cuda and t.numel() and int(t.view(torch.uint8).max()) > 1:
+        raise ValueError(f"{name} holds bool bytes other than 0 and 1 (a uint8 tensor viewed as bool?); pass "
+                         f"{name}.view(torch.uint8).ne(0) instead")
+
+
 def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
                       tau: float, beta: float, rho_max: float = 100.0, z_max: float = 10.0) -> tuple[Tensor, Tensor]:
     """Teammate importance ratio ``rho`` and exponentiated advantage ``expadv`` (forward only, no gradient).
@@ -31,6 +47,7 @@ def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, ma
     See :func:`inspo.reference.advantage_weights` for the definition and shapes.
     """
     _check_cuda_build(logp_pi)
+    _check_bool_bytes("mask", mask)
     return torch.ops.inspo.advantage_weights.default(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max)
 
 
@@ -40,6 +57,7 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     Differentiable with respect to ``logits``. See :func:`inspo.reference.masked_softmax_stats`.
     """
     _check_cuda_build(logits)
+    _check_bool_bytes("avail", avail)
     return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
 
 
@@ -50,14 +68,17 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
                       alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
                       adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
                       use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
-    """InSPO's sequential improvement pass over every agent in ``order``, in one call (SPEC 5.3); updates in place.
+    """InSPO's sequential improvement pass over every agent in ``order``, in one call (docs/design.md 5.3); updates in
+    place.
 
     ``pi`` and ``local_q`` are the agents' policies and local critics, each ``[weight0, bias0, weight1, ...]`` of
     :class:`~inspo.algos.networks.StackedMLP` (``[N, out, in]`` and ``[N, out]``), with their Adam moments and per-agent
-    step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is the
+    step counts ``[N]`` (float32) as a stacked :class:`~inspo.algos.optim.FusedAdam` holds them; ``logp_pi [N, B]`` is
+    the
     log-prob stack of the dataset actions, whose rows are refreshed as the agents are updated. The batch fields are
     those of :class:`~inspo.algos.batch.Batch` and ``qbar [B]`` the target critic's ``Q(s, a)``; ``order`` is an
-    int64 permutation of the agents, on any device, used through index operations only (never read by the host). Its pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
+    int64 permutation of the agents, on any device, used through index operations only (never read by the host). Its
+    pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
     arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
 
     Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). Nothing

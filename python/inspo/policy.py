@@ -27,8 +27,8 @@ from inspo import checkpoint as ckpt_io
 from inspo.algos.networks import AgentPolicies
 from inspo.envs.base import MultiAgentEnv
 
-__all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots", "masked_logits",
-           "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
+__all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots",
+           "masked_logits", "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
 
 POLICY_FORMAT = 1
 """Version of the policy checkpoint dict (its ``format`` entry)."""

@@ -1,4 +1,4 @@
-"""Pure-PyTorch twins of the fused kernels in :mod:`inspo.ops` (SPEC section 5).
+"""Pure-PyTorch twins of the fused kernels in :mod:`inspo.ops` (docs/design.md section 5).
 
 These are the definitions the kernels are tested against, forward and backward, and the ``backend="torch"`` path of
 the trainer. Each twin has its op's signature: the same arguments, the same returns, the same in-place updates and
@@ -48,7 +48,7 @@ def _check_weights_args(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, 
 
 def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
                       tau: float, beta: float, rho_max: float = 100.0, z_max: float = 10.0) -> tuple[Tensor, Tensor]:
-    """Teammate importance ratio and exponentiated in-sample advantage (SPEC 5.1).
+    """Teammate importance ratio and exponentiated in-sample advantage (docs/design.md 5.1).
 
     ``rho_i = min(exp(sum_{j != i, alive} logp_pi_j - logp_mu_j), rho_max)`` and
     ``expadv_i = exp(min((q_i - v_i) / tau - (beta / tau) logp_mu_i, z_max))``. ``q`` and ``v`` are ``[B]`` (shared
@@ -107,7 +107,8 @@ def check_softmax_inputs(logits: Tensor, avail: Tensor, actions: Tensor) -> None
 
 
 def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-probability of ``actions`` and entropy of the softmax of ``logits`` restricted to ``avail`` (SPEC 5.2).
+    """Log-probability of ``actions`` and entropy of the softmax of ``logits`` restricted to ``avail`` (docs/design.md
+    5.2).
 
     Unavailable logits never influence the result (they may hold any value, even inf or NaN); gradients with respect
     to them are 0.
@@ -127,7 +128,8 @@ def softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tuple[Tenso
     return logp, entropy
 
 
-# ------------------------------------------------------------------------------------ the update ops (SPEC 5.3)
+# ------------------------------------------------------------------------------------ the update ops (docs/design.md
+# 5.3)
 def _mlp(x: Tensor, params: list[Tensor]) -> Tensor:
     """The MLP of ``params = [weight0, bias0, weight1, ...]`` (ReLU between the layers) on ``x [..., in]``."""
     layers = len(params) // 2
@@ -238,7 +240,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
                       alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
                       adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
                       use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
-    """InSPO's sequential improvement pass over every agent in ``order`` (SPEC 5.3); updates in place.
+    """InSPO's sequential improvement pass over every agent in ``order`` (docs/design.md 5.3); updates in place.
 
     The arguments, returns and in-place updates are those of :func:`inspo.ops.sequential_update`. For each agent
     ``i`` of ``order``: the teammate ratio ``rho_i`` from the log-prob stack ``logp_pi`` (with ``sequential``, its
@@ -359,7 +361,8 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
                   terminated: Tensor, next_state: Tensor, logp_mu: Tensor, *, n_actions: int, alpha: float,
                   beta: float, gamma: float, z_max: float, polyak: float, lr: float, adam_betas: tuple[float, float],
                   adam_eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """InSPO's policy-evaluation step (SPEC 5.3); updates ``q``, ``v``, ``q_target`` and the Adam state in place.
+    """InSPO's policy-evaluation step (docs/design.md 5.3); updates ``q``, ``v``, ``q_target`` and the Adam state in
+    place.
 
     The arguments, returns and in-place updates are those of :func:`inspo.ops.critic_update`: the TD loss of the
     joint critic ``Q(s, a)`` (on the state and the agents' one-hot actions) towards ``r + gamma (1 - done) V(s')``,

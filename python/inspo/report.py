@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from inspo.checkpoint import atomic_write
 from inspo.progress import ProgressBar

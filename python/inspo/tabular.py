@@ -1,6 +1,7 @@
-"""Exact tabular InSPO for one-step N-agent matrix games (SPEC section 3, our reconstruction [R]).
+"""Exact tabular InSPO for one-step N-agent matrix games (docs/design.md section 3, our reconstruction [R]).
 
-The update is the in-sample form of SPEC section 1 evaluated exactly instead of by sampling: for agent ``i``, every
+The update is the in-sample form of docs/design.md section 1 evaluated exactly instead of by sampling: for agent ``i``,
+every
 dataset joint action ``a`` is reweighted by ``D(a) * min(rho_i(a), RHO_MAX)`` with the teammate ratio
 ``rho_i(a) = prod_{j != i} pi_j(a_j) / mu_j(a_j)``; this resampled distribution gives agent ``i`` an own-action
 marginal ``p_i(b)`` and a conditional mean payoff ``Qtilde_i(b)``, and the new policy is
@@ -32,13 +33,13 @@ ORDERS: tuple[str, ...] = ("random", "fixed", "simultaneous")
 """Agent orders accepted by :func:`solve`."""
 
 RHO_MAX: float = 100.0
-"""Clip of the teammate ratio ``rho_i``, the trainer's default ``rho_max`` (SPEC section 1)."""
+"""Clip of the teammate ratio ``rho_i``, the trainer's default ``rho_max`` (docs/design.md section 1)."""
 
 _INIT_NOISE = 1e-3
 
 
 def mne_imbalanced_probs() -> np.ndarray:
-    """The *imbalanced* M-NE dataset distribution (SPEC section 2) as a fresh normalised ``[3, 3]`` array.
+    """The *imbalanced* M-NE dataset distribution (docs/design.md section 2) as a fresh normalised ``[3, 3]`` array.
 
     The dominant sub-optimal equilibrium (C,C) is what makes plain behaviour-regularised learning (``beta = 0``)
     settle there.
@@ -127,7 +128,7 @@ def _agent_update(i: int, log_pis: list[np.ndarray], log_d: np.ndarray, log_mus:
 
 def solve(payoff: ArrayLike, joint_action_probs: ArrayLike, alpha: float, beta: float, iters: int = 200,
           order: str = "random", seed: int = 0) -> tuple[list[np.ndarray], float]:
-    """Run exact tabular InSPO on a one-step N-agent matrix game (SPEC section 3).
+    """Run exact tabular InSPO on a one-step N-agent matrix game (docs/design.md section 3).
 
     The behaviour policy ``mu`` is the product of the per-agent marginals of the data. Policies start at ``mu``
     plus uniform noise in ``[0, 1e-3)`` per action (renormalised), which breaks the symmetric ties that otherwise

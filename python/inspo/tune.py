@@ -50,8 +50,18 @@ from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
 from inspo.flags import flatten
 from inspo.tune_resume import check_same_search, finished_trials, load_search, trial_key
-from inspo.tune_space import (DEFAULT_PARAMS, Choice, Param, Space, configspace, parse_range, resolve_space,
-                              space_from_json, space_to_json, trial_values)
+from inspo.tune_space import (
+    DEFAULT_PARAMS,
+    Choice,
+    Param,
+    Space,
+    configspace,
+    parse_range,
+    resolve_space,
+    space_from_json,
+    space_to_json,
+    trial_values,
+)
 
 __all__ = ["FIDELITIES", "OBJECTIVES", "TuneResult", "add_parser", "tune"]
 

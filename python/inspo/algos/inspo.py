@@ -1,4 +1,5 @@
-"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025), as reconstructed in SPEC section 1.
+"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025), as reconstructed in docs/design.md section
+1.
 
 Read top to bottom: behaviour cloning of mu (once), then per iteration
   1. policy evaluation: joint critic Q(s, a) by TD to V(s'), in-sample V(s) by the exponential loss;

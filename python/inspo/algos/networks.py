@@ -1,4 +1,5 @@
-"""Networks shared by the algorithms: MLPs, stacks of per-agent MLPs, per-agent categorical policies, the joint critic."""
+"""Networks shared by the algorithms: MLPs, stacks of per-agent MLPs, per-agent categorical policies, the joint
+critic."""
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> MLP:
 class StackedMLP(nn.Module):
     """``n`` independent MLPs of one shape (ReLU between layers), their parameters stacked: ``weight{l}`` is
     ``[n, out, in]`` and ``bias{l}`` ``[n, out]``, so that all of them run as one batched matmul per layer, and one
-    of them as the plain MLP on its slice. The layout the sequential-update op takes (SPEC 5.3)."""
+    of them as the plain MLP on its slice. The layout the sequential-update op takes (docs/design.md 5.3)."""
 
     def __init__(self, n: int, in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Benchmark of the fused kernels (CPU, or CUDA with ``--device cuda``) against their references (SPEC section 5).
+"""Benchmark of the fused kernels (CPU, or CUDA with ``--device cuda``) against their references (docs/design.md
+section 5).
 
 For each op and shape it times our kernel, the eager reference (:mod:`inspo.reference`), ``torch.compile`` of the
 reference, and ``clone()`` of the same inputs, the practical memory-bandwidth limit. Times are medians of repeats
@@ -27,10 +28,10 @@ from pathlib import Path
 import torch
 
 import inspo.ops as ops
+import inspo.reference as ref
 from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.provenance import portable_path
-import inspo.reference as ref
 
 _SOURCE = Path(__file__).resolve().parents[3]
 CHECKOUT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
@@ -223,7 +224,8 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         f"# inspo kernels vs references on {m['device']} ({report['tag']})", "",
-        (f"{m['gpu']}; host " if m.get("gpu") else "") + f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}; "
+        (f"{m['gpu']}; host " if m.get("gpu") else "")
+        + f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}; "
         f"{report['started']} ({report['wall_s']:.0f} s). Load average at start {m['loadavg_start']}, at end "
         f"{m['loadavg_end']}: the machine is shared, so single numbers can be off by 20% or more.", "",
         "Median ms per call. `vs eager` / `vs compile`: their time divided by the kernel's, from medians and (in "

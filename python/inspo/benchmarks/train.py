@@ -50,6 +50,7 @@ from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
 from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.config import TrainConfig
+
 BACKENDS = ("fused", "torch")
 SCALING = (2, 4, 8, 16, 32)
 # SMAX-sized synthetic data (a 5-agent map): sizes per agent, state dim per agent.
@@ -263,7 +264,8 @@ def parts(runners: dict, repeats: int, sync) -> dict:
                 call(runners[name].learner, batches[name], qbars[name])
                 sync()
                 times[name][part].append(time.perf_counter() - t)
-    return {name: {part: statistics.median(ts) * 1e3 for part, ts in by_part.items()} for name, by_part in times.items()}
+    return {name: {part: statistics.median(ts) * 1e3 for part, ts in by_part.items()}
+            for name, by_part in times.items()}
 
 
 def _status_bytes(field: str) -> int:
@@ -286,7 +288,8 @@ def child_memory(case: str, backend: str, args) -> int:
 def memory_in_children(case: str, args) -> dict:
     peaks = {}
     for backend in BACKENDS:
-        cmd = [sys.executable, "-m", "inspo.benchmarks.train", "--child", case, backend, "--rows", str(args.rows), "--warmup",
+        cmd = [sys.executable, "-m", "inspo.benchmarks.train", "--child", case, backend, "--rows", str(args.rows),
+               "--warmup",
                str(args.warmup), "--threads", str(args.threads), "--device", str(args.device)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         peaks[backend] = int(done.stdout.strip().splitlines()[-1])
@@ -338,7 +341,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['case']} | {b['fused@base']['updates_per_s']:.1f} | "
                          f"{b['torch@base']['updates_per_s']:.1f} | {_speedup(r, 'fused@base', 'fused')} | "
                          f"{_speedup(r, 'torch@base', 'torch')} | {_speedup(r, 'torch@base', 'fused')} |")
-    lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends taking "
+    lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends "
+              "taking "
               "turns): the critic step (fused: the `critic_update` op; torch: autograd on the critic losses) and the "
               "sequential pass over the agents (fused: the log-prob stack and the `sequential_update` op; torch: the "
               "Python loop on the reference kernels); the ratio is torch / fused.", "",
@@ -359,7 +363,8 @@ def markdown(report: dict) -> str:
     scaling = [r for r in report["results"] if r["case"].startswith("n")]
     if len(scaling) >= 2:
         ns = np.array([r["n_agents"] for r in scaling], dtype=float)
-        lines += ["", "Scaling (SMAX-sized networks; the state, hence the joint and local critics' input, grows as 26 N): "
+        lines += ["", "Scaling (SMAX-sized networks; the state, hence the joint and local critics' input, grows as "
+                  "26 N): "
                   "least-squares fits of ms per update against N, per backend: linear `a + b N` with the largest "
                   "relative deviation of a point from it, and quadratic `a + b N + c N^2`.", ""]
         for backend in BACKENDS:

@@ -1,6 +1,6 @@
 """The project's dataset format: a directory of `.npy` files (one per field, flat over transitions) plus a
 `manifest.json` that describes the environment, the sizes, the return statistics, the behaviour policy, the
-origin of the data and the SHA-256 of every file (SPEC section 4).
+origin of the data and the SHA-256 of every file (docs/design.md section 4).
 
 Field layout, T transitions, N agents, A actions per agent:
 
@@ -24,8 +24,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from importlib import resources
 from dataclasses import asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +357,12 @@ def _check_content(ds: Dataset) -> None:
             )
     if n == 0:
         raise DatasetError("dataset has no transitions")
+    for name, (dtype, _) in FIELDS.items():
+        # A .npy file can hold bool bytes other than 0 and 1, which numpy reads as True but the kernels need not.
+        if dtype == np.dtype(bool) and arrays[name].view(np.uint8).max() > 1:
+            index = _first(arrays[name].view(np.uint8) > 1)
+            raise DatasetError(f"field '{name}' holds the byte {arrays[name].view(np.uint8)[index]} at index {index}; "
+                               f"a bool array must hold only 0 and 1")
     for name in _FLOAT_FIELDS:
         bad = ~np.isfinite(arrays[name])
         if bad.any():

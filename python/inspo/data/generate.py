@@ -15,7 +15,7 @@ MATRIX_PRESETS: dict[str, tuple[str, tuple[tuple[float, ...], ...]]] = {
     "xor-ab-ba": ("xor", ((0, 1), (1, 0))),
     "xor-ab": ("xor", ((0, 1), (0, 0))),
     "mne-balanced": ("mne", ((1, 1, 1), (1, 1, 1), (1, 1, 1))),
-    # SPEC section 2: 80 on (C,C), 2 on (A,A), 1 on each other joint action (total 89).
+    # docs/design.md section 2: 80 on (C,C), 2 on (A,A), 1 on each other joint action (total 89).
     "mne-imbalanced": ("mne", ((2, 1, 1), (1, 1, 1), (1, 1, 80))),
 }
 """Preset name -> (environment, relative weights of the joint actions, row = agent 1's action)."""

@@ -1,4 +1,4 @@
-"""A dataset's ``manifest.json``: its schema, its own digest, and reading it back (SPEC section 4).
+"""A dataset's ``manifest.json``: its schema, its own digest, and reading it back (docs/design.md section 4).
 
 The schema is closed: every key has one type (and range), and a key that is missing, unknown or of another type
 is a :class:`DatasetError` naming it. A manifest whose ``manifest_sha256`` was recomputed after an edit passes

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from inspo.data.format import Dataset, DatasetError
-from inspo.provenance import portable_path
 from inspo.envs import MultiAgentEnv, make
+from inspo.provenance import portable_path
 
 __all__ = ["import_pymarl"]
 

@@ -34,8 +34,8 @@ from inspo.envs import make
 from inspo.policy import SampledPolicy, load_policy, load_snapshots, snapshot_eval_seed
 from inspo.provenance import portable_path
 
-__all__ = ["ONLINE_QUALITIES", "SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies", "generate_smax",
-           "policy_folder"]
+__all__ = ["ONLINE_QUALITIES", "SHIPPED_POLICIES", "SMAX_QUALITIES", "behaviour_choice", "export_policies",
+           "generate_smax", "policy_folder"]
 
 SMAX_QUALITIES: dict[str, str] = {
     "random": "uniform over the available actions",

@@ -31,7 +31,7 @@ def generate_uniform(env_name: str, episodes: int, seed: int, *, episode_limit: 
     rng = np.random.default_rng(seed)
     columns: dict[str, list[Any]] = {name: [] for name in FIELDS}
     lengths = []
-    for episode in range(episodes):
+    for _ in range(episodes):
         obs, state, avail = env.reset(seed=int(rng.integers(2**31 - 1)))
         done, t = False, 0
         while not done:

@@ -1,6 +1,6 @@
 """The interface every environment implements: `EnvInfo`, `MultiAgentEnv` and the shapes of what they return.
 
-Every environment follows the same protocol (SPEC section 2):
+Every environment follows the same protocol (docs/design.md section 2):
 
 - `reset(seed=None) -> (obs[N, obs_dim] float32, state[state_dim] float32, avail[N, A] bool)`
 - `step(actions[N]) -> (obs, state, avail, reward: float, terminated: bool, truncated: bool, info: dict)`

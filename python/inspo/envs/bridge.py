@@ -1,7 +1,7 @@
 """The Bridge game (Fu et al. 2022) in the variant of the public AlberDICE buffers (`bridge-alberdice`).
 
 Two agents on a 3x6 grid must cross a one-lane bridge (row 1, columns 2-3) in opposite directions, one after the
-other. The rules, including the conflict table, were read off the shared buffers (SPEC section 2); the data
+other. The rules, including the conflict table, were read off the shared buffers (docs/design.md section 2); the data
 replay test holds them to every recorded episode.
 """
 from __future__ import annotations

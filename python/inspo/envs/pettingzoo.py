@@ -5,7 +5,7 @@
 the package of the environment are optional: `pip install 'inspo[pettingzoo]'` installs PettingZoo and MPE
 (`mpe2`); other families come from their own packages.
 
-Mapping (SPEC section 2 shapes, agents in `possible_agents` order):
+Mapping (docs/design.md section 2 shapes, agents in `possible_agents` order):
 
 - Observations: each agent's observation flattened to float32. A `Dict` observation space must hold the
   observation under `"observation"` (and may hold `"action_mask"`). Agents whose observations are shorter than

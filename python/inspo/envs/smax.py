@@ -118,7 +118,7 @@ class _Backend:
         """(mask [B], index [B], new, old) -> per row r, `new[index[r]]` where mask else `old[r]` (pytrees of batched
         arrays): the auto-reset of `SMAXVector`, compiled once, instead of dozens of eager jax calls per step."""
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - one backend per map, kept for the process's life anyway
     def heuristic(self) -> Callable[..., Any]:
         """SMAX's scripted ally controller, compiled for `[episodes, allies]` batches: (keys, memory, obs) ->
         (actions, memory). Built once per map, like the environment's own functions."""
@@ -135,7 +135,7 @@ class _Backend:
         return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first, first + count, dtype=np.uint32))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backend(map_name: str, episode_limit: int) -> _Backend:
     """The shared `_Backend` of a map and step limit."""
     return _Backend(map_name, episode_limit)

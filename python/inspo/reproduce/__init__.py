@@ -9,8 +9,14 @@ each suite makes.
 """
 from __future__ import annotations
 
-from inspo.reproduce.baselines import (BASELINE_ENVS, BASELINE_METHODS, BASELINES, BaselineEnv, BaselinesSuite,
-                                       reproduce_baselines)
+from inspo.reproduce.baselines import (
+                                       BASELINE_ENVS,
+                                       BASELINE_METHODS,
+                                       BASELINES,
+                                       BaselineEnv,
+                                       BaselinesSuite,
+                                       reproduce_baselines,
+)
 from inspo.reproduce.bridge import BRIDGE, BRIDGE_DATASETS, BRIDGE_SETTINGS, BridgeSuite, reproduce_bridge
 from inspo.reproduce.cli import add_parser
 from inspo.reproduce.matrix import MATRIX, MATRIX_CASES, MatrixCase, MatrixSuite, reproduce_matrix

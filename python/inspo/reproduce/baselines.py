@@ -13,8 +13,20 @@ from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, generate_matrix
 from inspo.reproduce.bridge import BRIDGE, bridge_buffer
 from inspo.reproduce.plots import grouped_bar_chart, groups, method_panels, optimum_line
-from inspo.reproduce.runner import (METHOD_NAMES, Progress, best_after_start, cache_note, cached_dataset, hyper,
-                                    markdown_table, pm, provenance, publish, run_all, stats)
+from inspo.reproduce.runner import (
+    METHOD_NAMES,
+    Progress,
+    best_after_start,
+    cache_note,
+    cached_dataset,
+    hyper,
+    markdown_table,
+    pm,
+    provenance,
+    publish,
+    run_all,
+    stats,
+)
 from inspo.reproduce.smax import SMAX, is_smax_name, smax_dataset, smax_dataset_name, win_stats
 
 __all__ = ["BASELINES", "BASELINE_ENVS", "BASELINE_METHODS", "BaselineEnv", "BaselinesSuite", "baseline_configs",
@@ -37,7 +49,8 @@ class BaselineEnv:
 
 def _default_envs() -> dict[str, BaselineEnv]:
     # Every method gets the same KL-to-behaviour strength alpha as InSPO on the task; InSPO's entropy weight beta = 1
-    # on M-NE (SPEC section 3). Matrix games are one-step: gamma = 0. These are the settings of the first baseline
+    # on M-NE (docs/design.md section 3). Matrix games are one-step: gamma = 0. These are the settings of the first
+    # baseline
     # table (a script, results/baselines.py, replaced by this suite), so its runs stay valid entries of the run cache.
     return {
         "xor": BaselineEnv("XOR", ("xor-aa-ab-ba", "xor-uniform", "xor-ab-ba"), 3000, 500, 12,

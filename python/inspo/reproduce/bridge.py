@@ -12,8 +12,19 @@ from inspo.config import TrainConfig
 from inspo.data import SHIPPED_DATA, import_pymarl
 from inspo.envs.bridge import bridge_optimum
 from inspo.reproduce.plots import grouped_bar_chart, groups, method_panels, optimum_line
-from inspo.reproduce.runner import (METHOD_NAMES, Progress, cache_note, cached_dataset, hyper, markdown_table, pm,
-                                    provenance, publish, run_all, stats)
+from inspo.reproduce.runner import (
+    METHOD_NAMES,
+    Progress,
+    cache_note,
+    cached_dataset,
+    hyper,
+    markdown_table,
+    pm,
+    provenance,
+    publish,
+    run_all,
+    stats,
+)
 
 __all__ = ["BRIDGE", "BRIDGE_DATASETS", "BRIDGE_SETTINGS", "BridgeSuite", "bridge_buffer", "plot_bridge",
            "reproduce_bridge"]
@@ -31,7 +42,8 @@ class BridgeSuite:
     bc_steps: int = 2000
     eval_episodes: int = 100  # sampled episodes per evaluation
     evaluations: int = 10  # per run: eval_every = iters // evaluations
-    eval_limit: int = 20  # step limit of an evaluation episode (SPEC section 2; the data were recorded with 50)
+    # Step limit of an evaluation episode (docs/design.md section 2; the data were recorded with 50).
+    eval_limit: int = 20
     # TrainConfig fields that differ from the defaults. On bridge_mix, 3 seeds, 10000 iterations: final return
     # -1.45 / -1.34 / -1.38 with these, against -1.75 (seed 0) with the defaults, which are kept for the matrix games
     # (with lr_policy 3e-3 and the default polyak, XOR on {AA,AB,BA} ends at 0.94 after 1200 iterations on one seed

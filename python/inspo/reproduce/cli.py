@@ -1,6 +1,7 @@
 """``inspo reproduce``: the known-answer tables, written to ``<out>/<suite>.md``, ``.json`` and ``.png``.
 
-- ``matrix``: every row of the SPEC section 3 table (plus the rho-disabled ablation), from the exact tabular solver
+- ``matrix``: every row of the docs/design.md section 3 table (plus the rho-disabled ablation), from the exact tabular
+solver
   (:func:`inspo.tabular.solve`) and from the neural trainer (:func:`inspo.train`) side by side, mean ± std over
   seeds. The neural runs train on one-step episodes sampled from the row's joint-action distribution (the data
   seed is the run seed, so the spread includes the sampling of the data) and report the exact expected payoff J
@@ -141,7 +142,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     envs = BASELINES.envs
     p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"], help="which table of the paper to reproduce")
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"],
+                   help="which table of the paper to reproduce")
     p.add_argument("--env", choices=[*envs, "all"], default=None,
                    help=f"baselines: the environment (all: {', '.join(BASELINES.all_envs[:-1])} and "
                         f"{BASELINES.all_envs[-1]} in turn, one table each)")

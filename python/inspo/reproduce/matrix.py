@@ -1,4 +1,5 @@
-"""``inspo reproduce matrix``: every row of the SPEC section 3 table (plus the rho-disabled ablation), from the exact
+"""``inspo reproduce matrix``: every row of the docs/design.md section 3 table (plus the rho-disabled ablation), from
+the exact
 tabular solver and from the neural trainer side by side; ``matrix.md``, ``.json`` and ``.png``."""
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ import numpy as np
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, generate_matrix
 from inspo.reproduce.plots import BarSeries, grouped_bar_chart
-from inspo.reproduce.runner import (Progress, cache_note, cached_dataset, hyper, markdown_table, pm, provenance,
-                                    publish, run_all, stats)
+from inspo.reproduce.runner import (
+    Progress,
+    cache_note,
+    cached_dataset,
+    hyper,
+    markdown_table,
+    pm,
+    provenance,
+    publish,
+    run_all,
+    stats,
+)
 from inspo.tabular import MNE_PAYOFF, XOR_PAYOFF, solve
 
 __all__ = ["MATRIX", "MATRIX_CASES", "MatrixCase", "MatrixSuite", "plot_matrix", "reproduce_matrix"]
@@ -33,7 +44,7 @@ class MatrixCase:
     beta: float
     order: str = "random"
     use_rho: bool = True
-    spec_j: float | None = None  # the SPEC section 3 value; None where the SPEC has no entry
+    spec_j: float | None = None  # the docs/design.md section 3 value; None where the design has no entry
 
 
 MATRIX_CASES: tuple[MatrixCase, ...] = (
@@ -61,7 +72,7 @@ class MatrixSuite:
     bc_steps: int = 1000
     episodes: int = 5000  # one-step episodes per generated dataset
     evaluations: int = 10  # per neural run: eval_every = iters // evaluations
-    tabular_iters: int = 200  # of the exact solver, as in SPEC section 3
+    tabular_iters: int = 200  # of the exact solver, as in docs/design.md section 3
 
 
 MATRIX = MatrixSuite()
@@ -119,13 +130,13 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
               "neural": {"iters": iters, "bc_steps": bc_steps, "episodes": episodes},
               "tabular_iters": suite.tabular_iters, "rows": rows}
     table = markdown_table(
-        ["game, data", "setting", "SPEC J", "tabular J", "neural J (final)", "neural J (best)", "data J"],
+        ["game, data", "setting", "expected J", "tabular J", "neural J (final)", "neural J (best)", "data J"],
         [[f"{r['game'].upper() if r['game'] == 'xor' else 'M-NE'}, {r['data']}", r["setting"],
           "n/a" if r["spec_j"] is None else f"{r['spec_j']:.2f}", pm(r["tabular"]), pm(r["neural_final"]),
           pm(r["neural_best"]), pm(r["data_return"], 2)] for r in rows])
     ups = np.mean([r["updates_per_second"]["mean"] for r in rows])
     solver_iters = suite.tabular_iters
-    markdown = f"""# Matrix games: SPEC section 3, exact tabular solver vs neural trainer
+    markdown = f"""# Matrix games: docs/design.md section 3, exact tabular solver vs neural trainer
 
 Made by `{command}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
 {record['wall_time_s']:.0f} s wall time, {ups:.0f} InSPO updates/s on average; {cache_note(outcomes, cache)}).
@@ -145,7 +156,7 @@ order and rho setting, otherwise {hyper(configs[0])} (the `TrainConfig` defaults
 
 
 def plot_matrix(record: dict[str, Any], path: str | Path) -> None:
-    """``matrix.png`` of ``inspo reproduce matrix``: tabular and neural J per row, and the SPEC value."""
+    """``matrix.png`` of ``inspo reproduce matrix``: tabular and neural J per row, and the expected value."""
     rows = record["rows"]
     groups = [f"{'XOR' if r['game'] == 'xor' else 'M-NE'} {r['data']}: {r['setting']}" for r in rows]
     none = {"mean": math.nan, "std": 0.0}  # the rho-disabled row has no tabular value
@@ -153,4 +164,4 @@ def plot_matrix(record: dict[str, Any], path: str | Path) -> None:
               for label, key in (("tabular J", "tabular"), ("neural J (final)", "neural_final"))]
     grouped_bar_chart(path, "Matrix games: exact tabular solver vs neural trainer",
                       groups, [(f"J, mean ± std over {len(record['seeds'])} seeds", series)],
-                      [("SPEC section 3", [r["spec_j"] for r in rows])], ylabel="J")
+                      [("docs/design.md section 3", [r["spec_j"] for r in rows])], ylabel="J")

@@ -16,8 +16,20 @@ from inspo.config import TrainConfig
 from inspo.data import SMAX_QUALITIES, generate_smax, load_dataset
 from inspo.report import figure_class, finite, grid, save_png
 from inspo.reproduce.plots import groups
-from inspo.reproduce.runner import (METHOD_NAMES, Progress, best_after_start, cache_note, cached_dataset, hyper,
-                                    markdown_table, pm, provenance, publish, run_all, stats)
+from inspo.reproduce.runner import (
+    METHOD_NAMES,
+    Progress,
+    best_after_start,
+    cache_note,
+    cached_dataset,
+    hyper,
+    markdown_table,
+    pm,
+    provenance,
+    publish,
+    run_all,
+    stats,
+)
 
 __all__ = ["SMAX", "SMAX_MAPS", "SMAX_METHODS", "SMAX_SETTINGS", "SmaxSuite", "is_smax_name", "plot_smax",
            "reproduce_smax", "smax_available", "smax_dataset", "smax_dataset_name", "win_stats"]
