@@ -130,7 +130,7 @@ INSPO_INLINE bool load_block(const Args<T>& p, int64_t r0, int64_t rows, T* flat
   const bool* av = p.av + r0 * a;
   const int64_t* act = p.act + r0;
   for (int64_t r = 0; r < rows; ++r) {
-    if (act[r] < 0 || act[r] >= a || !av[r * a + act[r]]) return false;
+    if (act[r] < 0 || act[r] >= a || reinterpret_cast<const uint8_t*>(av)[r * a + act[r]] == 0) return false;
     xa[r] = x[r * a + act[r]];
   }
   std::fill(xa + rows, xa + R, T(0));

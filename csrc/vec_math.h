@@ -238,9 +238,9 @@ INSPO_AVX2_FMA inline void select_avx2(const float* x, const bool* keep, float f
   const int64_t full = n / 8 * 8;
   for (int64_t i = 0; i < full; i += 8) {
     const __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keep + i)));
-    // blendv picks by the sign bit: move each 0/1 there.
-    _mm256_storeu_ps(out + i,
-                     _mm256_blendv_ps(f, _mm256_loadu_ps(x + i), _mm256_castsi256_ps(_mm256_slli_epi32(k, 31))));
+    // blendv picks by the sign bit: all ones where the byte is not 0 (any nonzero byte is true, as in bool_mask).
+    _mm256_storeu_ps(out + i, _mm256_blendv_ps(f, _mm256_loadu_ps(x + i),
+                                               _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_setzero_si256()))));
   }
   select_generic(x + full, keep + full, fill, n - full, out + full);
 }
@@ -252,8 +252,8 @@ INSPO_AVX2_FMA inline void select_avx2(const double* x, const bool* keep, double
     int32_t bytes;
     std::memcpy(&bytes, keep + i, sizeof bytes);
     const __m256i k = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
-    _mm256_storeu_pd(out + i,
-                     _mm256_blendv_pd(f, _mm256_loadu_pd(x + i), _mm256_castsi256_pd(_mm256_slli_epi64(k, 63))));
+    _mm256_storeu_pd(out + i, _mm256_blendv_pd(f, _mm256_loadu_pd(x + i),
+                                               _mm256_castsi256_pd(_mm256_cmpgt_epi64(k, _mm256_setzero_si256()))));
   }
   select_generic(x + full, keep + full, fill, n - full, out + full);
 }

@@ -412,18 +412,28 @@ def test_hostile_command_lines_are_one_clear_error(data: st.DataObject, dataset:
 
 
 # -- bool memory that is not 0/1 -----------------------------------------------------------------------------------
-def test_kernels_refuse_bool_bytes_other_than_0_and_1() -> None:
-    from inspo import ops
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernels_read_any_nonzero_bool_byte_as_true(dtype: torch.dtype) -> None:
+    """Memory viewed as bool may hold bytes other than 0 and 1: the CPU kernels agree with their references on the
+    same mask written with 0 and 1 only (the vectorised paths used to read only the lowest bit)."""
+    from inspo import ops, reference
 
-    logits = torch.randn(4, 3, dtype=torch.float64)
-    avail = torch.tensor([[1, 2, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=torch.uint8).view(torch.bool)
-    actions = torch.tensor([0, 1, 2, 0])
-    with pytest.raises(ValueError, match=r"avail holds bool bytes other than 0 and 1"):
-        ops.masked_softmax_stats(logits, avail, actions)
-    logp = torch.randn(3, 5, dtype=torch.float64)
-    mask = torch.full((3, 5), 3, dtype=torch.uint8).view(torch.bool)
-    with pytest.raises(ValueError, match=r"mask holds bool bytes other than 0 and 1"):
-        ops.advantage_weights(logp[0], logp[0], logp, logp, mask, -1, 1.0, 0.0)
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 4, (64, 12), generator=gen, dtype=torch.uint8)
+    raw[:, 0] = 2  # every row keeps an available action
+    clean = raw.ne(0)
+    actions = torch.multinomial(clean.double(), 1, generator=gen).squeeze(1)
+    logits = torch.randn(64, 12, generator=gen, dtype=dtype)
+    got = ops.masked_softmax_stats(logits, raw.view(torch.bool), actions)
+    want = reference.masked_softmax_stats(logits, clean, actions)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    logp = torch.randn(5, 64, generator=gen, dtype=dtype)
+    mask = torch.randint(0, 3, (5, 64), generator=gen, dtype=torch.uint8)
+    got = ops.advantage_weights(logp[0], logp[1], logp, logp.flip(0), mask.view(torch.bool), -1, 1.0, 0.0)
+    want = reference.advantage_weights(logp[0], logp[1], logp, logp.flip(0), mask.ne(0), -1, 1.0, 0.0)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 def test_dataset_with_bool_bytes_other_than_0_and_1_is_refused(tmp_path: Path) -> None:

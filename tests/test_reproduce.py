@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import inspo
 from inspo.cli import main
 from inspo.reproduce import runner
 
@@ -39,6 +40,7 @@ def test_cli_reproduce_matrix_writes_tables(tmp_path: Path, capsys: pytest.Captu
     assert "inspo reproduce matrix --seeds 1 --iters 4" in printed and "![matrix](matrix.png)" in printed
     _check_png(out / "matrix.png")
     record = json.loads((out / "matrix.json").read_text())
+    assert record["package"]["version"] == inspo.__version__  # which inspo made the table
     assert len(record["rows"]) == printed.count("\n| ") - 1  # one table line per row, after the header
     for row in record["rows"]:
         # The exact solver must give the docs/design.md section 3 numbers whatever the neural budget.

@@ -8,7 +8,8 @@ Non-finite inputs propagate: a NaN or infinite value in the data the ops read (o
 are ignored) makes the affected outputs non-finite, as in the reference twins; the ops do not check for it. Training
 never feeds them such data unnoticed: datasets with a non-finite value are refused when loaded, and the trainer's
 finiteness check (every ``check_every`` iterations and before every checkpoint) stops a run whose losses turned
-non-finite, naming the loss. Bool inputs must hold the bytes 0 and 1 (checked on the CPU).
+non-finite, naming the loss. The CPU kernels read any nonzero byte of a bool input as true (memory viewed as bool
+need not hold only 0 and 1); the CUDA kernels expect 0 and 1, which every torch operation producing bool gives.
 """
 from __future__ import annotations
 
@@ -31,15 +32,6 @@ def _check_cuda_build(t: Tensor) -> None:
                            "torch and nvcc: INSPO_CUDA=ON pip install --no-build-isolation --force-reinstall .")
 
 
-def _check_bool_bytes(name: str, t: Tensor | None) -> None:
-    # A bool tensor viewed from other memory (uint8.view(torch.bool)) can hold bytes other than 0 and 1, which the
-    # vectorised kernels do not read as True. Checked on the CPU, where it costs one pass over the bytes; on CUDA a
-    # check would make the host wait for the device, so there such input is the caller's to avoid.
-    if t is not None and not t.is_cuda and t.numel() and int(t.view(torch.uint8).max()) > 1:
-        raise ValueError(f"{name} holds bool bytes other than 0 and 1 (a uint8 tensor viewed as bool?); pass "
-                         f"{name}.view(torch.uint8).ne(0) instead")
-
-
 def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
                       tau: float, beta: float, rho_max: float = 100.0, z_max: float = 10.0) -> tuple[Tensor, Tensor]:
     """Teammate importance ratio ``rho`` and exponentiated advantage ``expadv`` (forward only, no gradient).
@@ -47,7 +39,6 @@ def advantage_weights(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, ma
     See :func:`inspo.reference.advantage_weights` for the definition and shapes.
     """
     _check_cuda_build(logp_pi)
-    _check_bool_bytes("mask", mask)
     return torch.ops.inspo.advantage_weights.default(q, v, logp_pi, logp_mu, mask, agent, tau, beta, rho_max, z_max)
 
 
@@ -57,7 +48,6 @@ def masked_softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tupl
     Differentiable with respect to ``logits``. See :func:`inspo.reference.masked_softmax_stats`.
     """
     _check_cuda_build(logits)
-    _check_bool_bytes("avail", avail)
     return torch.ops.inspo.masked_softmax_stats.default(logits, avail, actions)
 
 

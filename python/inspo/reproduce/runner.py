@@ -163,7 +163,8 @@ def write_atomic(path: Path, text: str) -> None:
 def provenance(command: str, seeds: Sequence[int], wall_time: float) -> dict[str, Any]:
     """The record's header: how, when and where the table was made."""
     return {"command": command, "seeds": list(seeds), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "wall_time_s": round(wall_time, 1), "cpu_count": os.cpu_count()}
+            "torch": torch.__version__, "package": package_info(), "wall_time_s": round(wall_time, 1),
+            "cpu_count": os.cpu_count()}
 
 
 _HYPER = ("alpha", "beta", "gamma", "lr_policy", "lr_critic", "batch_size", "hidden", "polyak", "rho_max", "z_max",
