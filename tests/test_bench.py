@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import inspo
 from inspo.cli import main
 
 
@@ -19,6 +20,7 @@ def test_bench_ops_writes_its_table(tmp_path: Path) -> None:
     assert set(result["times"]) == {"kernel", "eager"} and result["times"]["kernel"]["median_s"] > 0
     assert (tmp_path / "toy.md").read_text().startswith("# inspo kernels vs references")
     assert str(tmp_path) not in (tmp_path / "toy.json").read_text()  # no folder of this machine in the table
+    assert report["machine"]["package"]["version"] == inspo.__version__
 
 
 def test_bench_train_writes_its_table(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import inspo
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
@@ -112,6 +113,7 @@ def test_tiny_search_finds_a_config_at_least_as_good_as_the_default(xor_data: Pa
 
     # Every trial's config (usable as it is) and result are on disk, and tune.json lists them all.
     summary = json.loads((out / "tune.json").read_text())
+    assert summary["package"]["version"] == inspo.__version__
     assert [t["trial"] for t in summary["trials"]] == list(range(5))
     assert sum(t["default"] for t in summary["trials"]) == 1  # the base config is one of the trials
     for t in summary["trials"]:

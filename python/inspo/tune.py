@@ -48,6 +48,7 @@ from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
+from inspo.provenance import package_info
 from inspo.flags import flatten
 from inspo.tune_resume import check_same_search, finished_trials, load_search, trial_key
 from inspo.tune_space import (
@@ -293,7 +294,7 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
     summary: dict[str, Any] = {
         "format": 2, "objective": objective, "seeds": seed_list, "n_trials": trials, "workers": workers,
         "smac_seed": smac_seed, "fidelity": fid,
-        "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__},
+        "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__}, "package": package_info(),
         "space": space_to_json(space, base_flat), "base_config": base_dict, "trials": [], "replayed": 0,
         "incumbent": None, "default": None, "wall_time": None,
     }

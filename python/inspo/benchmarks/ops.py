@@ -31,7 +31,7 @@ import inspo.ops as ops
 import inspo.reference as ref
 from inspo import jsonio
 from inspo.checkpoint import atomic_write
-from inspo.provenance import portable_path
+from inspo.provenance import package_info, portable_path
 
 _SOURCE = Path(__file__).resolve().parents[3]
 CHECKOUT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
@@ -181,7 +181,8 @@ def machine_info(device: torch.device) -> dict:
         pass
     return {
         "cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__, "package": package_info(),
+        "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "loadavg_start": os.getloadavg(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
