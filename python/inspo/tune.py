@@ -48,8 +48,8 @@ from inspo import jsonio
 from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
-from inspo.provenance import package_info
 from inspo.flags import flatten
+from inspo.provenance import package_info
 from inspo.tune_resume import check_same_search, finished_trials, load_search, trial_key
 from inspo.tune_space import (
     DEFAULT_PARAMS,
