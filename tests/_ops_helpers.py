@@ -288,3 +288,27 @@ def raw_args(args: list, kw: dict, names: tuple[str, ...]) -> tuple:
     for name in names:
         out += list(kw[name]) if name == "adam_betas" else [kw[name]]
     return tuple(out)
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "weighted-2-local-steps": {"weighting": "weighted", "local_critic_steps": 2},
+    "simultaneous-resample": {"order": "simultaneous"},
+    "simultaneous-weighted": {"order": "simultaneous", "weighting": "weighted"},
+    "fixed-order": {"order": "fixed"},
+    "no-rho": {"use_rho": False},
+    "no-entropy": {"beta": 0.0},
+}
+"""Every variant of InSPO's pass (order, weighting, rho, entropy, local-critic steps), by test id."""
+
+
+def cpu_kernel_or_public(op_name: str, public: Any, device: str) -> tuple[Any, str]:
+    """``(kernel, other device)`` for a device-mismatch test: on the CPU a meta tensor stands for the other device,
+    and since a meta tensor would send the public call to the fake kernel, the CPU kernel is reached by
+    redispatching; on CUDA the public op, with the CPU as the other device."""
+    if device != "cpu":
+        return public, "cpu"
+    op = getattr(torch.ops.inspo, op_name).default
+    cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    return (lambda *args: op.redispatch(cpu, *args)), "meta"
+

@@ -15,6 +15,7 @@ from _ops_helpers import (
     W_SCALARS,
     assert_accurate,
     assert_same_as_cpu,
+    cpu_kernel_or_public,
     cuda_only,
     need_oracle,
     truth_weights,
@@ -174,18 +175,9 @@ def test_bad_arguments(device, which):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_device_mismatch(device):
-    """The kernel's own device check and the reference's. On the CPU a meta tensor stands for the other device;
-    a meta tensor would send the public call to the fake kernel, so the CPU kernel is reached by redispatching."""
+    """The kernel's own device check and the reference's (see `cpu_kernel_or_public`)."""
     q, v, lpi, lmu, mask = weights_inputs(3, 6, True, False, True, torch.float32, device)
-    other = "meta" if device == "cpu" else "cpu"
-    if device == "cpu":
-        cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-        op = torch.ops.inspo.advantage_weights.default
-
-        def kernel(*args):
-            return op.redispatch(cpu, *args)
-    else:
-        kernel = ops.advantage_weights
+    kernel, other = cpu_kernel_or_public("advantage_weights", ops.advantage_weights, device)
     with pytest.raises(ValueError, match=f"q is on {other} but logp_pi is on {device}"):
         kernel(q.to(other), v, lpi, lmu, mask, 0, *W_SCALARS)
     with pytest.raises(ValueError, match=f"mask is on {other} but logp_pi is on {device}"):

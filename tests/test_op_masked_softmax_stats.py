@@ -19,6 +19,7 @@ from _ops_helpers import (
     DTYPES,
     assert_accurate,
     assert_same_as_cpu,
+    cpu_kernel_or_public,
     cuda_only,
     need_oracle,
     softmax_fwd_bwd,
@@ -348,18 +349,9 @@ def test_bad_incoming_gradients(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_device_mismatch(device):
-    """The kernel's own device check and the reference's. On the CPU a meta tensor stands for the other device;
-    a meta tensor would send the public call to the fake kernel, so the CPU kernel is reached by redispatching."""
+    """The kernel's own device check and the reference's (see `cpu_kernel_or_public`)."""
     logits, avail, actions = softmax_inputs((4, 3), 5, torch.float32, device, garbage=False)
-    other = "meta" if device == "cpu" else "cpu"
-    if device == "cpu":
-        cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-        op = torch.ops.inspo.masked_softmax_stats.default
-
-        def kernel(*args):
-            return op.redispatch(cpu, *args)
-    else:
-        kernel = ops.masked_softmax_stats
+    kernel, other = cpu_kernel_or_public("masked_softmax_stats", ops.masked_softmax_stats, device)
     with pytest.raises(ValueError, match=f"avail is on {other} but logits is on {device}"):
         kernel(logits, avail.to(other), actions)
     with pytest.raises(ValueError, match=f"actions is on {other} but logits is on {device}"):

@@ -15,6 +15,7 @@ from _ops_helpers import (
     DEVICES,
     DOUBLE,
     FLOAT,
+    VARIANTS,
     N,
     assert_learners_close,
     clone_args,
@@ -28,15 +29,6 @@ from inspo import ops, reference
 # The learners are driven directly, not through inspo.train: one intra-op thread, as there.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-VARIANTS = {
-    "default": {},
-    "weighted-2-local-steps": {"weighting": "weighted", "local_critic_steps": 2},
-    "simultaneous-resample": {"order": "simultaneous"},
-    "simultaneous-weighted": {"order": "simultaneous", "weighting": "weighted"},
-    "fixed-order": {"order": "fixed"},
-    "no-rho": {"use_rho": False},
-    "no-entropy": {"beta": 0.0},
-}
 DTYPES = [torch.float64, torch.float32]
 SCALARS = ("alpha", "beta", "rho_max", "z_max", "lr_policy", "lr_critic", "adam_betas", "adam_eps",
            "local_critic_steps", "sequential", "use_rho", "resample")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from _ops_helpers import DEVICES, make_batch, make_learner
+from _ops_helpers import DEVICES, VARIANTS, make_batch, make_learner
 from inspo import checkpoint
 from inspo.algos.inspo import InSPO
 from inspo.config import TrainConfig
@@ -27,15 +27,6 @@ from inspo.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-VARIANTS = {
-    "random-resample": {},
-    "weighted-2-local-steps": {"weighting": "weighted", "local_critic_steps": 2},
-    "simultaneous-resample": {"order": "simultaneous"},
-    "simultaneous-weighted": {"order": "simultaneous", "weighting": "weighted"},
-    "fixed-order": {"order": "fixed"},
-    "no-rho": {"use_rho": False},
-    "no-entropy": {"beta": 0.0},
-}
 HOST_READS = ("item", "cpu", "tolist", "__bool__", "__float__", "__int__")
 
 

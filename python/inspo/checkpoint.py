@@ -53,6 +53,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
         raise
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename, so that a reader never sees a half-written file."""
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
 def content_digest(obj: Any) -> str:
     """SHA-256 of the content of ``obj``: dicts (in order), lists, tuples, strings, bytes, numbers, None, torch
     dtypes, sizes and devices, and tensors (dtype, shape and bytes, wherever they live). TypeError naming any other

@@ -10,7 +10,9 @@ import json
 import math
 from typing import Any
 
-__all__ = ["dumps", "finite"]
+from inspo.checkpoint import write_text
+
+__all__ = ["dumps", "finite", "write"]
 
 
 def finite(obj: Any) -> Any:
@@ -27,3 +29,8 @@ def finite(obj: Any) -> Any:
 def dumps(obj: Any, **kwargs: Any) -> str:
     """``json.dumps`` of :func:`finite` ``(obj)``, refusing (ValueError) what standard JSON cannot hold."""
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def write(path: Any, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` to ``path`` as strict JSON, atomically."""
+    write_text(path, dumps(obj, indent=indent) + "\n")

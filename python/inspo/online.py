@@ -274,7 +274,7 @@ def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) 
     listed = [{**s, "sha256": hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()} for s in snapshots]
     text = jsonio.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
                       indent=2) + "\n"
-    ckpt_io.atomic_write(out / "snapshots.json", lambda fh: fh.write(text.encode()))
+    ckpt_io.write_text(out / "snapshots.json", text)
 
 
 # -- command line -------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inspo.checkpoint import atomic_write
+from inspo.checkpoint import atomic_write, write_text
 from inspo.progress import ProgressBar
 
 __all__ = ["INSTALL_HINT", "MatplotlibMissing", "Report", "add_parser", "figure_class", "finite",
@@ -59,10 +59,6 @@ def figure_class() -> Any:
 def save_png(fig: Any, path: Path) -> None:
     """Write ``fig`` to ``path`` as a PNG, atomically."""
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def finite(x: Any) -> bool:
@@ -260,7 +256,7 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
         lines.append("")
     lines += ["## Configuration", "", "<details><summary>TrainConfig</summary>", "", "```json",
               json.dumps(cfg, indent=2), "```", "", "</details>", ""]
-    _write_text(out / "report.md", "\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     bar.update(bar.total, "report.md")
     bar.close()
     return Report(markdown=str(out / "report.md"), images=[str(out / name) for _, name in images])
@@ -431,7 +427,7 @@ def report_tune(tune_dir: str | Path, out: str | Path | None = None, progress: b
     for t in failed:
         lines.append(f"| – | {t['trial']} | {t['status']} | {row(t)} | see trials/{t['trial']:04d}/result.json |")
     lines.append("")
-    _write_text(out / "report.md", "\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     bar.update(5, "report.md")
     bar.close()
     return Report(markdown=str(out / "report.md"), images=[str(out / name) for _, name in images])
@@ -461,7 +457,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from inspo.marl_eval import marl_eval_record
 
         record = marl_eval_record(args.run_dir)
-        atomic_write(args.marl_eval, lambda fh: fh.write(jsonio.dumps(record, indent=2).encode()))
+        jsonio.write(args.marl_eval, record)
         print(json.dumps({"marl_eval": args.marl_eval, "runs": len(args.run_dir)}, indent=2))
         return 0
     if args.out is not None and len(args.run_dir) > 1:

@@ -60,10 +60,6 @@ class TrainResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "policy"}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    ckpt_io.atomic_write(path, lambda fh: fh.write(jsonio.dumps(obj, indent=2).encode()))  # NaN -> null
-
-
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM stopped a run after its current step; the message says where it can resume from."""
 
@@ -448,7 +444,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         if lead:
             ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
             save_state()
-            _write_json(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **result.record(),
+            jsonio.write(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **result.record(),
                                                "bc_nll": run["bc_nll"], "dataset_sha256": dataset_sha256,
                                                "package": package_info()})
         shard.barrier()  # the files exist on return, on every rank

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from inspo import jsonio
-from inspo.checkpoint import atomic_write
 from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
 from inspo.flags import flatten
@@ -98,10 +97,6 @@ def _spare_absl_stream() -> None:
     absl_logging = sys.modules.get("absl.logging")
     if absl_logging is not None:
         absl_logging.get_absl_handler().python_handler.setStream(sys.stderr)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda fh: fh.write((jsonio.dumps(obj, indent=2) + "\n").encode()))
 
 
 class _Objective:
@@ -201,15 +196,15 @@ class _Recorder:
                   "default": is_default, "origin": getattr(info.config, "origin", None),
                   "time": old["time"] if old is not None else round(float(value.time), 3)}
         trial_dir = self.out / "trials" / f"{number:04d}"
-        _write_json(trial_dir / "config.json", config)
-        _write_json(trial_dir / "result.json", {**record, "objective": self.objective.objective,
+        jsonio.write(trial_dir / "config.json", config)
+        jsonio.write(trial_dir / "result.json", {**record, "objective": self.objective.objective,
                                                 "runs": extra.get("runs", []), "error": extra.get("error"),
                                                 "traceback": extra.get("traceback")})
         self.summary["trials"].append(record)
         if ret is not None and ret > self.best:
             self.best = ret
         self.summary["incumbent"] = _best_trial(self.summary["trials"])
-        _write_json(self.out / "tune.json", self.summary)
+        jsonio.write(self.out / "tune.json", self.summary)
         note = ("replayed " if old is not None else "") + (f"return {ret:.4g}" if ret is not None
                                                            else record["status"])
         self.bar.update(number + 1, f"{note}  best {self.best:.4g}")
@@ -308,8 +303,8 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
     replay = finished_trials(out) if resume else {}
     started = time.perf_counter()
     fn = _Objective(base_flat, space, seed_list, objective, replay)
-    _write_json(out / "tune.json", summary)
-    _write_json(out / "base_config.json", base_dict)
+    jsonio.write(out / "tune.json", summary)
+    jsonio.write(out / "base_config.json", base_dict)
     recorder = _Recorder(out, summary, fn, trials, progress)
     recorder.bar.update(0, ("replaying finished trials" if replay else "starting")
                         + (f", {workers} dask workers" if workers > 1 else ""))
@@ -366,11 +361,11 @@ def _finish(out: Path, summary: dict[str, Any], base_flat: dict[str, Any], start
     default = next((t for t in done if t["default"] and t["return"] is not None and t["iters"] == best["iters"]),
                    None)
     incumbent_config = TrainConfig.from_dict({**base_flat, **best["params"]}).to_dict()  # the full budget
-    _write_json(out / "incumbent.json", incumbent_config)
+    jsonio.write(out / "incumbent.json", incumbent_config)
     summary["incumbent"] = {**best, "config": str(out / "incumbent.json")}
     summary["default"] = None if default is None else {"trial": default["trial"], "return": default["return"]}
     summary["wall_time"] = round(time.perf_counter() - started, 2)
-    _write_json(out / "tune.json", summary)
+    jsonio.write(out / "tune.json", summary)
     return TuneResult(incumbent=best["params"], incumbent_config=incumbent_config, incumbent_return=best["return"],
                       default_return=None if default is None else default["return"], trials=done, out=str(out),
                       wall_time=summary["wall_time"], replayed=summary["replayed"])

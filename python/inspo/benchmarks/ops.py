@@ -30,7 +30,7 @@ import torch
 import inspo.ops as ops
 import inspo.reference as ref
 from inspo import jsonio
-from inspo.checkpoint import atomic_write
+from inspo.checkpoint import write_text
 from inspo.provenance import package_info, portable_path
 
 _SOURCE = Path(__file__).resolve().parents[3]
@@ -205,8 +205,8 @@ def recorded_command(prog: str, argv: list[str]) -> str:
 
 def publish(out: Path, stem: str, report: dict, md: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``out``, each in one rename, and print the markdown."""
-    atomic_write(out / f"{stem}.json", lambda fh: fh.write((jsonio.dumps(report, indent=1) + "\n").encode()))
-    atomic_write(out / f"{stem}.md", lambda fh: fh.write(md.encode()))
+    jsonio.write(out / f"{stem}.json", report, indent=1)
+    write_text(out / f"{stem}.md", md)
     print(md)
 
 

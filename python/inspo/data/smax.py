@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from inspo import jsonio
-from inspo.checkpoint import atomic_write
+from inspo.checkpoint import write_text
 from inspo.data.format import SHIPPED_DATA, Dataset
 from inspo.envs import make
 from inspo.policy import SampledPolicy, load_policy, load_snapshots, snapshot_eval_seed
@@ -213,5 +213,5 @@ def export_policies(src: str | Path, dst: str | Path, env_name: str | None = Non
     index["snapshots"] = kept
     index["exported_from"] = {"snapshots": len(meta["snapshots"]), "kept": sorted(keep)}
     text = jsonio.dumps(index, indent=2) + "\n"
-    atomic_write(dst / "snapshots.json", lambda fh: fh.write(text.encode()))
+    write_text(dst / "snapshots.json", text)
     return index

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from inspo import report
-from inspo.checkpoint import atomic_write
+from inspo.checkpoint import write_text
 from inspo.config import TrainConfig
 from inspo.data import DatasetError, load_dataset, save_dataset
 from inspo.progress import ProgressBar
@@ -31,7 +31,7 @@ from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
            "markdown_table", "pm", "provenance", "publish", "run_all", "settings", "stats", "train_one",
-           "write_atomic"]
+           "write_text"]
 
 METHOD_NAMES = {"bc": "BC", "icq": "MA-ICQ", "omiga": "OMIGA", "cfcql": "CFCQL", "inspo": "InSPO"}
 """How the tables name each ``TrainConfig.algo``."""
@@ -155,11 +155,6 @@ def best_after_start(curve: Sequence[Sequence[float]]) -> float:
 
 
 # -- publishing a table -------------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, so a reader never sees a half-written table."""
-    atomic_write(path, lambda fh: fh.write(text.encode()))
-
-
 def provenance(command: str, seeds: Sequence[int], wall_time: float) -> dict[str, Any]:
     """The record's header: how, when and where the table was made."""
     return {"command": command, "seeds": list(seeds), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -193,12 +188,12 @@ def publish(out: Path, name: str, markdown: str, record: dict[str, Any],
             plot: Callable[[dict[str, Any], Path], None]) -> None:
     """Write ``<name>.json``, the figure ``<name>.png`` (``plot(record, path)``) and ``<name>.md`` (which shows the
     figure), and print the markdown. Without matplotlib the tables are still written, the figure is not."""
-    write_atomic(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    write_text(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
     try:
         plot(record, out / f"{name}.png")
         markdown += f"\n![{name}]({name}.png)\n"
     except report.MatplotlibMissing:
         print(f"inspo reproduce: {name}.png not drawn (matplotlib is missing: {report.INSTALL_HINT})",
               file=sys.stderr)
-    write_atomic(out / f"{name}.md", markdown)
+    write_text(out / f"{name}.md", markdown)
     print(markdown, end="")
