@@ -2,9 +2,15 @@
 // on a list of parameters [weight0, bias0, weight1, bias1, ...] (ReLU between the layers, as
 // inspo.algos.networks.MLP), PyTorch's fused Adam step on such a list, and the dispatcher calls of ops 1 and 2.
 // ATen only, so that the ops run on the device of their tensors.
+//
+// Matrix products in a lower precision (the ops' `matmul_dtype`, e.g. bfloat16): the MLP runs on copies of the
+// (master) parameters in that dtype, its input cast to it and its output cast back to the master dtype, exactly as
+// reference._mlp does under autograd: activations and the backward's matrix products in the low dtype, every
+// gradient cast back to the master dtype before the (master-precision) Adam step.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <vector>
 
@@ -12,28 +18,55 @@ namespace inspo {
 
 using Tensors = std::vector<at::Tensor>;
 
-// Output of the MLP on x [rows, in]; `inputs` (if given) receives every layer's input, for `mlp_backward`.
-inline at::Tensor mlp_forward(const Tensors& params, at::Tensor x, Tensors* inputs = nullptr) {
+// The dtype of the matrix products: `matmul_dtype` if given, else the data's. A lower precision than the data's
+// must be bfloat16 or float16; the ops never raise it.
+inline at::ScalarType resolve_matmul_dtype(std::optional<at::ScalarType> matmul_dtype, const at::Tensor& like) {
+  const auto master = like.scalar_type();
+  const auto dt = matmul_dtype.value_or(master);
+  TORCH_CHECK_TYPE(dt == master || dt == at::kBFloat16 || dt == at::kHalf, "matmul_dtype must be None, the data's ",
+                   master, ", bfloat16 or float16, got ", dt);
+  return dt;
+}
+
+// `params` in the matmul dtype `dt`: the parameters themselves when they already have it.
+inline Tensors matmul_params(const Tensors& params, at::ScalarType dt) {
+  if (params.empty() || params[0].scalar_type() == dt) return params;
+  Tensors low;
+  low.reserve(params.size());
+  for (const auto& p : params) low.push_back(p.to(dt));
+  return low;
+}
+
+// Output of the MLP of `params` (in the matmul dtype, see `matmul_params`) on x [rows, in], in the dtype `out`;
+// `inputs` (if given) receives every layer's input, for `mlp_backward`.
+inline at::Tensor mlp_forward(const Tensors& params, at::Tensor x, at::ScalarType out, Tensors* inputs = nullptr) {
   const size_t layers = params.size() / 2;
+  x = x.to(params[0].scalar_type());
   for (size_t l = 0; l < layers; ++l) {
     if (inputs) inputs->push_back(x);
     x = at::linear(x, params[2 * l], params[2 * l + 1]);
     if (l + 1 < layers) x = at::relu(x);
   }
-  return x;
+  return x.to(out);
 }
 
-// Gradients of the parameters from the gradient of the output and the layers' inputs of `mlp_forward`.
-inline Tensors mlp_backward(const Tensors& params, at::Tensor grad, const Tensors& inputs) {
+// Gradients (in the dtype `master`) of the parameters from the gradient of the output and the layers' inputs of
+// `mlp_forward` on the same `params`.
+inline Tensors mlp_backward(const Tensors& params, at::Tensor grad, const Tensors& inputs, at::ScalarType master) {
   Tensors grads(params.size());
+  grad = grad.to(params[0].scalar_type());
   for (size_t l = params.size() / 2; l-- > 0;) {
-    grads[2 * l] = grad.t().mm(inputs[l]);
-    grads[2 * l + 1] = grad.sum(0);
+    grads[2 * l] = grad.t().mm(inputs[l]).to(master);
+    grads[2 * l + 1] = grad.sum(0).to(master);
     // A layer's input is the previous layer's ReLU output: positive exactly where the ReLU passed its input.
     if (l > 0) grad = at::threshold_backward(grad.mm(params[2 * l]), inputs[l], 0);
   }
   return grads;
 }
+
+// The update ops' numerics are set by their arguments alone: an ambient autocast would turn the matrix products of
+// the hand-written backward to its dtype behind their back (and the gradients with them, which Adam refuses).
+using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
 
 struct AdamSettings {
   double lr, beta1, beta2, eps;

@@ -17,12 +17,13 @@ TORCH_LIBRARY(inspo, m) {
       "Tensor(i!) logp_pi, Tensor obs, Tensor state, Tensor avail, Tensor actions, Tensor logmu_all, Tensor logp_mu, "
       "Tensor qbar, Tensor order, float alpha, float beta, float rho_max, float z_max, float lr_policy, "
       "float lr_critic, float adam_beta1, float adam_beta2, float adam_eps, int local_critic_steps, bool sequential, "
-      "bool use_rho, bool resample, Generator? generator) -> Tensor");
+      "bool use_rho, bool resample, Generator? generator, ScalarType? matmul_dtype=None) -> Tensor");
   m.def(
       "critic_update(Tensor(a!)[] q, Tensor(b!)[] q_target, Tensor(c!)[] v, Tensor(d!)[] exp_avg, "
       "Tensor(e!)[] exp_avg_sq, Tensor(f!) step, Tensor state, Tensor actions, Tensor reward, Tensor terminated, "
       "Tensor next_state, Tensor logp_mu, int n_actions, float alpha, float beta, float gamma, float z_max, "
-      "float polyak, float lr, float adam_beta1, float adam_beta2, float adam_eps) -> (Tensor, Tensor, Tensor)");
+      "float polyak, float lr, float adam_beta1, float adam_beta2, float adam_eps, ScalarType? matmul_dtype=None) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(_C, mod) {

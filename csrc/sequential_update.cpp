@@ -7,6 +7,8 @@
 // log-likelihood step on the agent's policy (op 2, forward and backward), refresh of its row of `logp_pi`.
 // Gradients are written out by hand (linear layers and ReLU), and the optimiser step is PyTorch's own fused Adam
 // kernel on copies of the member's slices, written back into the stacks, so that a step changes nothing but the member.
+// With `matmul_dtype` (e.g. bfloat16) the networks' matrix products run in it, on copies of the parameters in that
+// dtype (mlp.h); parameters, Adam state, losses and the kernels' statistics stay in the data's dtype.
 //
 // Built from ATen and dispatcher calls only, so it is registered once (CompositeExplicitAutograd) and runs on the
 // device of its tensors. Nothing on the device is read by the host: the agent order is a device tensor whose entries
@@ -20,32 +22,38 @@ namespace inspo {
 namespace {
 
 // One member of a stack of MLPs and its Adam state, gathered by a device index `idx` ([1], int64): copies of its
-// slices, which `step_with` updates and writes back into the stacks.
+// slices, which `step_with` updates and writes back into the stacks, and of its parameters in the matmul dtype `mm`.
 struct Member {
   at::TensorList stacks, exp_avg_stacks, exp_avg_sq_stacks;
   at::Tensor step_stack, idx;
-  Tensors params, exp_avg, exp_avg_sq;
+  at::ScalarType mm;
+  Tensors params, exp_avg, exp_avg_sq, low;
   at::Tensor step;
 
   Member(at::TensorList params_, at::TensorList exp_avg_, at::TensorList exp_avg_sq_, const at::Tensor& steps,
-         const at::Tensor& idx_)
+         const at::Tensor& idx_, at::ScalarType mm_)
       : stacks(params_),
         exp_avg_stacks(exp_avg_),
         exp_avg_sq_stacks(exp_avg_sq_),
         step_stack(steps),
         idx(idx_),
+        mm(mm_),
         step(steps.index_select(0, idx_).squeeze(0)) {
     for (size_t j = 0; j < params_.size(); ++j) {
       params.push_back(params_[j].index_select(0, idx).squeeze(0));
       exp_avg.push_back(exp_avg_[j].index_select(0, idx).squeeze(0));
       exp_avg_sq.push_back(exp_avg_sq_[j].index_select(0, idx).squeeze(0));
     }
+    low = matmul_params(params, mm);
   }
 
-  at::Tensor forward(const at::Tensor& x, Tensors* inputs = nullptr) const { return mlp_forward(params, x, inputs); }
+  at::Tensor forward(const at::Tensor& x, Tensors* inputs = nullptr) const {
+    return mlp_forward(low, x, params[0].scalar_type(), inputs);
+  }
 
   void step_with(const at::Tensor& grad_out, const Tensors& inputs, const AdamSettings& adam) {
-    adam_step(params, mlp_backward(params, grad_out, inputs), exp_avg, exp_avg_sq, step, adam);
+    adam_step(params, mlp_backward(low, grad_out, inputs, params[0].scalar_type()), exp_avg, exp_avg_sq, step, adam);
+    low = matmul_params(params, mm);
     for (size_t j = 0; j < params.size(); ++j) {
       stacks[j].index_copy_(0, idx, params[j].unsqueeze(0));
       exp_avg_stacks[j].index_copy_(0, idx, exp_avg[j].unsqueeze(0));
@@ -63,7 +71,8 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
                              const at::Tensor& qbar, const at::Tensor& order, double alpha, double beta, double rho_max,
                              double z_max, double lr_policy, double lr_critic, double adam_beta1, double adam_beta2,
                              double adam_eps, int64_t local_critic_steps, bool sequential, bool use_rho, bool resample,
-                             std::optional<at::Generator> generator) {
+                             std::optional<at::Generator> generator, std::optional<at::ScalarType> matmul_dtype) {
+  NoAutocast no_autocast(c10::autocast_dispatch_keyset);
   TORCH_CHECK_VALUE(obs.dim() == 3, "obs must be [B, N, obs_dim], got shape ", obs.sizes());
   const int64_t rows = obs.size(0), n = obs.size(1);
   TORCH_CHECK_VALUE(logp_pi.dim() == 2 && logp_pi.size(0) == n && logp_pi.size(1) == rows, "logp_pi must be [N, B]=[",
@@ -94,6 +103,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
   check_steps("pi", pi_steps, 1, n, obs);
   check_mlp("local_q", lq, lq_exp_avg, lq_exp_avg_sq, 1, n, obs);
   check_steps("local_q", lq_steps, 1, n, obs);
+  const auto mm = resolve_matmul_dtype(matmul_dtype, obs);
   const auto agents = order.to(obs.device());
   // Checked on the device, so that the host never waits for it: on the CPU it raises at once, on CUDA it fails the
   // stream (a device-side assert) before any update.
@@ -113,7 +123,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     // Agent i = order[k], as a device index: [1], never read by the host.
     const auto i = agents.narrow(0, k, 1);
     const auto pick = [&](const at::Tensor& t, int64_t dim) { return t.index_select(dim, i).squeeze(dim); };
-    Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, i), crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, i);
+    Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, i, mm), crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, i, mm);
     at::Tensor rho;
     if (!use_rho) {
       rho = at::ones_like(qbar);

@@ -18,6 +18,8 @@ ORDERS = ("random", "fixed", "simultaneous")
 WEIGHTINGS = ("resample", "weighted")
 BACKENDS = ("fused", "torch")
 DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "bf16")
+"""``TrainConfig.precision``: the dtype of the updates' matrix products (:mod:`inspo.precision`)."""
 LOGGERS = ("csv", "tensorboard", "wandb")
 """The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -93,6 +95,11 @@ class TrainConfig:
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
 
+    ``dtype`` is the dtype of everything a run keeps (parameters, optimiser states, data, losses); ``precision``
+    only that of the updates' matrix products: ``"fp32"`` runs them in ``dtype``, ``"bf16"`` in bfloat16 (linear
+    layers under autocast, the update ops with ``matmul_dtype=torch.bfloat16``) with float32 master weights, Adam
+    states, losses and softmax / log-sum-exp statistics; it needs ``dtype="float32"`` (:mod:`inspo.precision`).
+
     ``logger`` names the loggers that write into ``out`` while the run goes (:mod:`inspo.loggers`), comma-separated:
     ``csv`` (the default), ``tensorboard``, ``wandb``; ``""`` or ``"none"`` for none. They log every evaluation
     and every ``log_every`` steps. A run without ``out`` logs nothing: its curve is in its result.
@@ -139,7 +146,12 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={
         "help": "torch.compile InSPO's critic losses (the part of an iteration outside the kernels and the "
                 "sequential-update op); compiling takes tens of seconds at the start of the run"})
-    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    dtype: str = field(default="float32", metadata={
+        "choices": DTYPES, "help": "dtype of the parameters, optimiser states, data and losses"})
+    precision: str = field(default="fp32", metadata={
+        "choices": PRECISIONS, "help": "matrix products of the updates: fp32 (in --dtype) or bf16 (bfloat16 "
+                                       "layers, float32 master weights, Adam states, losses and statistics; "
+                                       "needs --dtype float32)"})
     seed: int = 0
     eval_every: int = 500
     eval_episodes: int = 100
@@ -171,7 +183,8 @@ class TrainConfig:
         flags.check_types(self, "config")
         for name in _METHOD_CONFIGS:
             getattr(self, name).validate()
-        choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES}
+        choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES,
+                   "precision": PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -201,6 +214,9 @@ class TrainConfig:
             raise ValueError(f"config.cuda_graph needs algo='inspo' on a CUDA device in one process without compile "
                              f"or shared_policy, got algo={self.algo!r} device={self.device!r} ddp={self.ddp} "
                              f"compile={self.compile} shared_policy={self.shared_policy}")
+        if self.precision == "bf16" and self.dtype != "float32":
+            raise ValueError(f"config.precision 'bf16' keeps float32 master weights: it needs dtype 'float32', got "
+                             f"dtype {self.dtype!r} (use precision 'fp32' for float64 training)")
         if self.eval_episode_limit is not None and self.eval_episode_limit < 1:
             raise ValueError(f"config.eval_episode_limit must be >= 1 or None, got {self.eval_episode_limit}")
 

@@ -57,7 +57,8 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
                       actions: Tensor, logmu_all: Tensor, logp_mu: Tensor, qbar: Tensor, order: Tensor, *,
                       alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
                       adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
-                      use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
+                      use_rho: bool, resample: bool, generator: torch.Generator | None = None,
+                      matmul_dtype: torch.dtype | None = None) -> Tensor:
     """InSPO's sequential improvement pass over every agent in ``order``, in one call (docs/design.md 5.3); updates in
     place.
 
@@ -71,6 +72,10 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     pure-PyTorch twin is :func:`inspo.reference.sequential_update`: same
     arguments, same draws from ``generator``, the same parameters after the pass to float rounding.
 
+    ``matmul_dtype`` (None: the data's dtype; or ``torch.bfloat16``) is the dtype of the networks' matrix products,
+    forward and backward, on copies of the parameters in it; parameters, Adam state, losses and the softmax and
+    log-sum-exp statistics stay in the data's dtype. An ambient :func:`torch.autocast` has no effect on the op.
+
     Returns ``[policy_loss, local_q_loss, entropy, weight_max]`` (means over agents, and the largest weight). Nothing
     is read back, so that a pass never waits for the device: a non-finite loss shows in these statistics.
     """
@@ -80,14 +85,14 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
             pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq, local_q_steps,
             logp_pi, obs, state, avail, actions, logmu_all, logp_mu, qbar, order, alpha, beta, rho_max, z_max,
             lr_policy, lr_critic, adam_betas[0], adam_betas[1], adam_eps, local_critic_steps, sequential, use_rho,
-            resample, generator)
+            resample, generator, matmul_dtype)
 
 
 def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_avg: list[Tensor],
                   exp_avg_sq: list[Tensor], step: Tensor, state: Tensor, actions: Tensor, reward: Tensor,
                   terminated: Tensor, next_state: Tensor, logp_mu: Tensor, *, n_actions: int, alpha: float,
                   beta: float, gamma: float, z_max: float, polyak: float, lr: float, adam_betas: tuple[float, float],
-                  adam_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+                  adam_eps: float, matmul_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """InSPO's policy-evaluation step in one call; updates ``q``, ``v`` (one Adam step), ``q_target`` (Polyak) and the
     Adam state in place.
 
@@ -97,13 +102,13 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
     pure-PyTorch twin is :func:`inspo.reference.critic_update`.
 
     Returns ``(Qbar(s, a), Q loss, V loss)``, ``Qbar`` from the target critic before the update. The losses are not
-    read here: a non-finite one is the caller's to find in them.
+    read here: a non-finite one is the caller's to find in them. ``matmul_dtype``: as in :func:`sequential_update`.
     """
     _check_cuda_build(state)
     with torch.no_grad():
         return torch.ops.inspo.critic_update.default(
             q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state, logp_mu,
-            n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas[0], adam_betas[1], adam_eps)
+            n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas[0], adam_betas[1], adam_eps, matmul_dtype)
 
 
 def _check_same_device(anchor_name: str, anchor: Tensor, **others: Tensor | None) -> None:

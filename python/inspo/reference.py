@@ -130,14 +130,29 @@ def softmax_stats(logits: Tensor, avail: Tensor, actions: Tensor) -> tuple[Tenso
 
 # ------------------------------------------------------------------------------------ the update ops (docs/design.md
 # 5.3)
-def _mlp(x: Tensor, params: list[Tensor]) -> Tensor:
-    """The MLP of ``params = [weight0, bias0, weight1, ...]`` (ReLU between the layers) on ``x [..., in]``."""
+def _mlp(x: Tensor, params: list[Tensor], matmul_dtype: torch.dtype | None = None) -> Tensor:
+    """The MLP of ``params = [weight0, bias0, weight1, ...]`` (ReLU between the layers) on ``x [..., in]``.
+
+    With ``matmul_dtype`` (e.g. bfloat16) the input and the parameters are cast to it, the layers (and, under
+    autograd, their backward) run in it, and the output is cast back to ``x``'s dtype; the casts pass the gradients
+    back to the parameters in their own dtype.
+    """
+    out_dtype = x.dtype
+    if matmul_dtype is not None:
+        x = x.to(matmul_dtype)
     layers = len(params) // 2
     for l in range(layers):
-        x = F.linear(x, params[2 * l], params[2 * l + 1])
+        w, b = params[2 * l], params[2 * l + 1]
+        x = F.linear(x, w.to(x.dtype), b.to(x.dtype))
         if l < layers - 1:
             x = torch.relu(x)
-    return x
+    return x.to(out_dtype)
+
+
+def _check_matmul_dtype(matmul_dtype: torch.dtype | None, like: Tensor) -> None:
+    if matmul_dtype not in (None, like.dtype, torch.bfloat16, torch.float16):
+        raise TypeError(f"matmul_dtype must be None, the data's {like.dtype}, torch.bfloat16 or torch.float16, got "
+                        f"{matmul_dtype}")
 
 
 def _leaves(params: list[Tensor]) -> list[Tensor]:
@@ -239,7 +254,8 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
                       actions: Tensor, logmu_all: Tensor, logp_mu: Tensor, qbar: Tensor, order: Tensor, *,
                       alpha: float, beta: float, rho_max: float, z_max: float, lr_policy: float, lr_critic: float,
                       adam_betas: tuple[float, float], adam_eps: float, local_critic_steps: int, sequential: bool,
-                      use_rho: bool, resample: bool, generator: torch.Generator | None = None) -> Tensor:
+                      use_rho: bool, resample: bool, generator: torch.Generator | None = None,
+                      matmul_dtype: torch.dtype | None = None) -> Tensor:
     """InSPO's sequential improvement pass over every agent in ``order`` (docs/design.md 5.3); updates in place.
 
     The arguments, returns and in-place updates are those of :func:`inspo.ops.sequential_update`. For each agent
@@ -249,10 +265,24 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
     Adam steps of its local critic towards ``qbar`` on those rows, the exponentiated advantage of the local critic
     over its exact soft value, one Adam step of its policy on the weighted log-likelihood, and the refresh of its row
     of ``logp_pi``. ``order`` is a permutation on any device, used through index operations only, and nothing is
-    read back on the host: a non-finite loss is not checked here but shows in the returned statistics.
+    read back on the host: a non-finite loss is not checked here but shows in the returned statistics. With
+    ``matmul_dtype`` the networks' matrix products run in it (:func:`_mlp`), whatever autocast is in effect.
     """
     _check_pass_args(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq,
                      local_q_steps, logp_pi, obs, state, avail, logmu_all, logp_mu, qbar, order, local_critic_steps)
+    _check_matmul_dtype(matmul_dtype, obs)
+    with torch.autocast(obs.device.type, enabled=False):
+        return _sequential_update(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg,
+                                  local_q_exp_avg_sq, local_q_steps, logp_pi, obs, state, avail, actions, logmu_all,
+                                  logp_mu, qbar, order, alpha, beta, rho_max, z_max, lr_policy, lr_critic,
+                                  adam_betas, adam_eps, local_critic_steps, sequential, use_rho, resample, generator,
+                                  matmul_dtype)
+
+
+def _sequential_update(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, local_q, local_q_exp_avg, local_q_exp_avg_sq,
+                       local_q_steps, logp_pi, obs, state, avail, actions, logmu_all, logp_mu, qbar, order, alpha,
+                       beta, rho_max, z_max, lr_policy, lr_critic, adam_betas, adam_eps, local_critic_steps,
+                       sequential, use_rho, resample, generator, mm) -> Tensor:
     n, rows = logp_pi.shape
     tau = alpha + beta
     agents = order.to(obs.device)
@@ -293,7 +323,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
         for _ in range(local_critic_steps):
             params = _leaves(critic)
             with torch.enable_grad():
-                err = (_mlp(state_s, params).gather(-1, a_s[:, None]).squeeze(-1) - target).pow(2)
+                err = (_mlp(state_s, params, mm).gather(-1, a_s[:, None]).squeeze(-1) - target).pow(2)
                 lq_loss = err.mean() if row_w is None else (row_w * err).sum() / row_w.sum()
                 grads = torch.autograd.grad(lq_loss, params)
             _adam_step(critic, grads, critic_m, critic_v, critic_step, lr_critic, adam_betas, adam_eps)
@@ -301,7 +331,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
                         ([local_q_steps], [critic_step]))
 
         # Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
-        qloc = _mlp(state, critic)
+        qloc = _mlp(state, critic, mm)
         vloc = tau * torch.logsumexp((alpha / tau) * pick(logmu_all, 1) + qloc / tau, dim=-1)
         q_a = qloc.gather(-1, actions_i[:, None]).squeeze(-1)
         # Agent i's advantage reads only its own logp_mu row: the twin on that row alone, as agent 0 of 1.
@@ -311,7 +341,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
 
         params = _leaves(policy)
         with torch.enable_grad():
-            logp, ent = softmax_stats(_mlp(obs_i.index_select(0, sel), params), avail_i.index_select(0, sel), a_s)
+            logp, ent = softmax_stats(_mlp(obs_i.index_select(0, sel), params, mm), avail_i.index_select(0, sel), a_s)
             loss = -(w * logp).sum() / w.sum()
             grads = torch.autograd.grad(loss, params)
         _adam_step(policy, grads, policy_m, policy_v, policy_step, lr_policy, adam_betas, adam_eps)
@@ -319,7 +349,7 @@ def sequential_update(pi: list[Tensor], pi_exp_avg: list[Tensor], pi_exp_avg_sq:
 
         # The last agent's successors (none) read no ratio: its refresh would be discarded.
         if sequential and k + 1 < n:
-            logp_pi.index_copy_(0, i, softmax_stats(_mlp(obs_i, policy), avail_i, actions_i)[0][None])
+            logp_pi.index_copy_(0, i, softmax_stats(_mlp(obs_i, policy, mm), avail_i, actions_i)[0][None])
         policy_loss = policy_loss + loss.detach() / n
         local_q_loss = local_q_loss + lq_loss.detach() / n
         entropy = entropy + ent.detach().mean() / n
@@ -360,7 +390,7 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
                   exp_avg_sq: list[Tensor], step: Tensor, state: Tensor, actions: Tensor, reward: Tensor,
                   terminated: Tensor, next_state: Tensor, logp_mu: Tensor, *, n_actions: int, alpha: float,
                   beta: float, gamma: float, z_max: float, polyak: float, lr: float, adam_betas: tuple[float, float],
-                  adam_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+                  adam_eps: float, matmul_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """InSPO's policy-evaluation step (docs/design.md 5.3); updates ``q``, ``v``, ``q_target`` and the Adam state in
     place.
 
@@ -368,18 +398,29 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
     joint critic ``Q(s, a)`` (on the state and the agents' one-hot actions) towards ``r + gamma (1 - done) V(s')``,
     the in-sample exponential loss of ``V(s)``, one Adam step on ``[*q, *v]`` and Polyak averaging of ``q_target``
     towards ``q``. Returns ``(Qbar(s, a) of the target critic before the update, Q loss, V loss)``; the losses are
-    not read here (a non-finite one is the caller's to find in them).
+    not read here (a non-finite one is the caller's to find in them). With ``matmul_dtype`` the networks' matrix
+    products run in it (:func:`_mlp`), whatever autocast is in effect.
     """
     _check_critic_args(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state,
                        logp_mu)
+    _check_matmul_dtype(matmul_dtype, state)
+    with torch.autocast(state.device.type, enabled=False):
+        return _critic_update(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated,
+                              next_state, logp_mu, n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas,
+                              adam_eps, matmul_dtype)
+
+
+def _critic_update(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, terminated, next_state, logp_mu,
+                   n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas, adam_eps,
+                   mm) -> tuple[Tensor, Tensor, Tensor]:
     tau = alpha + beta
-    target = reward + gamma * (1.0 - terminated) * _mlp(next_state, v).squeeze(-1)
+    target = reward + gamma * (1.0 - terminated) * _mlp(next_state, v, mm).squeeze(-1)
     x = torch.cat([state, F.one_hot(actions, n_actions).to(state.dtype).flatten(-2)], dim=-1)
-    qbar = _mlp(x, q_target).squeeze(-1)
+    qbar = _mlp(x, q_target, mm).squeeze(-1)
     params = _leaves([*q, *v])
     with torch.enable_grad():
-        q_loss = (_mlp(x, params[:len(q)]).squeeze(-1) - target).pow(2).mean()
-        value = _mlp(state, params[len(q):]).squeeze(-1)
+        q_loss = (_mlp(x, params[:len(q)], mm).squeeze(-1) - target).pow(2).mean()
+        value = _mlp(state, params[len(q):], mm).squeeze(-1)
         # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
         z = torch.clamp((qbar - value) / tau - (beta / tau) * logp_mu.sum(0), max=z_max)
         v_loss = torch.exp(z).mean() + value.mean() / tau

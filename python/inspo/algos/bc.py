@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from inspo import precision
 from inspo.algos.common import kernel_backend
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.optim import FusedAdam
@@ -23,6 +24,7 @@ class BehaviourCloning:
         self.policy = AgentPolicies(n_agents, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.opt = FusedAdam(list(self.policy.parameters()), cfg.lr_policy)
 
+    @precision.matmuls
     def update(self, obs: Tensor, avail: Tensor, actions: Tensor) -> Tensor:
         """One step on a batch ``[B, N, ...]`` (this rank's shard of the global batch); returns the negative
         log-likelihood per agent and row (a scalar tensor)."""

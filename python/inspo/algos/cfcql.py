@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from inspo import precision
 from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, QMixer
@@ -80,6 +81,7 @@ class CFCQL(Learner):
             out.append(self.mixer(joint, state.unsqueeze(1)))  # [B, A]
         return torch.stack(out, dim=1)
 
+    @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One CFCQL step (TD plus counterfactual conservative penalty) on a uniformly sampled batch."""
         cfg = self.cfg

@@ -37,6 +37,7 @@ import copy
 import torch
 from torch import Tensor
 
+from inspo import precision
 from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
@@ -102,6 +103,7 @@ class ICQ(Learner):
         return {"policy_loss": loss.detach(), "entropy": entropy.detach().mean(),
                 "weight_max": weight.max() * weight.shape[0], "advantage_mean": adv.mean()}
 
+    @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One MA-ICQ iteration (critic step, then actor step) on a uniformly sampled batch."""
         q_loss = self.critic_step(b)

@@ -27,7 +27,7 @@ import copy
 import torch
 from torch import Tensor
 
-from inspo import reference
+from inspo import precision, reference
 from inspo.algos.batch import Batch
 from inspo.algos.finite import FiniteWatch
 from inspo.algos.learner import Learner
@@ -69,6 +69,7 @@ class InSPO(Learner):
         # The log-prob stack inside an iteration skips the twin's row checks, which read the data on the host: the
         # rows come from a dataset whose actions were checked available when it was loaded.
         self._softmax = reference.softmax_stats if cfg.backend == "torch" else self.k.masked_softmax_stats
+        self.matmul_dtype = precision.matmul_dtype(cfg.precision)  # the one-call paths' (they ignore autocast)
 
     # -- 1. policy evaluation -------------------------------------------------------------------------------
     def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,7 +95,7 @@ class InSPO(Learner):
                 list(self.q.parameters()), list(self.q_target.parameters()), list(self.v.parameters()),
                 *opt.state(), b.state, b.actions, b.reward, b.terminated, b.next_state, b.logp_mu,
                 n_actions=self.q.n_actions, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, z_max=cfg.z_max,
-                polyak=cfg.polyak, lr=cfg.lr_critic, adam_betas=BETAS, adam_eps=EPS)
+                polyak=cfg.polyak, lr=cfg.lr_critic, adam_betas=BETAS, adam_eps=EPS, matmul_dtype=self.matmul_dtype)
         qbar, q_loss, v_loss = self._critic_losses(b)
         grads = torch.autograd.grad(q_loss + v_loss, self.critic_opt.params)
         self.shard.average_(grads)
@@ -135,7 +136,8 @@ class InSPO(Learner):
             b.obs, b.state, b.avail, b.actions, b.logmu_all, b.logp_mu, qbar, order, alpha=cfg.alpha, beta=cfg.beta,
             rho_max=cfg.rho_max, z_max=cfg.z_max, lr_policy=cfg.lr_policy, lr_critic=cfg.lr_critic, adam_betas=BETAS,
             adam_eps=EPS, local_critic_steps=cfg.local_critic_steps, sequential=cfg.order != "simultaneous",
-            use_rho=cfg.use_rho, resample=cfg.weighting == "resample", generator=self.gen)
+            use_rho=cfg.use_rho, resample=cfg.weighting == "resample", generator=self.gen,
+            matmul_dtype=self.matmul_dtype)
         stats = dict(zip(("policy_loss", "local_q_loss", "entropy", "weight_max"), out.unbind()))
         self.finite.note(local_q_loss=stats["local_q_loss"], policy_loss=stats["policy_loss"])
         return stats
@@ -218,6 +220,7 @@ class InSPO(Learner):
             stats["weight_max"] = torch.maximum(stats["weight_max"], w.max())
         return stats
 
+    @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One InSPO iteration on a uniformly sampled batch."""
         qbar, q_loss, v_loss = self.critic_step(b)

@@ -1,5 +1,9 @@
 """Networks shared by the algorithms: MLPs, stacks of per-agent MLPs, per-agent categorical policies, the joint
-critic."""
+critic.
+
+Every MLP returns its output in its parameters' dtype: under autocast (``precision="bf16"``,
+:mod:`inspo.precision`) its layers run in bfloat16, and what is computed from its output (losses, softmax and
+log-sum-exp statistics) in the parameters' float32."""
 from __future__ import annotations
 
 import torch
@@ -15,7 +19,7 @@ class MLP(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         for layer in self:
             x = F.linear(x, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else torch.relu(x)
-        return x
+        return x.to(self[0].weight.dtype)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> MLP:
@@ -68,7 +72,7 @@ class StackedMLP(nn.Module):
             x = F.linear(x, params[2 * l], params[2 * l + 1])
             if l < self.n_layers - 1:
                 x = torch.relu(x)
-        return x
+        return x.to(params[0].dtype)
 
     def forward_member(self, x: Tensor, k: int) -> Tensor:
         """Member ``k`` on ``x [..., in]``."""
@@ -81,7 +85,7 @@ class StackedMLP(nn.Module):
                               self.get_parameter(f"weight{l}").transpose(1, 2))
             if l < self.n_layers - 1:
                 x = torch.relu(x)
-        return x
+        return x.to(self.weight0.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before the stacking hold one nn.Sequential per member: "<k>.<2 l>.weight".

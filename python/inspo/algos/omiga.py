@@ -34,6 +34,7 @@ import copy
 import torch
 from torch import Tensor
 
+from inspo import precision
 from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
@@ -62,6 +63,7 @@ class OMIGA(Learner):
         self.q_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
         self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr_critic)
 
+    @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One OMIGA iteration on a uniformly sampled batch."""
         cfg, alpha = self.cfg, self.cfg.alpha
