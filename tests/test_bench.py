@@ -1,12 +1,16 @@
-"""``inspo bench``: both benchmarks run from the command line at toy sizes and write their tables."""
+"""``inspo bench``: both benchmarks run from the command line at toy sizes and write their tables; the FLOP count of
+the roofline columns."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import inspo
+from inspo.benchmarks import roofline
+from inspo.benchmarks.train import Runner, synthetic_data
 from inspo.cli import main
 
 
@@ -30,7 +34,15 @@ def test_bench_train_writes_its_table(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "train_cpu.json").read_text())
     (result,) = report["results"]
     assert result["case"] == "n2" and result["ratio"] > 0
-    assert set(result["parts"]) == {"fused", "torch"}
+    assert set(result["parts"]) == {"fused", "torch", "fused+bf16", "torch+bf16"}
+    assert result["gflop_per_update"] == roofline.flops(roofline.inspo_update_gemms(
+        n_agents=2, obs_dim=80, state_dim=52, n_actions=12, hidden=256, batch_size=256)) / 1e9
+    assert set(result["ceiling_gflops"]) == {"fp32", "bf16"} and min(result["ceiling_gflops"].values()) > 0
+    for name, v in result["backends"].items():
+        assert v["precision"] == ("bf16" if name.endswith("+bf16") else "fp32")
+        assert v["ceiling_fraction"] == pytest.approx(
+            result["gflop_per_update"] * v["updates_per_s"] / result["ceiling_gflops"][v["precision"]])
+    assert "| n2 | torch+bf16 | 1.031 |" in (tmp_path / "train_cpu.md").read_text()
     assert report["command"].startswith("inspo bench train --cases n2")
     assert str(tmp_path) not in (tmp_path / "train_cpu.json").read_text()
 
@@ -39,3 +51,22 @@ def test_bench_needs_a_known_benchmark(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["bench", "kernels"])
     assert "invalid choice: 'kernels'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", ["random", "simultaneous"])
+@pytest.mark.parametrize("backend", ["fused", "torch"])
+def test_flop_count_is_what_an_update_multiplies(backend: str, order: str) -> None:
+    """The count from the layer shapes equals the matrix-product FLOPs torch.profiler records in one real update
+    (its own count from each addmm / mm / baddbmm call's shapes), on both backends, with and without the log-prob
+    refreshes of a sequential order, with 2 local-critic steps."""
+    data, sizes = synthetic_data(3, 500, torch.device("cpu"))
+    change = {"hidden": 32, "batch_size": 64, "local_critic_steps": 2, "order": order}
+    runner = Runner(data, sizes, change, backend, torch.device("cpu"))
+    batch = runner.batch()
+    with torch.profiler.profile(with_flops=True) as prof:
+        runner.learner.update(batch)
+    products = {e.key: e.flops for e in prof.key_averages() if e.key in ("aten::addmm", "aten::mm", "aten::baddbmm",
+                                                                          "aten::bmm")}
+    gemms = roofline.inspo_update_gemms(**sizes, hidden=32, batch_size=64, local_critic_steps=2,
+                                        sequential=order != "simultaneous")
+    assert sum(products.values()) == roofline.flops(gemms)

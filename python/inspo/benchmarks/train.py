@@ -1,9 +1,16 @@
-"""End-to-end benchmark of InSPO training: updates per second of the fused kernels against the pure-PyTorch path.
+"""End-to-end benchmark of InSPO training: updates per second of the fused kernels against the pure-PyTorch path,
+in float32 and with bfloat16 matrix products, against the machine's ceiling for the update's arithmetic.
 
 Times ``InSPO.update`` (one iteration: critic step and the sequential pass over the agents) on uniformly sampled
 batches, exactly as :func:`inspo.train` calls it; data loading, behaviour cloning and evaluation are not timed.
-Both backends are built from the same seed and measured in the same process, taking turns repeat by repeat so that
-the load of a shared machine hits both alike; each number is the median over repeats after warm-up.
+Every variant of a case (a backend in a precision: ``fused``, ``torch``, ``fused+bf16``, ``torch+bf16``; see
+:func:`variants`) is built from the same seed and measured in the same process, taking turns repeat by repeat so
+that the load of a shared machine hits all alike; each number is the median over repeats after warm-up.
+
+Roofline, per case: the FLOPs of one update, counted from the layer shapes (:mod:`inspo.benchmarks.roofline`), the
+GFLOP/s each variant reaches, and the machine's ceiling measured in the same run, right after the case's updates:
+the same matrix products alone, at the update's own shapes, in float32 and in bfloat16; each variant's fraction is
+of the ceiling of its own precision.
 
 Cases: ``bridge`` (the shipped ``data/bridge_mix``, the default config: hidden 64, batch 256), ``smax`` (synthetic
 data of SMAX size: 5 agents, obs dim 80, state dim 130, 12 actions, hidden 256, batch 256) and ``n<N>`` (the same
@@ -18,6 +25,7 @@ a fresh child process per case and backend (allocators keep what one backend fre
     inspo bench train --cases smax --profile   # also print a torch.profiler table per backend
     inspo bench train --quick --baseline 64f8088   # also time the learner of that git revision (source checkout)
     inspo bench train --compile        # also time the fused backend with TrainConfig.compile
+    inspo bench train --precisions fp32   # float32 only (default: fp32 and bf16)
 (``python bench/bench_train.py ...`` is the same.) The ``bridge`` case reads ``data/bridge_mix`` of the source
 checkout.
 
@@ -42,16 +50,18 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
+from inspo import precision
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
+from inspo.benchmarks import roofline
 from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
-from inspo.config import TrainConfig
+from inspo.benchmarks.train_report import BACKENDS, markdown
+from inspo.config import PRECISIONS, TrainConfig
 
-BACKENDS = ("fused", "torch")
+CEILING_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SCALING = (2, 4, 8, 16, 32)
 # SMAX-sized synthetic data (a 5-agent map): sizes per agent, state dim per agent.
 SMAX = {"obs_dim": 80, "n_actions": 12, "state_per_agent": 26, "hidden": 256, "batch_size": 256}
@@ -78,17 +88,21 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
                                                           "case and backend")
     p.add_argument("--compile", action="store_true",
                    help="also time the fused backend with TrainConfig.compile (torch.compile of the critic losses)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="precisions of the matrix products to time each backend in (TrainConfig.precision)")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="a git revision whose learner and networks are timed too, as fused@base/torch@base")
     p.add_argument("--suffix", default="", help="output stem train_<device>[_<suffix>]")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--child", nargs=2, metavar=("CASE", "BACKEND"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 5)
         args.repeat_seconds = min(args.repeat_seconds, 0.25)
     if args.cases is None:
         args.cases = ["bridge", "smax"] + [f"n{n}" for n in ((2, 8, 32) if args.quick else SCALING)]
+    if "fp32" not in args.precisions:
+        p.error(f"--precisions must include fp32 (every ratio is taken against it), got {args.precisions}")
     args.device = torch.device(args.device)
     return args
 
@@ -205,16 +219,28 @@ def baseline_learner(rev: str) -> SimpleNamespace:
         sys.modules.update({f"inspo.algos.{name}": module for name, module in current.items()})
 
 
-def measure(case: str, args, sync) -> dict:
-    data, sizes, overrides = case_setup(case, args.rows, args.device)
-    variants = {backend: (backend, CURRENT, overrides) for backend in BACKENDS}
+def variant_name(backend: str, precision: str) -> str:
+    """``fused``, ``torch`` in float32; ``fused+bf16``, ``torch+bf16`` with bfloat16 matrix products."""
+    return backend if precision == "fp32" else f"{backend}+{precision}"
+
+
+def variants(args, overrides: dict) -> dict[str, tuple[str, SimpleNamespace, dict]]:
+    """What a case times, by name: ``(backend, learner classes, config overrides)``. A new kind of case (e.g. a
+    population) is one more entry here; every entry gets updates/s, GFLOP/s and its fraction of the ceiling of its
+    ``precision`` override."""
+    out = {variant_name(b, p): (b, CURRENT, {**overrides, "precision": p}) for p in args.precisions for b in BACKENDS}
     if args.compile:
-        variants["fused+compile"] = ("fused", CURRENT, {**overrides, "compile": True})
+        out["fused+compile"] = ("fused", CURRENT, {**overrides, "compile": True})
     if args.baseline is not None:
         base = baseline_learner(args.baseline)
-        variants.update({f"{backend}@base": (backend, base, overrides) for backend in BACKENDS})
+        out.update({f"{backend}@base": (backend, base, overrides) for backend in BACKENDS})
+    return out
+
+
+def measure(case: str, args, sync) -> dict:
+    data, sizes, overrides = case_setup(case, args.rows, args.device)
     runners = {name: Runner(data, sizes, extra, backend, args.device, learner)
-               for name, (backend, learner, extra) in variants.items()}
+               for name, (backend, learner, extra) in variants(args, overrides).items()}
     once = {}
     for backend, r in runners.items():
         r.updates(args.warmup, sync)
@@ -235,33 +261,44 @@ def measure(case: str, args, sync) -> dict:
                 r.updates(3, sync)
             print(f"--- {case} {backend}: torch.profiler, 3 updates, by self CPU time")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    out = {"case": case, **sizes, "hidden": runners["fused"].cfg.hidden, "batch_size": runners["fused"].cfg.batch_size,
-           "updates_per_repeat": per_repeat, "repeats": args.repeats, "loadavg": os.getloadavg()[0], "backends": {}}
-    for backend, s in samples.items():
+    cfg = runners["fused"].cfg
+    gemms = roofline.inspo_update_gemms(**sizes, hidden=cfg.hidden, batch_size=cfg.batch_size,
+                                        local_critic_steps=cfg.local_critic_steps,
+                                        sequential=cfg.order != "simultaneous")
+    gflop = roofline.flops(gemms) / 1e9
+    ceilings = {p: roofline.ceiling(gemms, dtype, args.device) for p, dtype in CEILING_DTYPES.items()}
+    out = {"case": case, **sizes, "hidden": cfg.hidden, "batch_size": cfg.batch_size,
+           "updates_per_repeat": per_repeat, "repeats": args.repeats, "loadavg": os.getloadavg()[0],
+           "gflop_per_update": gflop, "ceiling_gflops": ceilings, "backends": {}}
+    for name, s in samples.items():
         med = statistics.median(s)
-        out["backends"][backend] = {"median_s": med, "min_s": min(s), "max_s": max(s), "updates_per_s": 1 / med,
-                                    "peak_bytes": peak.get(backend)}
+        precision = runners[name].cfg.precision
+        out["backends"][name] = {"median_s": med, "min_s": min(s), "max_s": max(s), "updates_per_s": 1 / med,
+                                 "peak_bytes": peak.get(name), "precision": precision, "gflops": gflop / med,
+                                 "ceiling_fraction": gflop / med / ceilings[precision]}
     out["ratio"] = out["backends"]["torch"]["median_s"] / out["backends"]["fused"]["median_s"]
     out["parts"] = parts(runners, args.repeats, sync)
     return out
 
 
 def parts(runners: dict, repeats: int, sync) -> dict:
-    """Milliseconds of the two halves of an update on one batch, per backend (median over ``repeats`` rounds, the
-    backends taking turns): the critic step (the ``critic_update`` op against autograd on ``critic_losses``) and the
+    """Milliseconds of the two halves of an update on one batch, per backend and precision (median over ``repeats``
+    rounds, taking turns): the critic step (the ``critic_update`` op against autograd on ``critic_losses``) and the
     sequential pass (the ``sequential_update`` op, with the log-prob stack before it, against the Python loop on the
     reference kernels)."""
-    names = [name for name in ("fused", "torch") if name in runners]
+    names = [name for name in runners if "@" not in name and "compile" not in name]
     batches = {name: runners[name].batch() for name in names}
     qbars = {name: runners[name].learner.critic_step(batches[name])[0] for name in names}
     calls = {"critic": lambda L, b, q: L.critic_step(b), "pass": lambda L, b, q: L.policy_pass(b, q)}
     times = {name: {part: [] for part in calls} for name in names}
     for _ in range(repeats):
         for name in names:
+            learner = runners[name].learner
             for part, call in calls.items():
                 sync()
                 t = time.perf_counter()
-                call(runners[name].learner, batches[name], qbars[name])
+                with precision.autocast(learner.cfg.precision, learner.cfg.device):  # as InSPO.update runs them
+                    call(learner, batches[name], qbars[name])
                 sync()
                 times[name][part].append(time.perf_counter() - t)
     return {name: {part: statistics.median(ts) * 1e3 for part, ts in by_part.items()}
@@ -273,11 +310,13 @@ def _status_bytes(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) * 1024  # kB
 
 
-def child_memory(case: str, backend: str, args) -> int:
+def child_memory(case: str, variant: str, args) -> int:
     """Peak resident-set growth (bytes) during 5 updates above the resident set after warm-up, in a fresh process:
     what an update allocates on top of the data, networks and optimiser states. Linux's high-water mark is reset
     first (writing 5 to clear_refs), so that loading the data and computing log mu over it do not count."""
-    r = Runner(*case_setup(case, args.rows, args.device), backend, args.device)
+    data, sizes, overrides = case_setup(case, args.rows, args.device)
+    backend, learner, extra = variants(args, overrides)[variant]
+    r = Runner(data, sizes, extra, backend, args.device, learner)
     r.updates(args.warmup, lambda: None)
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_bytes("VmRSS")
@@ -287,96 +326,15 @@ def child_memory(case: str, backend: str, args) -> int:
 
 def memory_in_children(case: str, args) -> dict:
     peaks = {}
-    for backend in BACKENDS:
-        cmd = [sys.executable, "-m", "inspo.benchmarks.train", "--child", case, backend, "--rows", str(args.rows),
-               "--warmup",
-               str(args.warmup), "--threads", str(args.threads), "--device", str(args.device)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        peaks[backend] = int(done.stdout.strip().splitlines()[-1])
-    return peaks
-
-
-def _speedup(result: dict, slow: str, fast: str) -> str:
-    """Time of ``slow`` over time of ``fast`` in one case, from medians and (in parentheses) the fastest repeats."""
-    b = result["backends"]
-    return f"{b[slow]['median_s'] / b[fast]['median_s']:.2f}x ({b[slow]['min_s'] / b[fast]['min_s']:.2f}x)"
-
-
-def markdown(report: dict) -> str:
-    m = report["machine"]
-    lines = [
-        f"# InSPO training updates/s on {m['device']}: fused kernels vs pure PyTorch", "",
-        f"`{report['command']}`", "",
-        (f"{m['gpu']}; host " if m.get("gpu") else "") + f"{m['cpu']}, {m['threads']} torch threads, "
-        f"torch {m['torch']}, Python {m['python']}; {report['started']} ({report['wall_s']:.0f} s). Load average "
-        f"at start {m['loadavg_start']}, at end {m['loadavg_end']}: the machine is shared, so single numbers can be "
-        "off by 20% or more.", "",
-        "One update = `InSPO.update` on a sampled batch (critic step + sequential pass over every agent), default "
-        "config otherwise (resample weighting, random order, 1 local-critic step). Median over repeats, the backends "
-        "alternating; `ratio` = torch time / fused time, from medians and (in parentheses) from the fastest repeats, "
-        "the least disturbed by other load. `peak MB`: " + (
-            "torch.cuda.max_memory_allocated." if m["device"].startswith("cuda") else
-            "growth of the peak resident set (VmHWM) during 5 updates over the resident set after warm-up, in a "
-            "fresh process per case and backend (data, networks and optimiser states excluded)."), "",
-        "| case | N | obs | state | A | hidden | batch | fused upd/s | torch upd/s | ratio | fused ms/upd | "
-        "ms per agent (fused) | peak MB fused | peak MB torch | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    mb = lambda b: "-" if b is None else f"{b / 2**20:.1f}"  # noqa: E731
-    for r in report["results"]:
-        f, t = r["backends"]["fused"], r["backends"]["torch"]
-        lines.append(f"| {r['case']} | {r['n_agents']} | {r['obs_dim']} | {r['state_dim']} | {r['n_actions']} | "
-                     f"{r['hidden']} | {r['batch_size']} | {f['updates_per_s']:.1f} | {t['updates_per_s']:.1f} | "
-                     f"{_speedup(r, 'torch', 'fused')} | {f['median_s'] * 1e3:.2f} | "
-                     f"{f['median_s'] * 1e3 / r['n_agents']:.2f} | "
-                     f"{mb(f['peak_bytes'])} | {mb(t['peak_bytes'])} | {r['loadavg']:.1f} |")
-    if "fused@base" in report["results"][0]["backends"]:
-        lines += ["", f"Against the baseline learner `{report['args']['baseline']}`, timed in the same run: its "
-                  "updates/s and the speed-up (its time / this version's time) per backend, from medians and (in "
-                  "parentheses) from the fastest repeats.", "",
-                  "| case | fused@base upd/s | torch@base upd/s | fused speed-up | torch speed-up | "
-                  "torch@base / fused (before vs after) |", "|---|---:|---:|---:|---:|---:|"]
-        for r in report["results"]:
-            b = r["backends"]
-            lines.append(f"| {r['case']} | {b['fused@base']['updates_per_s']:.1f} | "
-                         f"{b['torch@base']['updates_per_s']:.1f} | {_speedup(r, 'fused@base', 'fused')} | "
-                         f"{_speedup(r, 'torch@base', 'torch')} | {_speedup(r, 'torch@base', 'fused')} |")
-    lines += ["", "The two halves of an update, each timed alone on one batch (ms, median over repeats, the backends "
-              "taking "
-              "turns): the critic step (fused: the `critic_update` op; torch: autograd on the critic losses) and the "
-              "sequential pass over the agents (fused: the log-prob stack and the `sequential_update` op; torch: the "
-              "Python loop on the reference kernels); the ratio is torch / fused.", "",
-              "| case | critic fused | critic torch | ratio | pass fused | pass torch | ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in report["results"]:
-        f, t = r["parts"]["fused"], r["parts"]["torch"]
-        lines.append(f"| {r['case']} | {f['critic']:.2f} | {t['critic']:.2f} | {t['critic'] / f['critic']:.2f}x | "
-                     f"{f['pass']:.2f} | {t['pass']:.2f} | {t['pass'] / f['pass']:.2f}x |")
-    if "fused+compile" in report["results"][0]["backends"]:
-        lines += ["", "With `TrainConfig.compile` (torch.compile of the critic losses; compilation not timed), in the "
-                  "same run: its updates/s and its speed-up over the fused backend without it, from medians and (in "
-                  "parentheses) from the fastest repeats.", "",
-                  "| case | fused+compile upd/s | vs fused | vs torch |", "|---|---:|---:|---:|"]
-        for r in report["results"]:
-            lines.append(f"| {r['case']} | {r['backends']['fused+compile']['updates_per_s']:.1f} | "
-                         f"{_speedup(r, 'fused', 'fused+compile')} | {_speedup(r, 'torch', 'fused+compile')} |")
-    scaling = [r for r in report["results"] if r["case"].startswith("n")]
-    if len(scaling) >= 2:
-        ns = np.array([r["n_agents"] for r in scaling], dtype=float)
-        lines += ["", "Scaling (SMAX-sized networks; the state, hence the joint and local critics' input, grows as "
-                  "26 N): "
-                  "least-squares fits of ms per update against N, per backend: linear `a + b N` with the largest "
-                  "relative deviation of a point from it, and quadratic `a + b N + c N^2`.", ""]
+    for p in args.precisions:
         for backend in BACKENDS:
-            ms = np.array([r["backends"][backend]["median_s"] * 1e3 for r in scaling])
-            b, a = np.polyfit(ns, ms, 1)
-            dev = np.max(np.abs(ms - (a + b * ns)) / ms)
-            line = f"- {backend}: linear a = {a:.1f} ms, b = {b:.1f} ms per agent, max deviation {100 * dev:.0f}%"
-            if len(scaling) >= 3:
-                c2, b2, a2 = np.polyfit(ns, ms, 2)
-                line += f"; quadratic a = {a2:.1f}, b = {b2:.1f}, c = {c2:.2f} ms"
-            lines.append(line)
-    return "\n".join(lines) + "\n"
+            name = variant_name(backend, p)
+            cmd = [sys.executable, "-m", "inspo.benchmarks.train", "--child", case, name, "--rows", str(args.rows),
+                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", str(args.device),
+                   "--precisions", p]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            peaks[name] = int(done.stdout.strip().splitlines()[-1])
+    return peaks
 
 
 def main(argv=None, prog: str = "inspo bench train") -> int:
@@ -397,7 +355,8 @@ def main(argv=None, prog: str = "inspo bench train") -> int:
             for backend, peak in memory_in_children(case, args).items():
                 r["backends"][backend]["peak_bytes"] = peak
         report["results"].append(r)
-        print(f"{case:>6}: " + "  ".join(f"{b} {v['updates_per_s']:.1f}/s" for b, v in r["backends"].items())
+        print(f"{case:>6}: " + "  ".join(f"{b} {v['updates_per_s']:.1f}/s ({100 * v['ceiling_fraction']:.0f}%)"
+                                         for b, v in r["backends"].items())
               + f"  ratio {r['ratio']:.2f}x", flush=True)
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
