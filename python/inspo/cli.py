@@ -106,7 +106,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     elif args.action == "import" and args.format == "vault":
         ds = data.import_vault(args.src, args.env, uid=args.uid, reward=args.reward, episode_limit=args.episode_limit)
     elif args.action == "import":
-        ds = data.import_pymarl(args.src, args.env)
+        ds = data.import_pymarl(args.src, args.env, trusted=args.trusted)
     elif args.action == "export":
         folder = data.export_vault(data.load_dataset(args.path), args.out, uid=args.uid, overwrite=args.overwrite)
         print(jsonio.dumps({"vault": str(folder.parent), "uid": folder.name}, indent=2))
@@ -188,11 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--episode-limit", type=int, default=None, help="steps per episode (default: 1 for matrix "
                                                                    "games, 100 for SMAX)")
     q.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes")
-    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data) or an "
-                                       "OG-MARL / flashbax vault (trusted: not replayed)")
+    q = dsub.add_parser("import", help="import a PyMARL episode buffer (e.g. the shared AlberDICE data; replayed "
+                                       "through the environment unless --trusted) or an OG-MARL / flashbax vault "
+                                       "(always trusted: not replayed)")
     q.add_argument("src", help="the PyMARL buffer file or the vault folder to import")
     q.add_argument("--env", required=True, help="the environment the data was played in, e.g. smax:3m")
     q.add_argument("--format", choices=("pymarl", "vault"), default="pymarl", help="the format of SRC")
+    q.add_argument("--trusted", action="store_true",
+                   help="pymarl: do not replay the buffer through the environment (for stochastic environments, or "
+                        "ones not installed here): episode ends come from its terminated and filled fields, and "
+                        "shapes, flags, masks and episode boundaries are checked as for a vault; vault imports are "
+                        "always trusted")
     q.add_argument("--uid", default=None, help="vault: which dataset of the vault (e.g. expert), if it has several")
     q.add_argument("--reward", choices=("shared", "sum", "mean"), default="shared",
                    help="vault: per-agent rewards to team reward (shared: all agents hold it)")

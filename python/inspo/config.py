@@ -20,6 +20,8 @@ BACKENDS = ("fused", "torch")
 DTYPES = ("float32", "float64")
 PRECISIONS = ("fp32", "bf16")
 """``TrainConfig.precision``: the dtype of the updates' matrix products (:mod:`inspo.precision`)."""
+EVALS = ("env", "none")
+"""What a run evaluates its policy on (``TrainConfig.eval``): the dataset's environment, or nothing."""
 LOGGERS = ("csv", "tensorboard", "wandb")
 """The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -92,6 +94,12 @@ class TrainConfig:
     (:class:`CFCQLConfig`); see their modules. Their flags and flat keys keep the names they had before they were
     grouped: ``--icq-critic-temp``, ``--cql-alpha``, ``--cfcql-lambda-temp``, ``--cfcql-policy-temp``.
 
+    ``eval="none"`` trains without ever building the dataset's environment (for data of an environment that is not
+    installed here): the training is the same as with ``eval="env"``, but the curve holds the losses at the
+    evaluation points and no returns, no ``best.pt`` is written (there is nothing to rank policies by), and
+    ``final.pt`` records the dataset's environment, so that ``inspo evaluate final.pt`` plays it where it is
+    installed.
+
     ``threads`` sets torch's intra-op threads for the run: the networks are small, and one thread avoids the
     synchronisation cost (and, on a busy machine, the oversubscription) of more; None keeps torch's setting.
 
@@ -157,6 +165,11 @@ class TrainConfig:
     eval_episodes: int = 100
     eval_episode_limit: int | None = None
     eval_greedy: bool = False
+    eval: str = field(default="env", metadata={
+        "choices": EVALS,
+        "help": "env: play the policy in the dataset's environment every --eval-every iterations; none: never build "
+                "the environment (it need not be installed): the curve records losses only, no best.pt is written, "
+                "and final.pt is evaluated later with inspo evaluate final.pt --env ENV"})
     checkpoint_every: int = 500
     check_every: int = field(default=1, metadata={
         "help": "check the losses for NaN/inf every this many iterations: the check is the iteration's only read "
@@ -184,7 +197,7 @@ class TrainConfig:
         for name in _METHOD_CONFIGS:
             getattr(self, name).validate()
         choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES,
-                   "precision": PRECISIONS}
+                   "precision": PRECISIONS, "eval": EVALS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -31,6 +31,9 @@ def _run_entry(folder: Path) -> tuple[tuple[str, str, str, str], dict[str, Any]]
                          f"of a finished inspo train")
     metrics = json.loads(path.read_text())
     curve, cfg = metrics["curve"], metrics["config"]
+    if metrics.get("evaluated") is False:
+        raise InspoError(f"{path} is a run trained without evaluation (eval 'none'): it has no returns to export; "
+                         f"evaluate its final.pt with inspo evaluate --env ENV")
     if not curve or any("episode_returns" not in row for row in curve):
         raise InspoError(f"{path} records no per-episode returns (written by an older inspo); train it again to "
                          f"export it")

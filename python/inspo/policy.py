@@ -25,7 +25,7 @@ import torch
 
 from inspo import checkpoint as ckpt_io
 from inspo.algos.networks import AgentPolicies
-from inspo.envs.base import MultiAgentEnv
+from inspo.envs.base import MultiAgentEnv, RecordedEnv
 
 __all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots",
            "masked_logits", "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
@@ -37,10 +37,11 @@ SNAPSHOT_FORMAT = 1
 """Version of ``snapshots.json`` and of the snapshot files' extra metadata (``online``)."""
 
 
-def policy_checkpoint(policy: AgentPolicies, env: MultiAgentEnv, *, hidden: int, config: dict[str, Any],
-                      iteration: int, **extra: Any) -> dict[str, Any]:
-    """The checkpoint dict of ``policy`` (``hidden`` units per layer) acting in ``env``: what :func:`load_policy`
-    and ``inspo evaluate`` read. ``config`` records what made it, ``extra`` entries are added as they are."""
+def policy_checkpoint(policy: AgentPolicies, env: MultiAgentEnv | RecordedEnv, *, hidden: int,
+                      config: dict[str, Any], iteration: int, **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict of ``policy`` (``hidden`` units per layer) acting in ``env`` (built, or as a dataset
+    describes it): what :func:`load_policy` and ``inspo evaluate`` read. ``config`` records what made it, ``extra``
+    entries are added as they are."""
     info = env.info
     return {"format": POLICY_FORMAT, "iteration": iteration, "env": info.name, "env_options": env.options,
             "env_info": asdict(info), "config": config,

@@ -182,7 +182,7 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         curve = list(run["curve"])
         total = cfg["bc_steps"] + cfg["iters"]
         return {"config": cfg, "env": None, "curve": curve, "status": f"unfinished: step {run['step']} of {total}",
-                "final_return": curve[-1]["return"] if curve else None,
+                "final_return": curve[-1].get("return") if curve else None,
                 "best_return": run["best_return"] if curve else None, "behaviour_return": None, "optimum": None,
                 "wall_time": run.get("wall_time"), "updates_per_second": None, "bc_nll": run.get("bc_nll")}
     raise FileNotFoundError(f"{run_dir} has neither metrics.json nor checkpoint.pt (nor tune.json): "
@@ -197,6 +197,9 @@ def report_run(run_dir: str | Path, out: str | Path | None = None, progress: boo
     curve, cfg = m["curve"], m.get("config") or {}
     if not curve:
         raise ValueError(f"{run_dir}: the run has not evaluated its policy yet; nothing to plot")
+    if not any(finite(row.get("return")) for row in curve):
+        raise ValueError(f"{run_dir}: the run trained without evaluation (eval 'none'), so it has no returns to "
+                         f"report; evaluate its final.pt with inspo evaluate --env ENV")
     Figure = figure_class()
     groups = metric_groups(curve)
     bar = ProgressBar(1 + len(groups) + 1, "report", enabled=progress)

@@ -1,4 +1,5 @@
-"""The training API: ``inspo.train(config)`` and ``inspo.evaluate(checkpoint, ...)``."""
+"""The training API: ``inspo.train(config)`` (and ``inspo.evaluate(checkpoint, ...)``, from
+:mod:`inspo.evaluation`)."""
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +29,11 @@ from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
-from inspo.envs import MultiAgentEnv, make, optimum
-from inspo.errors import InspoError
+from inspo.data.format import check_recorded_env
+from inspo.envs import MultiAgentEnv, RecordedEnv, optimum
+from inspo.evaluation import evaluate, policy_outcome, policy_return, run_environment
 from inspo.loggers import RunLog
-from inspo.policy import Policy, load_policy, policy_checkpoint, policy_from_checkpoint
+from inspo.policy import Policy, policy_checkpoint, policy_from_checkpoint
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 
@@ -41,10 +43,11 @@ __all__ = ["TrainResult", "train", "evaluate", "policy_outcome", "policy_return"
 @dataclass
 class TrainResult:
     """What a run produced; ``curve`` holds one record per evaluation (with its ``episode_returns``), ``policy``
-    the trained policy (whether or not the run wrote files)."""
+    the trained policy (whether or not the run wrote files). A run with ``eval="none"`` has no returns: its curve
+    holds the losses at the evaluation points, and ``final_return``, ``best_return`` and ``optimum`` are None."""
 
-    final_return: float
-    best_return: float
+    final_return: float | None
+    best_return: float | None
     behaviour_return: float | None
     optimum: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
@@ -92,73 +95,6 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
-                  greedy: bool = False) -> tuple[float, float]:
-    """Mean and std of the undiscounted team return of ``policy`` over ``episodes`` episodes (see
-    :func:`policy_outcome`)."""
-    outcome = policy_outcome(policy, env, episodes, seed, greedy)
-    return outcome["mean"], outcome["std"]
-
-
-@torch.no_grad()
-def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
-                   greedy: bool = False) -> dict[str, Any]:
-    """``mean`` and ``std`` of the undiscounted team return of ``policy`` over ``episodes`` episodes, every
-    episode's return (``episode_returns``), and ``win_rate`` on environments that play batched episodes with a win
-    condition (SMAX).
-
-    Matrix games (environments with a ``payoff`` table and a constant state) are evaluated exactly: the expected
-    payoff of the product policy per round, times the number of rounds, with std 0 (and that expectation as the
-    one entry of ``episode_returns``).
-    """
-    param = next(policy.parameters())
-    to_t = lambda x: torch.as_tensor(x, device=param.device)  # noqa: E731
-    payoff = getattr(env, "payoff", None)
-    if payoff is not None and not greedy:
-        obs, _, avail = env.reset(seed=seed)
-        logits = policy.all_logits(to_t(obs).to(param.dtype)).masked_fill(~to_t(avail), -math.inf)
-        probs = torch.softmax(logits, -1).double().cpu().numpy()
-        value = float(np.einsum("ij,i,j->", payoff, probs[0], probs[1])) * env.info.episode_limit
-        return {"mean": value, "std": 0.0, "episode_returns": [value]}
-    # Episodes run in lockstep so that each step is one batched forward pass.
-    gen = torch.Generator(device=param.device).manual_seed(seed)
-
-    def act(obs_np: np.ndarray, avail_np: np.ndarray) -> np.ndarray:
-        obs, avail = to_t(obs_np).to(param.dtype), to_t(avail_np)
-        logits = policy.all_logits(obs).masked_fill(~avail, -math.inf)
-        if greedy:
-            return logits.argmax(-1).cpu().numpy()
-        probs = torch.softmax(logits, -1)
-        return torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(probs.shape[:2]).cpu().numpy()
-
-    if hasattr(env, "rollout"):  # environments that step whole batches of episodes themselves (SMAX)
-        played = env.rollout(act, episodes, seed)
-        return {"mean": float(played.returns.mean()), "std": float(played.returns.std()), "win_rate": played.win_rate,
-                "episode_returns": np.asarray(played.returns, dtype=float).tolist()}
-    envs = [make(env.info.name, **env.options) for _ in range(episodes)]
-    current = [e.reset(seed=seed + k) for k, e in enumerate(envs)]
-    returns = np.zeros(episodes)
-    running = list(range(episodes))
-    while running:
-        actions = act(np.stack([current[k][0] for k in running]), np.stack([current[k][2] for k in running]))
-        still = []
-        for row, k in enumerate(running):
-            obs_k, state_k, avail_k, reward, terminated, truncated, _ = envs[k].step(actions[row])
-            returns[k] += reward
-            current[k] = (obs_k, state_k, avail_k)
-            if not (terminated or truncated):
-                still.append(k)
-        running = still
-    return {"mean": float(returns.mean()), "std": float(returns.std()), "episode_returns": returns.tolist()}
-
-
-def _eval_env(cfg: TrainConfig, env_name: str, data_options: dict[str, Any]) -> MultiAgentEnv:
-    options = {**data_options, **cfg.env_options}
-    if cfg.eval_episode_limit is not None:
-        options["episode_limit"] = cfg.eval_episode_limit
-    return make(env_name, **options)
-
-
 def _to_device(ds, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     # torch.tensor copies: the arrays are read-only memory maps.
     f = lambda x, dt=dtype: torch.tensor(np.asarray(x), device=device, dtype=dt)  # noqa: E731
@@ -181,7 +117,8 @@ def _next_actions(ds) -> dict[str, np.ndarray]:
     return {"next_actions": np.where(has_next[:, None], following, actions), "has_next": has_next}
 
 
-def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, iteration: int) -> dict[str, Any]:
+def _policy_checkpoint(policy: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv | RecordedEnv,
+                       iteration: int) -> dict[str, Any]:
     return policy_checkpoint(policy, env, hidden=cfg.hidden, config=cfg.to_dict(), iteration=iteration)
 
 
@@ -200,6 +137,10 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
     and a folder that already holds a run is refused (``FileExistsError``) unless ``resume`` continues it or
     ``overwrite`` deletes it first. A zero-iteration run (``config.iters == 0``) is behaviour cloning alone: the
     cloned policy is evaluated and saved.
+
+    With ``config.eval == "none"`` the dataset's environment is never built (it need not be known or installed
+    here): the training is the same, the curve holds the losses at the evaluation points, ``final.pt`` records the
+    environment as the dataset describes it, and no ``best.pt`` is written (there are no returns to rank by).
 
     With ``config.ddp`` every rank of the ``torch.distributed`` process group calls this with the same config (see
     :class:`~inspo.config.TrainConfig`); only rank 0 evaluates and writes files, and every rank returns its result.
@@ -279,11 +220,14 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    ds = load_dataset(cfg.dataset)
+    evaluating = cfg.eval != "none"
+    ds = load_dataset(cfg.dataset, recorded_env=False)
     dataset_sha256 = ds.manifest["manifest_sha256"]
     env_name = ds.manifest["env"]["id"]
-    eval_env = _eval_env(cfg, env_name, ds.manifest["env"]["options"])
-    ds.validate(eval_env)
+    eval_env = run_environment(cfg, ds.manifest)  # with eval "none", its description only
+    if evaluating:
+        check_recorded_env(ds.manifest)
+        ds.validate(eval_env)
     info = eval_env.info
     data = _to_device(ds, device, dtype)
     n_rows = data["obs"].shape[0]
@@ -343,6 +287,11 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
 
     def record(iteration: int, losses: dict[str, float]) -> None:
         if not lead:
+            return
+        if not evaluating:  # the losses alone, at the same points
+            run["curve"].append({"iteration": iteration, **losses})
+            log_row(bc_steps + iteration, iteration, run["curve"][-1])
+            bar.update(bc_steps + iteration, f"iteration {iteration}")
             return
         outcome = policy_outcome(policy(), eval_env, cfg.eval_episodes, seed=cfg.seed, greedy=cfg.eval_greedy)
         mean, std = outcome["mean"], outcome["std"]
@@ -432,8 +381,9 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
 
     run["curve"], run["best_return"] = shard.from_rank0((run["curve"], run["best_return"]))  # rank 0 evaluated
     result = TrainResult(
-        final_return=run["curve"][-1]["return"], best_return=run["best_return"],
-        behaviour_return=ds.manifest["returns"]["mean"], optimum=optimum(eval_env), curve=run["curve"],
+        final_return=run["curve"][-1].get("return"), best_return=run["best_return"] if evaluating else None,
+        behaviour_return=ds.manifest["returns"]["mean"], curve=run["curve"],
+        optimum=optimum(eval_env) if evaluating else None,
         wall_time=run["wall_time"], final_win_rate=run["curve"][-1].get("win_rate"),
         updates_per_second=cfg.iters / run["update_time"] if learner is not None and run["update_time"] else 0.0,
         policy=_final_policy(policy(), cfg, eval_env, run))
@@ -444,14 +394,16 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
         if lead:
             ckpt_io.save(_policy_checkpoint(policy(), cfg, eval_env, run["curve"][-1]["iteration"]), final_path)
             save_state()
-            jsonio.write(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, **result.record(),
+            jsonio.write(out / "metrics.json", {"config": cfg.to_dict(), "env": env_name, "evaluated": evaluating,
+                                               **result.record(),
                                                "bc_nll": run["bc_nll"], "dataset_sha256": dataset_sha256,
                                                "package": package_info()})
         shard.barrier()  # the files exist on return, on every rank
     return result
 
 
-def _final_policy(network: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv, run: dict[str, Any]) -> Policy:
+def _final_policy(network: AgentPolicies, cfg: TrainConfig, env: MultiAgentEnv | RecordedEnv,
+                  run: dict[str, Any]) -> Policy:
     """The run's final policy, on its own copy of the weights (what ``final.pt`` holds)."""
     ckpt = _policy_checkpoint(network, cfg, env, run["curve"][-1]["iteration"])
     return Policy(policy_from_checkpoint(ckpt, next(network.parameters()).device), ckpt, seed=cfg.seed)
@@ -481,20 +433,3 @@ def _check_finite(learner: Learner, checked: int, it: int) -> int:
     return it
 _BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                  "next_avail", "next_actions", "has_next")
-
-
-def evaluate(checkpoint: str | os.PathLike, env: str | None = None, episodes: int = 100, seed: int = 0,
-             episode_limit: int | None = None, greedy: bool = False, **env_options: Any) -> dict[str, float]:
-    """Mean and std return of a saved policy on ``env`` (default: the environment it was trained for), and its
-    ``win_rate`` on environments with a win condition (SMAX)."""
-    if episodes < 1:
-        raise InspoError(f"episodes must be >= 1, got {episodes}")
-    loaded = load_policy(checkpoint)
-    ckpt = loaded.checkpoint
-    name = env or ckpt["env"]
-    options = dict(ckpt["env_options"]) if env is None else {}
-    options.update(env_options)
-    if episode_limit is not None:
-        options["episode_limit"] = episode_limit
-    outcome = policy_outcome(loaded.network, make(name, **options), episodes, seed=seed, greedy=greedy)
-    return {**outcome, "episodes": episodes}

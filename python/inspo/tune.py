@@ -269,6 +269,9 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
         raise ValueError(f"--workers and --seeds must be >= 1, got {workers} and {seeds}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if base.eval == "none":
+        raise ValueError("inspo tune ranks trials by their evaluation returns, so it needs --eval env (the "
+                         "environment installed), not --eval none")
     fid = _fidelity(fidelity, min_iters, base.iters)
     _require_smac()
     if workers > 1:

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from inspo import jsonio
 from inspo.data.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST, DatasetError, manifest_digest, read_manifest
-from inspo.envs import EnvInfo, MultiAgentEnv, make
+from inspo.envs import EnvInfo, MultiAgentEnv, RecordedEnv, make
 from inspo.errors import MissingExtra
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "FIELDS",
     "Dataset",
     "DatasetError",
+    "check_recorded_env",
     "save_dataset",
     "load_dataset",
     "manifest_digest",
@@ -116,7 +117,7 @@ class Dataset:
     def create(
         cls,
         arrays: Mapping[str, npt.ArrayLike],
-        env: MultiAgentEnv,
+        env: MultiAgentEnv | RecordedEnv,
         *,
         behaviour: Mapping[str, Any] | str,
         seed: int | None,
@@ -156,6 +157,11 @@ class Dataset:
     def env_info(self) -> EnvInfo:
         """The spec of the environment the data was recorded on."""
         return EnvInfo(**self.manifest["env"]["spec"])
+
+    @property
+    def recorded_env(self) -> RecordedEnv:
+        """The environment the data was recorded on, as the manifest describes it (without building it)."""
+        return RecordedEnv(self.env_info, dict(self.manifest["env"]["options"]))
 
     @property
     def n_agents(self) -> int:
@@ -214,6 +220,12 @@ def _check_env(manifest: Mapping[str, Any], env: EnvLike) -> None:
         raise DatasetError(
             f"dataset recorded on '{recorded.name}' does not match environment '{info.name}': " + "; ".join(diffs)
         )
+
+
+def check_recorded_env(manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest whose environment cannot be built here with its recorded options, or does not match the
+    recorded spec (what `load_dataset` checks unless `recorded_env=False`)."""
+    _check_env(manifest, manifest["env"]["id"])
 
 
 def _recorded_env(manifest: Mapping[str, Any]) -> MultiAgentEnv:
@@ -276,18 +288,21 @@ def save_dataset(ds: Dataset, path: str | os.PathLike[str], *, overwrite: bool =
     return target
 
 
-def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, verify: bool = True) -> Dataset:
+def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, verify: bool = True,
+                 recorded_env: bool = True) -> Dataset:
     """Read a dataset written by `save_dataset`; arrays are memory-mapped read-only.
 
     Always checked: the manifest (`inspo.data.manifest`), the presence of every file, and each file's size, shape
     and dtype against the manifest. With `verify` (the default) also every file's SHA-256, the content
     (`Dataset.validate`) and that the recorded environment can be built with the recorded options and matches the
-    data: every check that training makes before it starts (`inspo datasets verify` runs this). If `env` is given,
-    the dataset must have been recorded on a matching environment. A bare name that is no folder here names a
-    shipped dataset (`dataset_path`).
+    data: every check that training makes before it starts (`inspo datasets verify` runs this). With
+    `recorded_env=False` the recorded environment need not be known or installed here (its manifest entry describes
+    it; training with `eval="none"`): it is neither looked up nor built. If `env` is given, the dataset must have
+    been recorded on a matching environment. A bare name that is no folder here names a shipped dataset
+    (`dataset_path`).
     """
     root = dataset_path(path)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, known_env=recorded_env)
     entries = manifest["files"]
     arrays = {}
     for name in FIELDS:
@@ -309,7 +324,8 @@ def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, ve
     ds = Dataset(**arrays, manifest=manifest)
     if verify:
         _check_content(ds)
-        _check_env(manifest, manifest["env"]["id"])
+        if recorded_env:
+            check_recorded_env(manifest)
     if env is not None:
         _check_env(manifest, env)
     return ds

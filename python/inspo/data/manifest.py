@@ -97,9 +97,10 @@ def _check(value: Any, schema: Any, where: str, file: Path) -> None:
             _check(value[key], inner, f"{where}.{key}" if where else key, file)
 
 
-def check_manifest(manifest: Any, file: Path) -> None:
+def check_manifest(manifest: Any, file: Path, known_env: bool = True) -> None:
     """Raise DatasetError naming the first key of ``manifest`` (read from ``file``) that is missing, unknown or not
-    of its type and range; also the environment id must be one :func:`inspo.envs.make` knows."""
+    of its type and range; also, with ``known_env``, the environment id must be one :func:`inspo.envs.make`
+    knows."""
     _check(manifest, _SCHEMA, "", file)
     files = manifest["files"]
     if not isinstance(files, dict):
@@ -110,6 +111,8 @@ def check_manifest(manifest: Any, file: Path) -> None:
     if env["spec"]["name"] != env["id"]:
         raise DatasetError(f"{file}: 'env.spec.name' is {_show(env['spec']['name'])}; expected the env id "
                            f"{_show(env['id'])}")
+    if not known_env:
+        return
     try:
         check_known(env["id"])
     except ValueError as exc:
@@ -125,8 +128,9 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The manifest of the dataset folder ``root``, its digest and schema checked."""
+def read_manifest(root: Path, known_env: bool = True) -> dict[str, Any]:
+    """The manifest of the dataset folder ``root``, its digest and schema checked (and, with ``known_env``, that
+    its environment id is known here)."""
     file = root / MANIFEST
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist")
@@ -145,5 +149,5 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if manifest.get("manifest_sha256") != digest:
         raise DatasetError(f"{file} was modified after it was written: its content hashes to sha256 {digest}, "
                            f"its manifest_sha256 says {manifest.get('manifest_sha256')!r}")
-    check_manifest(manifest, file)
+    check_manifest(manifest, file, known_env)
     return manifest

@@ -16,10 +16,10 @@ An episode ends at the step where every agent is terminal or truncated: a termin
 else a truncation. (OG-MARL's SMAC vaults mark the step limit as terminal too, as SMAC itself does; the import
 keeps the vault's flags.)
 
-The import is trusted: nothing is replayed through an environment. What is checked instead: the shapes and dtypes
-of every key, flags and masks that hold only 0 and 1, at least one legal action per agent and step, chosen actions
-that are legal, episodes no longer than the step limit, and the content checks of `Dataset.validate`. The
-manifest records the SHA-256 of the vault's files.
+The import is trusted: nothing is replayed through an environment. What is checked instead (`inspo.data.trusted`):
+the shapes and dtypes of every key, flags and masks that hold only 0 and 1, at least one legal action per agent and
+step, chosen actions that are legal, episodes no longer than the step limit, and the content checks of
+`Dataset.validate`. The manifest's `behaviour` records `trusted: true` and the SHA-256 of the vault's files.
 
 A vault stores no observation after an episode's last step: the `next_*` fields of that step are copies of the
 step's own (harmless after a termination, which is not bootstrapped; after a truncation, the last observation
@@ -32,24 +32,23 @@ flashbax is optional: `pip install 'inspo[vault]'`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from inspo.data.format import Dataset, DatasetError
-from inspo.envs import EnvInfo, make
+from inspo.data.trusted import binary, describe_env, integer_actions, require_legal_action, source_digest
+from inspo.envs import EnvInfo
 from inspo.provenance import portable_path
 
-__all__ = ["REWARD_MODES", "export_vault", "find_vault", "import_vault", "vault_digest"]
+__all__ = ["REWARD_MODES", "export_vault", "find_vault", "import_vault"]
 
 INSTALL_HINT = "pip install 'inspo[vault]' (flashbax)"
 METADATA = "metadata.json"
@@ -89,19 +88,6 @@ def find_vault(src: str | os.PathLike[str], uid: str | None = None) -> Path:
     return root / uids[0]
 
 
-def vault_digest(folder: str | os.PathLike[str]) -> str:
-    """SHA-256 over every file of a vault dataset folder: each file's relative path and SHA-256, in path order."""
-    root = Path(folder)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        content = hashlib.sha256()
-        with open(file, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                content.update(chunk)
-        digest.update(f"{file.relative_to(root).as_posix()}\0{content.hexdigest()}\n".encode())
-    return digest.hexdigest()
-
-
 def _read(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The vault's arrays, keyed by path (`infos.legals`), and its metadata."""
     vault_cls, _ = _flashbax()
@@ -135,24 +121,11 @@ def _per_step(name: str, array: np.ndarray, shape: tuple[int, int], *, agents: b
 
 
 def _binary(name: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind not in "biuf":
-        raise DatasetError(f"vault key '{name}' has dtype {array.dtype}, expected booleans or numbers 0/1")
-    bad = (array != 0) & (array != 1)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DatasetError(f"vault key '{name}' holds {array[index]} at index {index}; expected only 0 and 1")
-    return array != 0
+    return binary(f"vault key '{name}'", array)
 
 
 def _actions(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    array = _per_step("actions", array, shape, agents=True)
-    if array.dtype.kind == "f":
-        if not np.array_equal(array, np.round(array)):
-            raise DatasetError("vault key 'actions' holds non-integer values: continuous actions are not supported "
-                               "(inspo's methods choose one of finitely many actions)")
-    elif array.dtype.kind not in "iu":
-        raise DatasetError(f"vault key 'actions' has dtype {array.dtype}, expected integers")
-    return array.astype(np.int64)
+    return integer_actions("vault key 'actions'", _per_step("actions", array, shape, agents=True))
 
 
 def _team_reward(array: np.ndarray, shape: tuple[int, int, int], reward: str) -> np.ndarray:
@@ -173,39 +146,6 @@ def _team_reward(array: np.ndarray, shape: tuple[int, int, int], reward: str) ->
     return array[..., 0]
 
 
-class _RecordedEnv:
-    """The environment as the vault describes it: what `Dataset.create` reads (`info`, `options`), built without
-    constructing the environment, which a trusted import never plays."""
-
-    def __init__(self, info: EnvInfo, options: Mapping[str, Any]) -> None:
-        self.info, self.options = info, dict(options)
-
-
-def _environment(env: str, shapes: EnvInfo, longest: int, episode_limit: int | None,
-                 recorded: Mapping[str, Any] | None) -> tuple[_RecordedEnv, str]:
-    """The environment description for the manifest, and where it came from."""
-    if recorded is not None and recorded["env"]["id"] == env:
-        info, options, origin = EnvInfo(**recorded["env"]["spec"]), recorded["env"]["options"], "vault metadata"
-    else:
-        options = {} if episode_limit is None else {"episode_limit": episode_limit}
-        try:
-            built = make(env, **options)
-            info, options, origin = built.info, built.options, "environment"
-        except ImportError:  # its optional dependency is absent (e.g. StarCraft II): the data describe it
-            info = EnvInfo(env, shapes.n_agents, shapes.obs_dim, shapes.state_dim, shapes.n_actions,
-                           longest if episode_limit is None else episode_limit)
-            origin = "data" + (" (episode_limit: the longest episode)" if episode_limit is None else "")
-    if episode_limit is not None and info.episode_limit != episode_limit:
-        info = EnvInfo(**{**asdict(info), "episode_limit": episode_limit})
-        options = {**options, "episode_limit": episode_limit}
-    diffs = [f"{field}: vault {getattr(shapes, field)} vs environment {getattr(info, field)}"
-             for field in ("n_agents", "obs_dim", "state_dim", "n_actions")
-             if getattr(shapes, field) != getattr(info, field)]
-    if diffs:
-        raise DatasetError(f"vault does not fit environment '{env}' (from the {origin}): " + "; ".join(diffs))
-    return _RecordedEnv(info, options), origin
-
-
 def import_vault(src: str | os.PathLike[str], env: str, *, uid: str | None = None,
                  reward: Literal["shared", "sum", "mean"] = "shared", episode_limit: int | None = None) -> Dataset:
     """Convert one dataset of the vault `src` (see `find_vault`), recorded on environment `env`, to a `Dataset`.
@@ -218,7 +158,7 @@ def import_vault(src: str | os.PathLike[str], env: str, *, uid: str | None = Non
     if reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {reward!r}; expected one of {', '.join(REWARD_MODES)}")
     folder = find_vault(src, uid)
-    digest = vault_digest(folder)
+    digest = source_digest(folder)
     flat, metadata = _read(folder)
     missing = sorted({"observations", "actions", "rewards", "terminals"} - set(flat))
     if missing:
@@ -241,10 +181,7 @@ def import_vault(src: str | os.PathLike[str], env: str, *, uid: str | None = Non
         legals = _binary("infos.legals", flat["infos.legals"])
         if legals.ndim != 4 or legals.shape[:3] != (b, t, n):
             raise DatasetError(f"vault key 'infos.legals' has shape {legals.shape}, expected ({b}, {t}, {n}, A)")
-        none_legal = ~legals.any(-1)
-        if none_legal.any():
-            index = tuple(int(i) for i in np.argwhere(none_legal)[0])
-            raise DatasetError(f"vault key 'infos.legals' allows no action at (stream, step, agent) {index}")
+        require_legal_action("vault key 'infos.legals'", legals, "stream, step, agent")
     else:
         legals = np.ones((b, t, n, int(actions.max()) + 1), dtype=bool)
     if "infos.state" in flat:
@@ -289,9 +226,9 @@ def import_vault(src: str | os.PathLike[str], env: str, *, uid: str | None = Non
     data = {name: np.concatenate(parts) for name, parts in arrays.items()}
     recorded = json.loads(metadata["inspo"]) if isinstance(metadata.get("inspo"), str) else None
     shapes = EnvInfo(env, n, obs.shape[-1], state.shape[-1], legals.shape[-1], max(lengths))
-    described, origin = _environment(env, shapes, max(lengths), episode_limit, recorded)
+    described, origin = describe_env(env, shapes, "vault", episode_limit=episode_limit, recorded=recorded)
     behaviour = {
-        "kind": "vault-import", "vault": portable_path(folder), "uid": folder.name, "sha256": digest,
+        "kind": "vault-import", "trusted": True, "vault": portable_path(folder), "uid": folder.name, "sha256": digest,
         "reward": reward, "env_from": origin, "dropped_incomplete_steps": dropped,
         "legals": "infos.legals" if "infos.legals" in flat else "all actions (the vault has no infos.legals)",
         "state": "infos.state" if "infos.state" in flat else "observations concatenated (the vault has no infos.state)",

@@ -13,12 +13,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation, StepResult
+from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation, RecordedEnv, StepResult
 from inspo.envs.bridge import BridgeEnv, bridge_optimum
 from inspo.envs.matrix import MatrixGame, make_mne, make_xor
 
-__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult", "check_known", "known_envs", "make", "optimum",
-           "register"]
+__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "RecordedEnv", "StepResult", "check_known", "known_envs", "make",
+           "optimum", "register"]
 
 
 def _smax() -> type[MultiAgentEnv]:

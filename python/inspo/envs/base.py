@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "StepResult"]
+__all__ = ["EnvInfo", "MultiAgentEnv", "Observation", "RecordedEnv", "StepResult"]
 
 Observation = tuple[np.ndarray, np.ndarray, np.ndarray]
 """`(obs[N, obs_dim] float32, state[state_dim] float32, avail[N, A] bool)`."""
@@ -37,6 +37,16 @@ class EnvInfo:
     state_dim: int
     n_actions: int
     episode_limit: int
+
+
+@dataclass(frozen=True)
+class RecordedEnv:
+    """An environment as data or a checkpoint describe it (its `info` and the `options` that rebuild it), without
+    building it: what stands for an environment that is not installed here where only its description is needed
+    (writing a dataset's manifest or a policy checkpoint)."""
+
+    info: EnvInfo
+    options: dict[str, Any]
 
 
 class MultiAgentEnv(abc.ABC):
