@@ -134,7 +134,12 @@ def _existing(cluster: Cluster) -> Iterator[Any]:
             print(f"inspo: waiting for a dask worker to join {cluster.where}", file=sys.stderr)
             client.wait_for_workers(1)
         ours = _package_version()
-        others = {addr: v for addr, v in client.run(_package_version).items() if v != ours}
+        try:
+            versions = client.run(_package_version)
+        except ImportError as exc:
+            raise InspoError(f"the dask workers of {cluster.where} cannot import inspo ({exc}); install it on every "
+                             f"worker, the same version as here ({ours})") from exc
+        others = {addr: v for addr, v in versions.items() if v != ours}
         if others:
             raise InspoError(f"the dask workers {', '.join(f'{a} (inspo {v})' for a, v in others.items())} run "
                              f"another inspo version than this process ({ours}); install the same one everywhere")

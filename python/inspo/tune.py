@@ -305,7 +305,8 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
     jsonio.write(out / "base_config.json", base_dict)
     recorder = _Recorder(out, summary, fn, trials, progress)
     recorder.bar.update(0, ("replaying finished trials" if replay else "starting")
-                        + (f", dask workers of {cluster.where}" if cluster.parallel else ""))
+                        + (f", the dask workers of {cluster.where}" if cluster.external
+                           else f", {cluster.workers} dask workers" if cluster.parallel else ""))
 
     class _Tell(Callback):
         def on_tell_end(self, smbo: Any, info: Any, value: Any) -> bool | None:
