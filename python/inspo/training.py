@@ -307,8 +307,8 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: _
 
     def save_state() -> None:
         ckpt_io.save({"config": cfg.to_dict(), "dataset_sha256": dataset_sha256, "run": run, "bc": bc.state_dict(),
-                         "learner": None if learner is None else learner.state_dict(),
-                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, state_path)
+                         "learner": None if learner is None else learner.state_dict(), "generator": gen.get_state(),
+                         "torch_rng": torch.get_rng_state(), "version": package_info()["version"]}, state_path)
 
     if saved is not None and saved["learner"] is not None:
         learner = start_learner()

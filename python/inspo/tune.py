@@ -9,7 +9,9 @@ that configuration is always one of the trials, so the incumbent is never worse 
 
 Each trial trains with the base config's seed (``--seeds K``: K consecutive seeds, averaged) and scores the final
 return (``--objective best``: the best evaluation of the run). With ``--workers W`` > 1 the trials run in W
-processes of a local dask cluster (SMAC3's dask integration); each trial still uses ``threads`` torch threads.
+processes of a local dask cluster (SMAC3's dask integration), with ``--dask-scheduler tcp://HOST:PORT`` (or
+``--dask-scheduler-file PATH``) on the workers of an existing one (:mod:`inspo.cluster`; they must reach the
+dataset's path); each trial still uses ``threads`` torch threads.
 
 ``--fidelity iters`` makes the search multi-fidelity (SMAC3's MultiFidelityFacade: Bayesian optimisation with
 Hyperband): most configurations train for fewer iterations, from ``--min-iters`` up to the base config's
@@ -34,8 +36,8 @@ parameter, the incumbent's curve).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import math
 import shutil
 import sys
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from inspo import jsonio
+from inspo.cluster import Cluster, add_cluster_flags, cluster_from_args, connect, require_dask
 from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
 from inspo.flags import flatten
@@ -78,16 +81,6 @@ def _require_smac() -> Any:
     except ImportError as exc:
         raise RuntimeError(f"inspo tune needs SMAC3 ({exc.name} is not installed): {INSTALL_HINT}") from exc
     return smac
-
-
-def _require_dask() -> Any:
-    try:
-        import dask  # noqa: F401
-        from dask.distributed import Client  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(f"inspo tune --workers > 1 needs dask.distributed ({exc.name} is not installed): "
-                           f"{INSTALL_HINT}") from exc
-    return dask
 
 
 def _spare_absl_stream() -> None:
@@ -254,19 +247,21 @@ def _fidelity(fidelity: str | None, min_iters: int | None, iters: int) -> dict[s
     return {"name": fidelity, "min": low, "max": iters, "eta": ETA}
 
 
-def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
+def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cluster = 1,
          params: list[str] | None = None, ranges: Space | None = None, seeds: int = 1,
          objective: str = "final", smac_seed: int = 0, overwrite: bool = False, resume: bool = False,
          fidelity: str | None = None, min_iters: int | None = None, progress: bool = False,
          verbose: bool = False) -> TuneResult:
-    """Search hyper-parameters of ``base`` with SMAC3 (``trials`` trainings, ``workers`` in parallel through dask),
+    """Search hyper-parameters of ``base`` with SMAC3 (``trials`` trainings, ``workers`` local processes in parallel
+    through dask, or on the :class:`~inspo.cluster.Cluster` given),
     maximising the evaluation return; write the folder described in the module docstring to ``out``.
     ``resume``: continue the search in ``out`` (same settings, see :mod:`inspo.tune_resume`); ``fidelity="iters"``:
     a multi-fidelity search over iteration budgets from ``min_iters`` (default ``iters / 9``) to ``base.iters``."""
     if trials < 2:
         raise ValueError(f"--trials must be >= 2 (the default config and at least one proposal), got {trials}")
-    if workers < 1 or seeds < 1:
+    if (isinstance(workers, int) and workers < 1) or seeds < 1:
         raise ValueError(f"--workers and --seeds must be >= 1, got {workers} and {seeds}")
+    cluster = workers if isinstance(workers, Cluster) else Cluster(workers=workers)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if base.eval == "none":
@@ -274,8 +269,8 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
                          "environment installed), not --eval none")
     fid = _fidelity(fidelity, min_iters, base.iters)
     _require_smac()
-    if workers > 1:
-        _require_dask()
+    if cluster.parallel:
+        require_dask("inspo tune --workers > 1 or --dask-scheduler")
     from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
     from smac.callback import Callback
 
@@ -290,7 +285,8 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
 
     Facade = HyperparameterOptimizationFacade if fid is None else MultiFidelityFacade
     summary: dict[str, Any] = {
-        "format": 2, "objective": objective, "seeds": seed_list, "n_trials": trials, "workers": workers,
+        "format": 2, "objective": objective, "seeds": seed_list, "n_trials": trials,
+        "workers": f"the dask workers of {cluster.where}" if cluster.external else cluster.workers,
         "smac_seed": smac_seed, "fidelity": fid,
         "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__}, "package": package_info(),
         "space": space_to_json(space, base_flat), "base_config": base_dict, "trials": [], "replayed": 0,
@@ -305,12 +301,15 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
     _prepare_out(out, overwrite, resume)
     replay = finished_trials(out) if resume else {}
     started = time.perf_counter()
-    fn = _Objective(base_flat, space, seed_list, objective, replay)
+    # Workers on other machines start in other folders: they get the dataset's absolute path.
+    fn = _Objective({**base_flat, "dataset": str(Path(base.dataset).absolute())} if cluster.external else base_flat,
+                    space, seed_list, objective, replay)
     jsonio.write(out / "tune.json", summary)
     jsonio.write(out / "base_config.json", base_dict)
     recorder = _Recorder(out, summary, fn, trials, progress)
     recorder.bar.update(0, ("replaying finished trials" if replay else "starting")
-                        + (f", {workers} dask workers" if workers > 1 else ""))
+                        + (f", the dask workers of {cluster.where}" if cluster.external
+                           else f", {cluster.workers} dask workers" if cluster.parallel else ""))
 
     class _Tell(Callback):
         def on_tell_end(self, smbo: Any, info: Any, value: Any) -> bool | None:
@@ -321,34 +320,18 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int = 1,
     scenario = Scenario(configspace(space, base_flat, smac_seed), name="inspo-tune", output_directory=out / "smac3",
                         deterministic=True, n_trials=trials, seed=smac_seed, use_default_config=True, **budgets)
     extra: dict[str, Any] = {} if fid is None else {"intensifier": Facade.get_intensifier(scenario, eta=ETA)}
-    client = cluster = None
-    dask_log = logging.getLogger("distributed")
-    dask_log_level = dask_log.level
     try:
-        if workers > 1:
-            import dask
-            from dask.distributed import Client, LocalCluster
-
-            # Non-daemonic workers, as SMAC3 sets up its own; a cluster on loopback without a dashboard.
-            dask.config.set({"distributed.worker.daemon": False})
-            if not verbose:  # the nanny's notes on stopping workers are noise here
-                dask_log.setLevel(logging.ERROR)
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
-            client = Client(cluster)
-        # overwrite=True even on --resume: the search replays its finished trials from the start (inspo.tune_resume).
-        _spare_absl_stream()
-        initial = Facade.get_initial_design(scenario, n_configs=summary["initial_design"])
-        facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True, dask_client=client,
-                        logging_level=20 if verbose else 40, initial_design=initial, **extra)
-        facade.optimize()
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(connect(cluster, verbose)) if cluster.parallel else None
+            # overwrite=True even on --resume: the search replays its finished trials from the start
+            # (inspo.tune_resume).
+            _spare_absl_stream()
+            initial = Facade.get_initial_design(scenario, n_configs=summary["initial_design"])
+            facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True, dask_client=client,
+                            logging_level=20 if verbose else 40, initial_design=initial, **extra)
+            facade.optimize()
     finally:
         recorder.bar.close()
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        dask_log.setLevel(dask_log_level)
     return _finish(out, summary, base_flat, started)
 
 
@@ -425,7 +408,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                          f"recorded on {ds.manifest['env']['id']}")
     params = [p.strip().replace("-", "_") for p in args.params.split(",") if p.strip()] if args.params else None
     try:
-        result = tune(base, out, trials=args.trials or 20, workers=args.workers, params=params,
+        result = tune(base, out, trials=args.trials or 20, workers=cluster_from_args(args, args.workers), params=params,
                       ranges=dict(args.range or []), seeds=args.seeds or 1, objective=args.objective or "final",
                       smac_seed=args.smac_seed or 0, overwrite=args.overwrite, resume=args.resume,
                       fidelity=args.fidelity, min_iters=args.min_iters, progress=True, verbose=args.verbose)
@@ -451,6 +434,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default=None, help="environment the dataset must have been recorded on (a check)")
     p.add_argument("--trials", type=_positive, default=None, help="trainings in the search (default 20)")
     p.add_argument("--workers", type=_positive, default=1, help="trials in parallel, via a local dask cluster")
+    add_cluster_flags(p)
     p.add_argument("--params", default=None,
                    help="comma-separated fields to search (default for inspo: " + ",".join(DEFAULT_PARAMS["inspo"])
                    + "; also e.g. hidden, batch_size, local_critic_steps, order, weighting, use_rho)")

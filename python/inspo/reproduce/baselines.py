@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, generate_matrix
 from inspo.reproduce.bridge import BRIDGE, bridge_buffer
@@ -125,7 +126,7 @@ def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], ca
 def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | None = None,
                         bc_steps: int | None = None, datasets: Sequence[str] | None = None,
                         episodes: int | None = None, eval_episodes: int = BASELINES.eval_episodes,
-                        data_root: Path = BRIDGE.data_root, jobs: int = 1, command: str = "",
+                        data_root: Path = BRIDGE.data_root, jobs: int | Cluster = 1, command: str = "",
                         suite: BaselinesSuite = BASELINES) -> dict[str, Any]:
     """Train every method of ``suite.methods`` on the datasets of one environment of ``suite.envs``; write
     ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
@@ -138,7 +139,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
             environment's default).
         eval_episodes: Bridge and SMAX: sampled episodes per evaluation (the matrix games are evaluated exactly).
         data_root: Bridge: the folder of the AlberDICE buffers that are not shipped in ``data/``.
-        jobs: runs in parallel (worker processes).
+        jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
         command: the command line recorded in the table's header.
     """
     if env not in suite.envs:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import SHIPPED_DATA, import_pymarl
 from inspo.envs.bridge import bridge_optimum
@@ -75,7 +76,7 @@ def bridge_buffer(name: str, data_root: Path, cache: Path) -> Path:
 
 
 def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
-                     eval_episodes: int, out: Path, jobs: int = 1, command: str = "",
+                     eval_episodes: int, out: Path, jobs: int | Cluster = 1, command: str = "",
                      suite: BridgeSuite = BRIDGE) -> dict[str, Any]:
     """Build the Bridge table (InSPO and BC per dataset); write ``bridge.md`` and ``bridge.json``; return the record.
 
@@ -84,6 +85,7 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
         datasets: buffer names under ``data_root``, imported once into ``out/cache/data``.
         iters: InSPO iterations; ``bc_steps`` behaviour-cloning steps for both methods.
         eval_episodes: sampled evaluation episodes (step limit ``suite.eval_limit``) per evaluation.
+        jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
         suite: the methods, the evaluations per run, the step limit and the hyper-parameters.
     """
     started = time.perf_counter()

@@ -21,7 +21,11 @@ solver
 Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
 committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
 ``metrics.json`` of a finished run with the same configuration is read back, not trained again (delete the folder
-to retrain it, e.g. after changing the code).
+to retrain it, e.g. after changing the code); a run that stopped part-way resumes from its checkpoint.
+
+``--jobs K`` trains K runs at a time on a local dask cluster; ``--dask-scheduler tcp://HOST:PORT`` (or
+``--dask-scheduler-file PATH``) sends the runs to the workers of an existing dask cluster, which must reach the
+datasets and ``--out`` on shared storage: the runs' outcomes are read back from the run cache there.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import argparse
 from pathlib import Path
 from typing import TypeVar
 
+from inspo.cluster import INSTALL_HINT, add_cluster_flags, cluster_from_args
 from inspo.data import SMAX_QUALITIES
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
 from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
@@ -86,7 +91,7 @@ def _smax(args: argparse.Namespace) -> None:
                f"{episodes} --eval-episodes {eval_episodes}"
                + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
     reproduce_smax(args.maps, args.qualities, args.seeds, iters, bc_steps, episodes, eval_episodes, args.out,
-                   args.policies, args.jobs, command=command)
+                   args.policies, args.cluster, command=command)
 
 
 def _baselines(args: argparse.Namespace) -> None:
@@ -110,10 +115,11 @@ def _baselines(args: argparse.Namespace) -> None:
         command = _command(args, iters, bc_steps, env)
         args.episodes = given
         reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
-                            args.data, args.jobs, command)
+                            args.data, args.cluster, command)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    args.cluster = cluster_from_args(args, args.jobs)
     if (args.env is None) != (args.suite != "baselines"):
         raise ValueError(f"--env (one of {', '.join(BASELINES.all_envs)}, all) is required by the baselines suite "
                          f"and only by it (or --env smax, which all leaves out: it needs trained SMAX policies and "
@@ -126,14 +132,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         args.seeds = _or(args.seeds, list(MATRIX.seeds))
         iters, bc_steps = _or(args.iters, MATRIX.iters), _or(args.bc_steps, MATRIX.bc_steps)
         args.episodes = _or(args.episodes, MATRIX.episodes)
-        reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.jobs,
+        reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.cluster,
                          _command(args, iters, bc_steps))
     else:
         args.seeds = _or(args.seeds, list(BRIDGE.seeds))
         args.eval_episodes = _or(args.eval_episodes, BRIDGE.eval_episodes)
         iters, bc_steps = _or(args.iters, BRIDGE.iters), _or(args.bc_steps, BRIDGE.bc_steps)
         reproduce_bridge(args.data, args.datasets or list(BRIDGE.datasets), args.seeds, iters, bc_steps,
-                         args.eval_episodes, args.out, args.jobs, _command(args, iters, bc_steps))
+                         args.eval_episodes, args.out, args.cluster, _command(args, iters, bc_steps))
     return 0
 
 
@@ -155,7 +161,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"behaviour-cloning steps per run (default: {MATRIX.bc_steps} matrix, {BRIDGE.bc_steps} "
                         f"bridge; baselines: {envs['xor'].bc_steps} xor and mne, {envs['bridge'].bc_steps} bridge)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
-    p.add_argument("--jobs", type=_positive, default=1, help="training runs in parallel (processes)")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help=f"training runs in parallel, in the processes of a local dask cluster ({INSTALL_HINT})")
     p.add_argument("--episodes", type=_positive, default=None,
                    help=f"matrix, baselines on xor and mne: one-step episodes per dataset (default "
                         f"{MATRIX.episodes}); smax, baselines on smax: episodes per generated dataset (default "
@@ -174,4 +181,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=_positive, default=None,
                    help=f"bridge, smax, baselines on bridge and smax: sampled episodes per evaluation (default "
                         f"{BRIDGE.eval_episodes})")
+    add_cluster_flags(p)
     p.set_defaults(func=_cmd_reproduce)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import MATRIX_PRESETS, generate_matrix
 from inspo.reproduce.plots import BarSeries, grouped_bar_chart
@@ -81,15 +82,15 @@ MATRIX = MatrixSuite()
 _PAYOFFS = {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}
 
 
-def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: int, out: Path, jobs: int = 1,
-                     command: str = "", suite: MatrixSuite = MATRIX) -> dict[str, Any]:
+def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: int, out: Path,
+                     jobs: int | Cluster = 1, command: str = "", suite: MatrixSuite = MATRIX) -> dict[str, Any]:
     """Build the matrix-game table; write ``matrix.md`` and ``matrix.json`` to ``out``; return the record.
 
     Args:
         seeds: one tabular solve and one neural run (on data sampled with the same seed) per seed and row.
         iters: InSPO iterations per neural run (after ``bc_steps`` steps of behaviour cloning).
         episodes: one-step episodes per generated dataset.
-        jobs: neural runs in parallel (worker processes).
+        jobs: neural runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
         command: the command line recorded in the table's header.
         suite: the rows, the evaluations per run and the solver's iterations.
     """

@@ -3,7 +3,13 @@ a table (``<name>.md``, ``.json`` and ``.png``).
 
 The run cache lives in ``<out>/cache/``: a run whose folder already holds the ``metrics.json`` of a finished run with
 the same settings (configuration, dataset content and inspo version) is read back, not trained again; any other run
-is trained again in its folder, replacing what an unfinished or outdated run left there.
+is trained again in its folder: an unfinished run with the same settings resumes from its ``checkpoint.pt``, and
+what an outdated run left there is replaced.
+
+Runs execute in this process, on a local dask cluster (``--jobs K``) or on an existing one (``--dask-scheduler``,
+see :mod:`inspo.cluster`). A run on a dask worker writes its folder like any other, and its outcome is read back from
+there: the run cache is the one record of what was done, so ``--out`` must be on storage that every worker shares,
+and running the command again after an interruption trains only what is missing, whichever machines did the rest.
 """
 from __future__ import annotations
 
@@ -11,10 +17,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,12 @@ import numpy as np
 import torch
 
 from inspo import report
-from inspo.checkpoint import write_text
+from inspo.checkpoint import CheckpointError, write_text
+from inspo.checkpoint import load as load_checkpoint
+from inspo.cluster import Cluster, run_each
 from inspo.config import TrainConfig
 from inspo.data import DatasetError, load_dataset, save_dataset
+from inspo.errors import InspoError
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 from inspo.training import train
@@ -49,9 +56,25 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
 
 
 def train_one(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one config (in a worker process or inline) and keep what the tables need. Its folder is overwritten:
-    :func:`cached` found no finished run with these settings there, so what is there is unfinished or outdated."""
-    return _outcome(asdict(train(TrainConfig.from_dict(config), overwrite=True)), from_cache=False)
+    """Train one config (in this process or as a task on a dask worker) and keep what the tables need. A run of
+    this config and inspo version that stopped part-way (its worker died, the command was interrupted) resumes from
+    its ``checkpoint.pt``; anything else in its folder is outdated (:func:`cached` found no finished run with these
+    settings there) and is replaced."""
+    cfg = TrainConfig.from_dict(config)
+    resume = _resumable(cfg)
+    return _outcome(asdict(train(cfg, resume=resume, overwrite=not resume)), from_cache=False)
+
+
+def _resumable(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.out`` holds the checkpoint of an unfinished run that :func:`inspo.train` would resume (same
+    config but for the folder's spelling, same dataset content) and that this inspo version made."""
+    try:
+        saved = load_checkpoint(Path(cfg.out) / "checkpoint.pt")
+        same = replace(TrainConfig.from_dict(saved["config"]), out=cfg.out) == cfg
+        return (same and saved.get("version") == package_info()["version"]
+                and saved["dataset_sha256"] == load_dataset(cfg.dataset, verify=False).manifest["manifest_sha256"])
+    except (CheckpointError, OSError, KeyError, TypeError, ValueError):  # none, corrupt, or made by other code
+        return False
 
 
 def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | None) -> dict[str, Any]:
@@ -87,10 +110,11 @@ def cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
 
 
 # -- running many training runs -----------------------------------------------------------------------------------
-def run_all(configs: Sequence[dict[str, Any]], jobs: int, on_done: Callable[[int, dict[str, Any]], None]
-            ) -> list[dict[str, Any]]:
-    """Run every config, ``jobs`` at a time, reading finished ones from the run cache instead; ``on_done(index,
-    outcome)`` is called as each one is done."""
+def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
+            on_done: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Run every config (``jobs``: that many local processes, or the :class:`~inspo.cluster.Cluster` to run on),
+    reading finished ones from the run cache instead; ``on_done(index, outcome)`` is called as each one is done."""
+    cluster = jobs if isinstance(jobs, Cluster) else Cluster(workers=jobs)
     outcomes: list[dict[str, Any]] = [{} for _ in configs]
     todo = []
     for k, cfg in enumerate(configs):
@@ -100,18 +124,21 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int, on_done: Callable[[int
         else:
             outcomes[k] = found
             on_done(k, found)
-    if jobs <= 1:
-        for k in todo:
-            outcomes[k] = train_one(configs[k])
-            on_done(k, outcomes[k])
+    if not cluster.parallel:
+        for k, outcome in run_each(train_one, [configs[k] for k in todo], cluster):
+            outcomes[todo[k]] = outcome
+            on_done(todo[k], outcome)
         return outcomes
-    # spawn, not fork: forking a process whose torch thread pools already started can deadlock the child.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(train_one, configs[k]): k for k in todo}
-        for future in as_completed(futures):
-            k = futures[future]
-            outcomes[k] = future.result()
-            on_done(k, outcomes[k])
+    # Workers may start in other folders (other machines): they get absolute paths.
+    tasks = [{**configs[k], "out": os.path.abspath(configs[k]["out"]),
+              "dataset": os.path.abspath(configs[k]["dataset"])} for k in todo]
+    for k, _ in run_each(train_one, tasks, cluster):
+        found = cached(configs[todo[k]])
+        if found is None:
+            raise InspoError(f"a dask worker finished the run {tasks[k]['out']}, but this process finds no "
+                             f"metrics.json of it there: --out must be on storage that every worker shares")
+        outcomes[todo[k]] = {**found, "cached": False}
+        on_done(todo[k], outcomes[todo[k]])
     return outcomes
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import SMAX_QUALITIES, generate_smax, load_dataset
 from inspo.report import figure_class, finite, grid, save_png
@@ -137,8 +138,9 @@ def win_stats(dataset: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 # -- the suite ----------------------------------------------------------------------------------------------------
 def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
-                   episodes: int, eval_episodes: int, out: Path, policies: Path | None = None, jobs: int = 1,
-                   evaluations: int | None = None, command: str = "", suite: SmaxSuite = SMAX) -> dict[str, Any]:
+                   episodes: int, eval_episodes: int, out: Path, policies: Path | None = None,
+                   jobs: int | Cluster = 1, evaluations: int | None = None, command: str = "",
+                   suite: SmaxSuite = SMAX) -> dict[str, Any]:
     """Train InSPO and behaviour cloning on SMAX datasets of every map and quality; write ``smax.md``,
     ``smax.json`` and ``smax.png`` to ``out``; return the record.
 
@@ -150,7 +152,7 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         episodes: episodes per generated dataset (seed ``suite.data_seed``).
         eval_episodes: sampled episodes per evaluation (``evaluations`` per run; None: ``suite.evaluations``).
         policies: a folder of ``<map>/`` folders written by ``inspo online train`` (None: ``data/smax_policies``).
-        jobs: runs in parallel (worker processes).
+        jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
         command: the command line recorded in the table's header.
         suite: the methods, the data seed and the hyper-parameters.
     """
