@@ -33,7 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                              f"expected a mapping of TrainConfig fields")
         cfg = TrainConfig.from_dict({**saved["config"], "out": args.resume})
     else:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, population=True)
         if cfg.out is not None:
             check_out_dir(cfg.out)
     try:
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, a folder that holds a run is refused)")
-    add_config_flags(p)
+    add_config_flags(p, population=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy")
