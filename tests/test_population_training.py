@@ -242,3 +242,11 @@ def test_bad_population_lists_are_one_clear_error(tmp_path: Path, capsys: pytest
     assert len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_nonfinite_loss_names_the_member(mne_two_rounds: str, tmp_path: Path, kind: str) -> None:
+    # Member 1's critic learning rate of 1e5 overflows its joint critic within the first few iterations.
+    cfg = TrainConfig(dataset=mne_two_rounds, **{**TINY, "iters": 200, "checkpoint_every": 1}, seeds=[0, 5],
+                      per_member={"lr_critic": [1e-3, 1e5]}, out=str(tmp_path / "nan"))
+    with pytest.raises(FloatingPointError, match=r"population member 1 \(seed 5\): non-finite \w+ .* at iteration"):
+        train_population(cfg)
