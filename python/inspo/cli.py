@@ -23,9 +23,12 @@ _TRAINING_STATE = ("config", "run", "bc", "learner", "generator", "torch_rng")
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from inspo import checkpoint
+    from inspo.population_training import SUMMARY, read_summary, train_population
     from inspo.training import TrainingInterrupted, train
 
-    if args.resume:
+    if args.resume and not (Path(args.resume) / "checkpoint.pt").exists() and (Path(args.resume) / SUMMARY).exists():
+        cfg = TrainConfig.from_dict({**read_summary(args.resume)["config"], "out": args.resume})
+    elif args.resume:
         path = Path(args.resume) / "checkpoint.pt"
         saved = checkpoint.sections(checkpoint.load(path), path, _TRAINING_STATE, "a run's training state")
         if not isinstance(saved["config"], dict):
@@ -33,11 +36,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                              f"expected a mapping of TrainConfig fields")
         cfg = TrainConfig.from_dict({**saved["config"], "out": args.resume})
     else:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, population=True)
         if cfg.out is not None:
             check_out_dir(cfg.out)
+    run = train_population if cfg.is_population() else train
     try:
-        result = train(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite)
+        result = run(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         _fail("inspo train", str(exc))
         return EXIT_INTERRUPTED
@@ -46,14 +50,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return EXIT_NUMERICAL
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
-    summary = {"final_return": result.final_return, "best_return": result.best_return,
-               "behaviour_return": result.behaviour_return, "optimum": result.optimum,
-               "updates_per_second": round(result.updates_per_second, 1),
-               **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
-               "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
-               "metrics": result.metrics_path}
+    summary = _population_summary(result) if cfg.is_population() else _run_summary(result)
     print(jsonio.dumps(summary, indent=2))
     return EXIT_OK
+
+
+def _population_summary(result: Any) -> dict[str, Any]:
+    """What ``inspo train`` prints of a :class:`~inspo.population_training.PopulationResult`: the members' mean
+    returns (and their std), then each member's summary as a single run's."""
+    numbers = result.summary()
+    return {"members": numbers["members"], "differences": numbers["differences"],
+            "final_return": numbers["final_return"]["mean"], "final_return_std": numbers["final_return"]["std"],
+            "best_return": numbers["best_return"]["mean"], "best_return_std": numbers["best_return"]["std"],
+            "behaviour_return": numbers["behaviour_return"], "optimum": numbers["optimum"],
+            "updates_per_second": round(result.updates_per_second, 1), "wall_time_s": round(result.wall_time, 1),
+            "summary": result.summary_path,
+            "per_member": [{"seed": c.seed, **_run_summary(r)} for c, r in zip(result.configs, result.members)]}
+
+
+def _run_summary(result: Any) -> dict[str, Any]:
+    """What ``inspo train`` prints of a run's :class:`~inspo.training.TrainResult`."""
+    return {"final_return": result.final_return, "best_return": result.best_return,
+            "behaviour_return": result.behaviour_return, "optimum": result.optimum,
+            "updates_per_second": round(result.updates_per_second, 1),
+            **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
+            "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
+            "metrics": result.metrics_path}
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -155,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, a folder that holds a run is refused)")
-    add_config_flags(p)
+    add_config_flags(p, population=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy")

@@ -25,6 +25,10 @@ EVALS = ("env", "none")
 LOGGERS = ("csv", "tensorboard", "wandb")
 """The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+MEMBER_FIELDS = ("lr_policy", "lr_critic", "alpha", "beta", "gamma", "polyak", "rho_max", "z_max")
+"""The hyper-parameters that ``TrainConfig.per_member`` may set per member of a population."""
+POPULATION_FIELDS = ("seeds", "per_member")
+"""The TrainConfig fields that make a population (:meth:`TrainConfig.members`)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "inspo": {},
@@ -112,6 +116,11 @@ class TrainConfig:
     ``csv`` (the default), ``tensorboard``, ``wandb``; ``""`` or ``"none"`` for none. They log every evaluation
     and every ``log_every`` steps. A run without ``out`` logs nothing: its curve is in its result.
 
+    ``seeds`` and ``per_member`` make the config a *population* (:meth:`members`): P independent runs trained in
+    one process by :func:`inspo.population_training.train_population`, member p with seed ``seeds[p]`` and
+    ``per_member[key][p]`` for each key (a list of length 1 serves every member; without ``seeds`` every member
+    has ``seed``). Member p's run is exactly the single run of ``members()[p]``, written into its own folder.
+
     ``ddp`` trains data-parallel over the ranks of a ``torch.distributed`` process group (gloo on CPU, nccl on
     CUDA, one GPU per rank): every rank samples the same global batch of ``batch_size`` rows (which must divide by
     the number of ranks), computes the forward/backward of its contiguous share of the rows, and gradients are
@@ -161,6 +170,13 @@ class TrainConfig:
                                        "layers, float32 master weights, Adam states, losses and statistics; "
                                        "needs --dtype float32)"})
     seed: int = 0
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "train a population, one member per seed, in one process: e.g. 0-7 or 0,3,5 (replaces --seed); "
+                "member runs go to <out>/seed_<s>, or <out>/member_<p> with --per-member"})
+    per_member: dict[str, list[float]] = field(default_factory=dict, metadata={
+        "help": "population: one value per member of a float hyper-parameter, KEY=V1,V2,... (or one value for "
+                "all), e.g. alpha=0.1,0.3,1; KEY one of " + ", ".join(MEMBER_FIELDS) + "; lists are as long as "
+                "--seeds (or of length 1)"})
     eval_every: int = 500
     eval_episodes: int = 100
     eval_episode_limit: int | None = None
@@ -189,6 +205,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, flags.from_values(cls, value, f"config.{name}"))
+        if isinstance(self.per_member, dict):  # ``--per-member alpha=0.1,0.3`` arrives as a string
+            self.per_member = {k: _member_values(k, v) for k, v in self.per_member.items()}
         self.validate()
 
     def validate(self) -> None:
@@ -232,6 +250,57 @@ class TrainConfig:
                              f"dtype {self.dtype!r} (use precision 'fp32' for float64 training)")
         if self.eval_episode_limit is not None and self.eval_episode_limit < 1:
             raise ValueError(f"config.eval_episode_limit must be >= 1 or None, got {self.eval_episode_limit}")
+        if self.is_population():
+            self.members()
+
+    def is_population(self) -> bool:
+        """Whether the config trains a population (``seeds`` or ``per_member`` given), even of one member."""
+        return self.seeds is not None or bool(self.per_member)
+
+    def population_size(self) -> int:
+        """The number of members P (1 for a single run); ValueError naming lists of other lengths than P or 1."""
+        lengths = {f"config.per_member[{k!r}]": len(v) for k, v in self.per_member.items()}
+        if self.seeds is not None:
+            lengths = {"config.seeds": len(self.seeds), **lengths}
+        empty = [name for name, n in lengths.items() if n == 0]
+        if empty:
+            raise ValueError(f"{empty[0]} is empty; expected at least one value")
+        size = max(lengths.values(), default=1)
+        wrong = {name: n for name, n in lengths.items() if n not in (1, size)}
+        if wrong:
+            raise ValueError(f"population lists of different lengths: {lengths}; every list gives one value per "
+                             f"member (or one value for all), so they must have the same length or length 1")
+        return size
+
+    def members(self) -> list[TrainConfig]:
+        """Member p's single-run config, for every member of a population (``[self]`` for a single run): its seed,
+        its ``per_member`` values, no ``seeds``/``per_member``, and ``out`` = ``<out>/seed_<s>`` (populations over
+        seeds alone) or ``<out>/member_<p>`` (with ``per_member``). ValueError naming the member and its bad value."""
+        if not self.is_population():
+            return [self]
+        size = self.population_size()
+        unknown = sorted(set(self.per_member) - set(MEMBER_FIELDS))
+        if unknown:
+            raise ValueError(f"config.per_member names {unknown}; expected hyper-parameters among "
+                             f"{list(MEMBER_FIELDS)}")
+        if self.ddp or self.cuda_graph:
+            raise ValueError(f"a population (config.seeds or config.per_member) trains in one process without a CUDA "
+                             f"graph; got ddp={self.ddp} cuda_graph={self.cuda_graph}")
+        pick = lambda values, p: values[p if len(values) > 1 else 0]  # noqa: E731
+        seeds = [pick(self.seeds or [self.seed], p) for p in range(size)]
+        if not self.per_member and len(set(seeds)) < size:
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ValueError(f"config.seeds names seed(s) {twice} more than once: those members would be the same run")
+        members = []
+        for p, seed in enumerate(seeds):
+            values = {k: pick(v, p) for k, v in self.per_member.items()}
+            folder = f"member_{p}" if self.per_member else f"seed_{seed}"
+            try:
+                members.append(dataclasses.replace(self, seed=seed, seeds=None, per_member={}, **values,
+                                                   out=None if self.out is None else str(Path(self.out) / folder)))
+            except ValueError as exc:
+                raise ValueError(f"population member {p} (seed {seed}, {values}): {exc}") from None
+        return members
 
     def loggers(self) -> tuple[str, ...]:
         """The logger names of ``logger`` (comma-separated; ``""`` or ``"none"``: none), each once; ValueError
@@ -264,13 +333,28 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+def _member_values(key: str, values: Any) -> Any:
+    """``per_member[key]`` as a list: a comma-separated string (from ``--per-member KEY=V1,V2``) or a single number
+    become one; anything else is left for the type check to name."""
+    if isinstance(values, str):
+        try:
+            return flags.parse_list(values, float)
+        except ValueError as exc:
+            raise ValueError(f"config.per_member[{key!r}]: {exc}") from None
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        return [values]
+    return values
+
+
+def add_config_flags(p: argparse.ArgumentParser, population: bool = False) -> None:
     """``--preset``, ``--config`` and one flag per TrainConfig field (``--lr-policy`` for ``lr_policy``; see
-    :mod:`inspo.flags`), so the command line never lags the config."""
+    :mod:`inspo.flags`), so the command line never lags the config; those of :data:`POPULATION_FIELDS`
+    (``--seeds``, ``--per-member``) only with ``population`` (commands that train one config at a time have their
+    own ``--seeds``)."""
     p.add_argument("--preset", choices=sorted(PRESETS), default="inspo",
                    help="method or ablation (default: inspo); flags override it")
     p.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
-    flags.add_flags(p, TrainConfig)
+    flags.add_flags(p, TrainConfig, exclude=() if population else POPULATION_FIELDS)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -290,15 +374,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed :func:`add_config_flags` flags: the preset, then the ``--config`` file, then the
-    flags given. Raises InspoError (naming the file, key or flag) when the result is not a valid config."""
+def config_from_args(args: argparse.Namespace, population: bool = False) -> TrainConfig:
+    """The TrainConfig of parsed :func:`add_config_flags` flags (``population``: as given there): the preset, then
+    the ``--config`` file, then the flags given. Raises InspoError (naming the file, key or flag) when the result
+    is not a valid config."""
     values: dict[str, Any] = dict(PRESETS[args.preset])
     source = f"config file {args.config}: " if args.config else ""
     if args.config:
         values.update(read_config_file(args.config))
     try:
-        values = flags.values_from_args(TrainConfig, args, values)
+        values = flags.values_from_args(TrainConfig, args, values,
+                                        exclude=() if population else POPULATION_FIELDS)
         if "dataset" not in values:
             raise InspoError("--dataset DIR is required (or a --config file that sets it)")
         return TrainConfig.from_dict(values)

@@ -6,6 +6,8 @@ Every field of the dataclass becomes one flag, named after it (``--lr-policy`` f
 - ``X | None``: parsed as ``X``;
 - ``Literal[...]``, or a field whose metadata has ``choices``: ``choices=`` of the flag;
 - ``dict``: repeatable ``KEY=VALUE`` items (VALUE parsed as JSON, else kept as a string), merged into the mapping;
+- ``list[int]`` / ``list[float]``: one comma-separated value (``0,3,5``; integer items may be inclusive ranges,
+  ``0-7``, see :func:`parse_list`);
 - a nested dataclass (e.g. ``TrainConfig.icq``): one flag per field of it, flattened as ``<outer>_<inner>``
   (``--icq-critic-temp``), or as the inner field's metadata ``flat_name`` (names that predate the nesting).
 
@@ -26,7 +28,8 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-__all__ = ["Flag", "add_flags", "check_types", "flags_of", "flatten", "from_values", "nest", "values_from_args"]
+__all__ = ["Flag", "add_flags", "check_types", "flags_of", "flatten", "from_values", "nest", "parse_list",
+           "values_from_args"]
 
 INT_RANGE = (-(2**63), 2**63 - 1)
 """Integer fields hold 64-bit values: the torch and numpy code below them cannot take more."""
@@ -43,6 +46,7 @@ class Flag:
     choices: tuple[Any, ...] | None
     help: str | None
     option: str
+    item: type | None = None  # the item type of a list field
 
 
 def _nested(hint: Any) -> type | None:
@@ -62,10 +66,12 @@ def _kind(hint: Any) -> tuple[type, tuple[Any, ...] | None]:
         return type(choices[0]), choices
     if origin is dict or hint is dict:
         return dict, None
+    if origin is list and typing.get_args(hint)[0] in (int, float):
+        return list, None
     if hint in (bool, int, float, str):
         return hint, None
-    raise TypeError(f"cannot make a flag of a field of type {hint}: expected bool, int, float, str, a Literal, a dict "
-                    f"or a dataclass (or X | None of those)")
+    raise TypeError(f"cannot make a flag of a field of type {hint}: expected bool, int, float, str, a Literal, a dict, "
+                    f"list[int], list[float] or a dataclass (or X | None of those)")
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -91,7 +97,15 @@ def _fields(cls: type, outer: str | None = None, outer_default: Any = None) -> I
         name = f.name if outer is None else f.metadata.get("flat_name", f"{outer}_{f.name}")
         option = f.metadata.get("flag", "--" + name.replace("_", "-"))
         path = (f.name,) if outer is None else (outer, f.name)
-        yield Flag(name, path, kind, default, choices, f.metadata.get("help"), option)
+        item = typing.get_args(_without_none(hints[f.name]))[0] if kind is list else None
+        yield Flag(name, path, kind, default, choices, f.metadata.get("help"), option, item)
+
+
+def _without_none(hint: Any) -> Any:
+    """``X`` of the hint ``X | None`` (other hints as they are)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
 
 def flags_of(cls: type) -> list[Flag]:
@@ -99,10 +113,13 @@ def flags_of(cls: type) -> list[Flag]:
     return list(_fields(cls))
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, required: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of dataclass ``cls`` to ``parser`` (see the module docstring); the fields named in
-    ``required`` must be given."""
+def add_flags(parser: argparse.ArgumentParser, cls: type, required: tuple[str, ...] = (),
+              exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of dataclass ``cls`` to ``parser`` (see the module docstring), but for the fields
+    named in ``exclude``; the fields named in ``required`` must be given."""
     for flag in flags_of(cls):
+        if flag.name in exclude:
+            continue
         needed = flag.name in required
         note = "" if needed or flag.default is dataclasses.MISSING else f"default: {flag.default}"
         if flag.kind is dict:
@@ -113,9 +130,46 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, required: tuple[str, .
             parser.add_argument(flag.option, action="append", metavar="KEY=VALUE", required=needed, **common)
         elif flag.kind is bool:
             parser.add_argument(flag.option, action=argparse.BooleanOptionalAction, required=needed, **common)
+        elif flag.kind is list:
+            parser.add_argument(flag.option, type=_list_type(flag.option, flag.item), required=needed,
+                                metavar=flag.name.upper(), **common)
         else:
             parser.add_argument(flag.option, type=flag.kind, choices=flag.choices, required=needed,
                                 metavar=None if flag.choices else flag.name.upper(), **common)
+
+
+def parse_list(text: str, item: type) -> list[Any]:
+    """The comma-separated values of ``text`` as ``item`` (int or float): ``0,3,5``; integer items may also be
+    inclusive ranges, ``0-7`` (0 to 7) or ``0-3,8``. ValueError naming the bad item and the expected forms."""
+    forms = "comma-separated integers or ranges, e.g. 0-7 or 0,3,5" if item is int else \
+        "comma-separated numbers, e.g. 0.1,0.3,1"
+    out: list[Any] = []
+    for part in (p.strip() for p in text.split(",")):
+        low, dash, high = part.partition("-")
+        try:
+            if item is int and dash and low:
+                first, last = int(low), int(high)
+                if last < first:
+                    raise ValueError(f"the range {part!r} is empty: its end {last} is below its start {first}")
+                out.extend(range(first, last + 1))
+            else:
+                out.append(item(part))
+        except ValueError as exc:
+            reason = str(exc) if "is empty" in str(exc) else f"{part!r} is not one"
+            raise ValueError(f"expected {forms}, got {text!r}: {reason}") from None
+    return out
+
+
+def _list_type(option: str, item: type) -> Any:
+    """argparse's ``type=`` of a list flag: :func:`parse_list`, its error as argparse reports it."""
+    def parse(text: str) -> list[Any]:
+        try:
+            return parse_list(text, item)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = option
+    return parse
 
 
 def parse_key_values(option: str, items: list[str] | None) -> dict[str, Any]:
@@ -161,13 +215,14 @@ def flatten(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def values_from_args(cls: type, args: argparse.Namespace, values: Mapping[str, Any] | None = None
-                     ) -> dict[str, Any]:
+def values_from_args(cls: type, args: argparse.Namespace, values: Mapping[str, Any] | None = None,
+                     exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """``values`` (e.g. a preset and a JSON config, flat names allowed) with the flags given in ``args`` on top,
-    as a mapping for :func:`from_values`. A dict field's ``KEY=VALUE`` items update the mapping below them."""
+    as a mapping for :func:`from_values`; the fields named in ``exclude`` have no flags there (``args`` may hold
+    other options of their names). A dict field's ``KEY=VALUE`` items update the mapping below them."""
     out = nest(cls, values or {})
     for flag in flags_of(cls):
-        given = getattr(args, flag.name, None)
+        given = None if flag.name in exclude else getattr(args, flag.name, None)
         if given is None:
             continue
         if flag.kind is dict:
@@ -227,7 +282,15 @@ def _type_error(hint: Any, value: Any) -> str | None:
     if origin is dict or hint is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             return "a mapping with string keys"
-        return None
+        inner = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        reasons = [] if inner is Any else [_type_error(inner, v) for v in value.values()]
+        bad = next((r for r in reasons if r is not None), None)
+        return None if bad is None else f"a mapping with string keys whose values are each {bad}"
+    if origin is list:
+        if not isinstance(value, list):
+            return "a list"
+        bad = next((r for r in (_type_error(typing.get_args(hint)[0], v) for v in value) if r is not None), None)
+        return None if bad is None else f"a list whose items are each {bad}"
     if hint is bool:
         return None if isinstance(value, bool) else "true or false"
     if hint is int:

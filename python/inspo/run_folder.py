@@ -16,8 +16,9 @@ from pathlib import Path
 
 __all__ = ["RUN_FILES", "RunFolderBusy", "claim"]
 
-RUN_FILES = ("checkpoint.pt", "final.pt", "best.pt", "metrics.json")
-"""The files a training run writes into its folder; any of them means the folder holds a run."""
+RUN_FILES = ("checkpoint.pt", "final.pt", "best.pt", "metrics.json", "checkpoint.previous.pt")
+"""The files a training run writes into its folder (the last: a population member's, see
+:mod:`inspo.population_training`); any of them means the folder holds a run."""
 
 _LOCK = ".lock"
 
@@ -27,20 +28,22 @@ class RunFolderBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def claim(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
+def claim(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+          files: tuple[str, ...] = RUN_FILES) -> Iterator[Path]:
     """Lock ``folder`` (created if missing) for one run, for the duration of the ``with`` block.
 
     Raises :class:`RunFolderBusy` when another process holds it, and ``FileExistsError`` when it already holds a
-    run (one of :data:`RUN_FILES`) and neither ``resume`` (continue that run) nor ``overwrite`` (delete its files
-    now) is given. Stale checkpoint-write temporaries are removed. On leaving, the lock file is removed, and so is
-    the folder if this call created it and nothing was written into it (a run stopped before its first file).
+    run (one of ``files``: a run's, or a population's ``population.json``) and neither ``resume`` (continue that
+    run) nor ``overwrite`` (delete its files now) is given. Stale checkpoint-write temporaries are removed. On
+    leaving, the lock file is removed, and so is the folder if this call created it and nothing was written into
+    it (a run stopped before its first file).
     """
     path = Path(folder)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     fd = _lock(path)
     try:
-        existing = [name for name in RUN_FILES if (path / name).exists()]
+        existing = [name for name in files if (path / name).exists()]
         if existing and not (resume or overwrite):
             raise FileExistsError(f"{path} already holds a run ({', '.join(existing)}); continue it with "
                                   f"`inspo train --resume {path}`, replace it with --overwrite "
@@ -48,7 +51,7 @@ def claim(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = 
         if overwrite and not resume:
             for name in existing:
                 (path / name).unlink()
-        for name in RUN_FILES:
+        for name in files:
             for stale in path.glob(f".{name}.*"):  # atomic_write's mkstemp names: .<name>.<random>
                 stale.unlink(missing_ok=True)
         yield path

@@ -1,0 +1,390 @@
+"""Training a population: the P member runs of a config with ``seeds`` or ``per_member``
+(:meth:`~inspo.config.TrainConfig.members`) in one process, on one copy of the dataset.
+
+Member p is exactly the single run of ``members()[p]`` (``inspo train`` with that config): its networks are built
+under ``torch.manual_seed(seed_p)`` and from the global RNG state its single run would have at that point (each
+member keeps its own, swapped in around what draws from it), its batches and its learner's draws come from its own
+generator, and its folder ``<out>/seed_<s>`` (or ``<out>/member_<p>``) holds what the single run writes there:
+``checkpoint.pt``, ``best.pt``, ``final.pt``, ``metrics.json`` and its logs; ``inspo evaluate`` reads them and
+``inspo train --resume <member folder>`` continues that member alone. The members' iterations run through
+:func:`~inspo.algos.population.make_population` (and behaviour cloning through
+:func:`~inspo.algos.population.make_bc_population`).
+
+``<out>/population.json`` holds the population's config (so that ``inspo train --resume <out>`` continues it),
+the members and where they differ, and, once done, each member's returns and their mean and std.
+
+Every member is checkpointed at the same steps. Before a member's ``checkpoint.pt`` is replaced, it is kept as
+``checkpoint.previous.pt``, so that a population killed between two members' writes resumes every member from
+the last step that all of them saved.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspo import checkpoint as ckpt_io
+from inspo import jsonio, run_folder
+from inspo.algos import LEARNERS
+from inspo.algos.bc import BehaviourCloning
+from inspo.algos.learner import Learner
+from inspo.algos.parallel import Shard
+from inspo.algos.population import LearnerPopulation, make_bc_population, make_population
+from inspo.config import TrainConfig
+from inspo.data import load_dataset
+from inspo.data.format import check_recorded_env
+from inspo.envs import optimum
+from inspo.errors import InspoError
+from inspo.evaluation import run_environment
+from inspo.progress import ProgressBar
+from inspo.provenance import package_info
+from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
+from inspo.stopping import StopRequests, TrainingInterrupted
+from inspo.training import build_learner, stopped_message
+from inspo.training_data import batch, behaviour_columns, to_device
+
+__all__ = ["PREVIOUS", "SUMMARY", "PopulationResult", "read_summary", "train_population"]
+
+SUMMARY = "population.json"
+"""The population's file in its ``out`` folder."""
+PREVIOUS = "checkpoint.previous.pt"
+"""A member's training state one checkpoint before its ``checkpoint.pt``."""
+
+
+@dataclass
+class PopulationResult:
+    """What a population produced: ``members[p]`` is member p's :class:`~inspo.training.TrainResult` (its
+    ``wall_time`` and ``updates_per_second`` are the population's: the members train together), ``configs[p]``
+    its config. ``updates_per_second`` counts every member's iterations (P per population iteration)."""
+
+    members: list[TrainResult]
+    configs: list[TrainConfig]
+    summary_path: str | None = None
+    wall_time: float = 0.0
+    updates_per_second: float = 0.0
+    differences: dict[str, list[Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The population in numbers: each member's returns, and their mean and std over members."""
+        finals = [r.final_return for r in self.members]
+        bests = [r.best_return for r in self.members]
+        first = self.members[0]
+        return {"members": len(self.members), "differences": self.differences,
+                "final_return": _spread(finals), "best_return": _spread(bests),
+                "behaviour_return": first.behaviour_return, "optimum": first.optimum,
+                "updates_per_second": self.updates_per_second, "wall_time": self.wall_time,
+                "per_member": [_member_summary(c, r) for c, r in zip(self.configs, self.members)]}
+
+
+def train_population(config: TrainConfig, progress: bool = False, resume: bool = False,
+                     overwrite: bool = False) -> PopulationResult:
+    """Train the members of ``config`` (a config with ``seeds`` or ``per_member``) together; see the module
+    docstring. ``resume`` and ``overwrite`` act as in :func:`inspo.training.train`, on the population's folder and
+    every member's: a folder that holds a run is refused without one of them, and a busy one at once."""
+    config.validate()
+    if not config.is_population():
+        raise ValueError("train_population needs config.seeds or config.per_member; train a single run with "
+                         "inspo.train")
+    if resume and overwrite:
+        raise ValueError("resume=True continues the population in config.out and overwrite=True deletes it; pass one")
+    members = config.members()
+    if config.out is None:
+        before = "nothing was saved (no --out)"
+    elif resume:
+        before = f"{config.out} is unchanged; resume with: inspo train --resume {config.out}"
+    else:
+        before = f"no run was written to {config.out}"
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        with (StopRequests(before) as stop, _claim_folders(config, members, resume, overwrite),
+              contextlib.ExitStack() as closing):
+            return _train_population(config, members, progress, resume, stop, closing)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _claim_folders(config: TrainConfig, members: list[TrainConfig], resume: bool, overwrite: bool
+                   ) -> Iterator[None]:
+    """Hold the population's folder and every member's (:func:`inspo.run_folder.claim`)."""
+    with contextlib.ExitStack() as stack:
+        if config.out is not None:
+            stack.enter_context(run_folder.claim(config.out, resume=resume, overwrite=overwrite, files=(SUMMARY,)))
+            for member in members:
+                stack.enter_context(run_folder.claim(member.out, resume=resume, overwrite=overwrite))
+        yield
+
+
+def _train_population(config: TrainConfig, members: list[TrainConfig], progress: bool, resume: bool,
+                      stop: StopRequests, closing: contextlib.ExitStack) -> PopulationResult:
+    device = torch.device(config.device)
+    shard = Shard(device=device)
+    dtype = getattr(torch, config.dtype)
+    ds = load_dataset(config.dataset, recorded_env=False)
+    sha256 = ds.manifest["manifest_sha256"]
+    env_name = ds.manifest["env"]["id"]
+    env = run_environment(config, ds.manifest)  # one for all: evaluations reset it by seed
+    if config.eval != "none":
+        check_recorded_env(ds.manifest)
+        ds.validate(env)
+    info = env.info
+    data = to_device(ds, device, dtype)
+    n_rows = data["obs"].shape[0]
+    bc_steps = config.bc_steps
+    total = bc_steps + (config.iters if config.algo in LEARNERS else 0)
+    size = len(members)
+    bar = ProgressBar(total, f"train x{size}", enabled=progress)
+    closing.callback(bar.close)
+    out = Path(config.out) if config.out else None
+    books = [RunRecord(m, env, sha256) for m in members]
+
+    # Member p's global RNG state (what its single run's torch.get_rng_state() would be), swapped in around every
+    # draw from the global RNG: building its networks (the learner's, and the final policy's copy).
+    rng: list[torch.Tensor] = []
+
+    @contextlib.contextmanager
+    def member_rng(p: int) -> Iterator[None]:
+        torch.set_rng_state(rng[p])
+        yield
+        rng[p] = torch.get_rng_state()
+
+    gens: list[torch.Generator] = []
+    bcs: list[BehaviourCloning] = []
+    for m in members:
+        torch.manual_seed(m.seed)
+        gens.append(torch.Generator(device=device).manual_seed(m.seed))
+        bc = BehaviourCloning(m, info.n_agents, info.obs_dim, info.n_actions, device, shard)
+        bc.policy.to(dtype)
+        bcs.append(bc)
+        rng.append(torch.get_rng_state())
+    saved: list[dict[str, Any]] | None = None
+    if resume:
+        saved = _resume_states(config, books, device)
+        for p, state in enumerate(saved):
+            bcs[p].load_state_dict(state["bc"])
+            gens[p].set_state(state["generator"])
+            rng[p] = state["torch_rng"]
+    bc_pop = make_bc_population(bcs)
+    behaviour: list[dict[str, torch.Tensor]] = []
+    pop: LearnerPopulation | None = None
+
+    def start_learners() -> list[Learner]:
+        bc_pop.sync()
+        learners = []
+        for p, m in enumerate(members):
+            behaviour.append(behaviour_columns(bcs[p].policy, data))
+            with member_rng(p):
+                learners.append(build_learner(m, bcs[p].policy, info.state_dim, device, gens[p], shard))
+        return learners
+
+    def policies() -> list[Any]:
+        if pop is None:
+            bc_pop.sync()
+            return [bc.policy for bc in bcs]
+        pop.sync()
+        return [learner.pi for learner in pop.learners]
+
+    def save_states() -> None:
+        bc_pop.sync()
+        if pop is not None:
+            pop.sync()
+        _write_summary(out, config, members, status="running")
+        for p, book in enumerate(books):
+            _keep_previous(book.state_path)
+            book.save_state(bcs[p], None if pop is None else pop.learners[p], gens[p], rng[p])
+
+    for book in books:
+        book.open_log(closing, resumed=saved is not None)
+    if saved is not None and saved[0]["learner"] is not None:
+        learners = start_learners()
+        for learner, state in zip(learners, saved):
+            learner.load_state_dict(state["learner"])
+        pop = make_population(learners)
+    runs = [book.run for book in books]
+    started = time.perf_counter() - runs[0]["wall_time"]
+    checked = max(runs[0]["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
+    stop.deferred = True  # from here on a stop waits for the end of the step, whose state is then saved
+    for step in range(runs[0]["step"], total):
+        idx = [torch.randint(n_rows, (m.batch_size,), generator=g, device=device) for m, g in zip(members, gens)]
+        if step < bc_steps:
+            losses = bc_pop.update([(data["obs"][i], data["avail"][i], data["actions"][i]) for i in idx])
+            values = losses.tolist()
+            bad = [p for p, v in enumerate(values) if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"population member {bad[0]} (seed {members[bad[0]].seed}): non-finite "
+                                         f"bc_nll ({values[bad[0]]}) at behaviour-cloning step {step}; {KEPT}")
+            if step == bc_steps - 1:
+                for run, value in zip(runs, values):
+                    run["bc_nll"] = value
+            if step % 100 == 0:
+                bar.update(step + 1, f"bc nll {np.mean(values):.4f}")
+            if (step + 1) % config.log_every == 0:
+                for book, value in zip(books, values):
+                    book.log_row(step + 1, 0, {"bc_nll": value})
+        else:
+            it = step - bc_steps + 1
+            if pop is None:
+                pop = make_population(start_learners())
+                for book, policy in zip(books, policies()):
+                    book.record(0, {"bc_nll": book.run["bc_nll"]}, policy)
+            t0 = time.perf_counter()
+            try:
+                stats = pop.update([batch(data, i, b) for i, b in zip(idx, behaviour)])
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} at iteration {it}; {KEPT}") from None
+            except Exception:
+                checked = check_finite(pop, checked, it)  # a NaN loss may be what broke the iteration
+                raise
+            spent = time.perf_counter() - t0
+            for run in runs:
+                run["update_time"] += spent
+            evaluate_now = it % config.eval_every == 0 or it == config.iters
+            if evaluate_now or it % config.check_every == 0:
+                checked = check_finite(pop, checked, it)
+            if evaluate_now:
+                for book, policy, member_stats in zip(books, policies(), stats):
+                    book.record(it, shard.reduce_stats(member_stats), policy)
+                bar.update(bc_steps + it, f"return {np.mean([r['curve'][-1]['return'] for r in runs]):.4f}")
+            elif it % config.log_every == 0:
+                for book, member_stats in zip(books, stats):
+                    book.log_row(bc_steps + it, it, shard.reduce_stats(member_stats))
+                bar.update(bc_steps + it, f"iteration {it}")
+        for run in runs:
+            run["step"] = step + 1
+            run["wall_time"] = time.perf_counter() - started
+        stopping = stop.signal is not None
+        if out is not None and ((step + 1) % config.checkpoint_every == 0 or stopping):
+            if pop is not None:  # a checkpoint holds a checked state only
+                checked = check_finite(pop, checked, step + 1 - bc_steps)
+            save_states()
+        if stopping:
+            bar.close()
+            raise TrainingInterrupted(stopped_message(stop, step + 1, total, out))
+    if not runs[0]["curve"]:  # behaviour cloning alone (algo "bc", or iters == 0): evaluate the cloned policies
+        for book, policy in zip(books, policies()):
+            book.record(0, {"bc_nll": book.run["bc_nll"]}, policy)
+    bar.close()
+
+    final = policies()
+    results = []
+    for p, (book, policy) in enumerate(zip(books, final)):
+        with member_rng(p):
+            results.append(book.result(policy, ds.manifest["returns"]["mean"],
+                                       optimum(env) if config.eval != "none" else None, learned=pop is not None))
+    update_time = runs[0]["update_time"]
+    outcome = PopulationResult(
+        members=results, configs=members, wall_time=runs[0]["wall_time"], differences=_differences(members),
+        updates_per_second=size * config.iters / update_time if pop is not None and update_time else 0.0)
+    if out is not None:
+        for p, (book, policy) in enumerate(zip(books, final)):
+            book.save_final(policy)
+            _keep_previous(book.state_path)
+            book.save_state(bcs[p], None if pop is None else pop.learners[p], gens[p], rng[p])
+            book.save_metrics(results[p], env_name)
+        outcome.summary_path = str(out / SUMMARY)
+        _write_summary(out, config, members, status="done", result=outcome)
+    return outcome
+
+
+def _resume_states(config: TrainConfig, books: list[RunRecord], device: torch.device) -> list[dict[str, Any]]:
+    """Every member's training state at the last step that all of them saved (a member's ``checkpoint.pt`` or,
+    when the population stopped between two members' writes, its ``checkpoint.previous.pt``)."""
+    if config.out is None:
+        raise FileNotFoundError("nothing to resume: the population has no out folder")
+    summary_path = Path(config.out) / SUMMARY
+    recorded = read_summary(config.out)
+    if replace(TrainConfig.from_dict(recorded["config"]), out=config.out) != config:
+        raise ValueError(f"{summary_path} was written by a population with another config; resume with the same one")
+    found: list[dict[int, tuple[dict[str, Any], Path]]] = []
+    for book in books:
+        states: dict[int, tuple[dict[str, Any], Path]] = {}
+        for path in (book.out / PREVIOUS, book.state_path):  # the current file wins a tie
+            if path.is_file():
+                state = ckpt_io.load(path, map_location=device)
+                states[state["run"]["step"]] = (state, path)
+        if not states:
+            raise FileNotFoundError(f"nothing to resume: {book.state_path} does not exist")
+        found.append(states)
+    step = min(max(states) for states in found)
+    chosen = []
+    for p, (book, states) in enumerate(zip(books, found)):
+        if step not in states:
+            raise ValueError(f"cannot resume the population in {config.out}: member {p} ({book.out}) holds the "
+                             f"state of step(s) {sorted(states)}, not step {step} that every other member has")
+        state, path = states[step]
+        book.adopt(state, path)
+        chosen.append(state)
+    return chosen
+
+
+def read_summary(out: str | os.PathLike) -> dict[str, Any]:
+    """The ``population.json`` of the population in ``out``; FileNotFoundError if there is none, InspoError if it
+    is not one."""
+    path = Path(out) / SUMMARY
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+    try:
+        recorded = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InspoError(f"{path} is not valid JSON: {exc}") from None
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)):
+        raise InspoError(f"{path} holds no population config (a JSON object with a 'config' object)")
+    return recorded
+
+
+def _keep_previous(path: Path) -> None:
+    """Keep ``path`` (a member's ``checkpoint.pt``) as ``checkpoint.previous.pt`` before it is replaced: linked
+    (or copied) to a temporary first, so that either file is whole at every moment."""
+    if not path.is_file():
+        return
+    tmp = path.with_name(f".{PREVIOUS}.{os.getpid()}")  # a name run_folder.claim cleans up if this is killed
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, path.with_name(PREVIOUS))
+
+
+def _differences(members: list[TrainConfig]) -> dict[str, list[Any]]:
+    """The config fields in which the members differ (``out`` aside), with each member's value."""
+    dicts = [m.to_dict() for m in members]
+    return {k: [d[k] for d in dicts] for k in dicts[0] if k != "out" and any(d[k] != dicts[0][k] for d in dicts)}
+
+
+def _spread(values: list[float | None]) -> dict[str, float | None]:
+    if any(v is None for v in values):  # eval="none": no returns to summarise
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def _member_summary(cfg: TrainConfig, result: TrainResult) -> dict[str, Any]:
+    won = {} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}
+    return {"seed": cfg.seed, "out": cfg.out, "final_return": result.final_return,
+            "best_return": result.best_return, **won, "checkpoint": result.checkpoint,
+            "metrics": result.metrics_path}
+
+
+def _write_summary(out: Path | None, config: TrainConfig, members: list[TrainConfig], status: str,
+                   result: PopulationResult | None = None) -> None:
+    """``<out>/population.json``: the config (what ``--resume`` reads), the members, and once ``done`` the result."""
+    if out is None:
+        return
+    record: dict[str, Any] = {"status": status, "config": config.to_dict(),
+                              "members": [{"index": p, "seed": m.seed, "out": m.out} for p, m in enumerate(members)],
+                              "differences": _differences(members), "package": package_info()}
+    if result is not None:
+        record.update(result.summary())
+    jsonio.write(out / SUMMARY, record)

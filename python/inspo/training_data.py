@@ -1,0 +1,53 @@
+"""A dataset as the trainer holds it: every column as a tensor on the training device, the data's own next joint
+actions, and the behaviour log-probabilities of a cloned mu; batches of it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from inspo.algos.batch import Batch, behaviour_log_probs
+from inspo.algos.networks import AgentPolicies
+
+__all__ = ["BATCH_FIELDS", "batch", "behaviour_columns", "next_actions", "to_device"]
+
+BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
+                "next_avail", "next_actions", "has_next")
+"""The columns of a :class:`~inspo.algos.batch.Batch` indexed by row (``logp_mu`` is agent-major)."""
+
+
+def to_device(ds, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """The columns of dataset ``ds`` on ``device``, floats in ``dtype`` (copies: the arrays are read-only memory
+    maps), with :func:`next_actions`."""
+    f = lambda x, dt=dtype: torch.tensor(np.asarray(x), device=device, dtype=dt)  # noqa: E731
+    return {
+        "obs": f(ds.obs), "state": f(ds.state), "avail": f(ds.avail, torch.bool),
+        "actions": f(ds.actions, torch.int64), "reward": f(ds.reward), "terminated": f(ds.terminated),
+        "next_state": f(ds.next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
+        **{name: torch.tensor(x, device=device) for name, x in next_actions(ds).items()},
+    }
+
+
+def next_actions(ds) -> dict[str, np.ndarray]:
+    """The data's own next joint action of every row (in-sample targets), and whether the episode goes on in the
+    data (``has_next``: not terminated, not truncated); rows without one repeat their own action."""
+    actions = np.asarray(ds.actions)
+    has_next = ~(np.asarray(ds.terminated) | np.asarray(ds.truncated))
+    has_next[-1] = False
+    has_next[:-1] &= ~np.asarray(ds.episode_start)[1:]
+    following = np.concatenate([actions[1:], actions[-1:]])
+    return {"next_actions": np.where(has_next[:, None], following, actions), "has_next": has_next}
+
+
+def behaviour_columns(mu: AgentPolicies, data: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``logmu_all`` (``[T, N, A]``, every action) and ``logp_mu`` (``[N, T]``, the data's actions) of ``mu`` on
+    every row of ``data``."""
+    logmu_all = behaviour_log_probs(mu, data["obs"], data["avail"])
+    logp_mu = logmu_all.gather(-1, data["actions"][..., None]).squeeze(-1).t().contiguous()
+    return {"logmu_all": logmu_all, "logp_mu": logp_mu}
+
+
+def batch(data: dict[str, Tensor], idx: Tensor, behaviour: dict[str, Tensor] | None = None) -> Batch:
+    """The rows ``idx`` of ``data``, with the behaviour columns from ``behaviour`` (default: ``data``'s own)."""
+    columns = {**data, **(behaviour or {})}
+    return Batch(**{name: columns[name][idx] for name in BATCH_FIELDS}, logp_mu=columns["logp_mu"][:, idx])
