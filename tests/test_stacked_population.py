@@ -15,7 +15,10 @@ from _ops_helpers import VARIANTS, everything
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
+from inspo.algos.networks import StackedMLP
+from inspo.algos.optim import FusedAdam
 from inspo.algos.stacked import StackedBC, StackedInSPO
+from inspo.algos.stacking import StackedNets, lr_groups
 from inspo.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -272,3 +275,30 @@ def test_stacked_bc_refuses_unstackable_members() -> None:
     shared = config(1, torch.float64, "fused", shared_policy=True)
     with pytest.raises(ValueError, match="member 1 has shared_policy=True"):
         StackedBC([bc_member(cfgs[0])[0], bc_member(shared)[0]])
+
+
+def test_stacked_adam_steps_rows_of_unequal_step_counts() -> None:
+    """Rows whose step counts differ (as a reload may bring) are stepped each at its own count and learning rate,
+    as each member's own FusedAdam steps them."""
+    torch.manual_seed(0)
+    nets = [StackedMLP(N, 4, 8, 2).double() for _ in range(3)]
+    opts = [FusedAdam(net.stacked(), lr, stacked=True) for net, lr in zip(nets, (1e-2, 1e-3, 1e-2))]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):  # member 1's agents 0 and 2 twice ahead of everyone else
+        for agent in (0, 2):
+            opts[1].step([torch.randn(p.shape[1:], generator=g, dtype=torch.float64) for p in opts[1].params], agent)
+    stack = StackedNets.of(opts)
+    assert not stack.uniform
+    rows = torch.tensor([2, N + 2, 2 * N + 1])  # member p's agent at row p * N + agent
+    part = stack.gather(rows)
+    grads = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in part.params]
+    part.adam_step(grads, lr_groups([o.lr for o in opts]))
+    stack.put(rows, part)
+    for p, (opt, agent) in enumerate(zip(opts, (2, 2, 1))):
+        opt.step([grad[p] for grad in grads], agent)
+    for p, opt in enumerate(opts):
+        mine = [t[p * N:(p + 1) * N] for t in (*stack.params, *stack.exp_avg, *stack.exp_avg_sq, stack.steps)]
+        theirs = [*opt.params, *opt.state()[0], *opt.state()[1], opt.state()[2]]
+        for a, b in zip(mine, theirs, strict=True):
+            assert torch.equal(a, b)
+    assert stack.steps.tolist() == [0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 0.0, 1.0, 0.0]

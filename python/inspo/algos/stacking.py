@@ -10,6 +10,7 @@ would, and copies between the stack and the members (checkpoints keep the single
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,58 +55,85 @@ def agreed(what: str, values: Sequence[Any]) -> Any:
 
 
 class StackedNets:
-    """Networks stacked on a leading axis of rows (``params``: ``[weight0, bias0, ...]``, each ``[R, ...]``), with
-    Adam moments shaped like them and a float32 step count per row, ``[R]``."""
+    """Networks of one shape stacked on a leading axis of ``R`` rows, with their Adam moments and a float32 step count
+    per row, ``[R]``.
 
-    def __init__(self, params: list[Tensor], exp_avg: list[Tensor], exp_avg_sq: list[Tensor], steps: Tensor) -> None:
-        self.params, self.exp_avg, self.exp_avg_sq, self.steps = params, exp_avg, exp_avg_sq, steps
+    Parameters and moments live in one buffer ``[3, R, total]`` (parameters, ``exp_avg``, ``exp_avg_sq``; a row's
+    tensors flattened one after another): gathering some rows, stepping them and writing them back are one op each
+    instead of one per tensor. :attr:`params` are views ``[R, *shape]`` into it.
+    """
+
+    def __init__(self, shapes: Sequence[torch.Size], buffer: Tensor, steps: Tensor, uniform: bool) -> None:
+        self.shapes, self.buffer, self.steps = list(shapes), buffer, steps
+        # Every row has taken as many steps as every other: true of a population's stacks, whose update steps every
+        # row alike; the Adam step of :meth:`adam_step` is then one kernel call on the whole buffer.
+        self.uniform = uniform
+        self.params = self._views(0)
+        self.exp_avg, self.exp_avg_sq = self._views(1), self._views(2)
+
+    def _views(self, part: int) -> list[Tensor]:
+        rows, out, offset = self.buffer.shape[1], [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            out.append(self.buffer[part, :, offset:offset + size].view(rows, *shape))
+            offset += size
+        return out
 
     @classmethod
     def of(cls, opts: Sequence[FusedAdam]) -> StackedNets:
         """The members' optimised parameters and Adam states, stacked (copies): a stacked optimiser's ``[n, ...]``
         tensors become ``n`` rows per member, a plain one's tensors one row."""
-        states = [opt.state() for opt in opts]
-
-        def rows(t: Tensor, opt: FusedAdam) -> Tensor:
-            return t.detach() if opt.stacked else t.detach().unsqueeze(0)
-
-        def join(tensors: list[list[Tensor]]) -> list[Tensor]:
-            return [torch.cat([rows(t, opt) for t, opt in zip(column, opts)]) for column in zip(*tensors)]
-
-        return cls(join([opt.params for opt in opts]), join([s[0] for s in states]), join([s[1] for s in states]),
-                   torch.cat([rows(s[2], opt) for s, opt in zip(states, opts)]))
-
-    def tensors(self) -> list[Tensor]:
-        """Parameters, moments and steps, in the order of :meth:`FusedAdam.state_dict`'s parameters then state."""
-        return [*self.params, *self.exp_avg, *self.exp_avg_sq, self.steps]
+        first = opts[0]
+        shapes = [p.shape[1:] if first.stacked else p.shape for p in first.params]
+        per = first.params[0].shape[0] if first.stacked else 1
+        total = sum(math.prod(shape) for shape in shapes)
+        like = first.params[0]
+        stack = cls(shapes, like.new_zeros(3, per * len(opts), total),
+                    torch.zeros(per * len(opts), dtype=torch.float32, device=like.device), True)
+        stack.copy_from(opts)
+        return stack
 
     def gather(self, rows: Tensor) -> StackedNets:
         """Copies of ``rows`` (an int64 index tensor, read on the device only)."""
-        pick = [t.index_select(0, rows) for t in self.tensors()]
-        n = len(self.params)
-        return StackedNets(pick[:n], pick[n:2 * n], pick[2 * n:3 * n], pick[-1])
+        return StackedNets(self.shapes, self.buffer.index_select(1, rows), self.steps.index_select(0, rows),
+                           self.uniform)
 
     def put(self, rows: Tensor, part: StackedNets) -> None:
         """Write ``part`` (a :meth:`gather` of the same ``rows``) back into the stack."""
-        for stack, t in zip(self.tensors(), part.tensors(), strict=True):
-            stack.index_copy_(0, rows, t)
+        self.buffer.index_copy_(1, rows, part.buffer)
+        self.steps.index_copy_(0, rows, part.steps)
 
     @torch.no_grad()
     def adam_step(self, grads: Sequence[Tensor], groups: list[tuple[float, list[int]]]) -> None:
         """One Adam step of every row, row ``p`` at the learning rate of its group in ``groups`` (from
         :func:`lr_groups`), with its own moments and step count: each row moves as its member's own FusedAdam
         would move it."""
-        # As torch.optim.Adam(fused=True): the step counts first, then the kernel, which reads them. The kernel
-        # walks every tensor as contiguous memory, and a batched matmul's weight gradient comes back transposed.
+        rows = self.buffer.shape[1]
+        # One flat gradient per row, laid out as the buffer (a batched matmul's weight gradient comes back
+        # transposed: the kernel walks every tensor as contiguous memory).
+        grad = torch.cat([g.reshape(rows, -1) for g in grads], dim=1)
+        # As torch.optim.Adam(fused=True): the step counts first, then the kernel, which reads them.
         self.steps.add_(1)
-        by_row = [t.unbind(0) for t in (*self.params, *[g.contiguous() for g in grads], *self.exp_avg,
-                                        *self.exp_avg_sq)]
-        n = len(self.params)
+        settings = {"beta1": BETAS[0], "beta2": BETAS[1], "weight_decay": 0.0, "eps": EPS, "amsgrad": False,
+                    "maximize": False}
+        param, exp_avg, exp_avg_sq = self.buffer.unbind(0)
+        if self.uniform and len(groups) == 1:
+            torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [self.steps[0]], lr=groups[0][0],
+                               **settings)
+            return
+        by_row = [t.unbind(0) for t in (param, grad, exp_avg, exp_avg_sq)]
         steps = self.steps.unbind(0)
         for lr, members in groups:
-            lists = [[t[p] for t in by_row[j * n:(j + 1) * n] for p in members] for j in range(4)]
-            torch._fused_adam_(*lists, [], [steps[p] for _ in range(n) for p in members], lr=lr, beta1=BETAS[0],
-                               beta2=BETAS[1], weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
+            torch._fused_adam_(*[[t[p] for p in members] for t in by_row], [], [steps[p] for p in members], lr=lr,
+                               **settings)
+
+    def _pairs(self, opts: Sequence[FusedAdam]):
+        """Per member: its rows' tensors (views) and its optimiser's, in the same order."""
+        per = self.steps.shape[0] // len(opts)
+        for p, opt in enumerate(opts):
+            exp_avg, exp_avg_sq, steps = opt.state()
+            mine = [t[p * per:(p + 1) * per] for t in (*self.params, *self.exp_avg, *self.exp_avg_sq, self.steps)]
+            yield mine, [*opt.params, *exp_avg, *exp_avg_sq, steps]
 
     @torch.no_grad()
     def copy_to(self, opts: Sequence[FusedAdam]) -> None:
@@ -120,12 +148,7 @@ class StackedNets:
         for mine, theirs in self._pairs(opts):
             for t, block in zip(theirs, mine, strict=True):
                 block.copy_(t.view_as(block))
-
-    def _pairs(self, opts: Sequence[FusedAdam]):
-        per = self.steps.shape[0] // len(opts)
-        for p, opt in enumerate(opts):
-            exp_avg, exp_avg_sq, steps = opt.state()
-            yield [t[p * per:(p + 1) * per] for t in self.tensors()], [*opt.params, *exp_avg, *exp_avg_sq, steps]
+        self.uniform = bool((self.steps == self.steps[0]).all())  # one read, when the stack is (re)loaded
 
 
 def stack_params(members: Sequence[Sequence[Tensor]]) -> list[Tensor]:
