@@ -118,10 +118,9 @@ class StackedInSPO:
         self.critic = StackedNets.of([m.critic_opt for m in learners])  # [*Q, *V]
         self.n_q = len(list(first.q.parameters()))
         self.q_target = stack_params([list(m.q_target.parameters()) for m in learners])
-        # Constant indices: each member's first row in the [P * N] stacks, and in the [P * B] batch rows.
+        # Constant indices: each member's first row in the [P * N] stacks.
         device = like.device
         self._first_agent = torch.arange(p_, device=device)[:, None] * n
-        self._first_row = torch.arange(p_, device=device)[:, None] * cfg.batch_size
         self._fixed_rows = (self._first_agent + torch.arange(n, device=device)).t().contiguous()  # [N, P]
         self.random_order = cfg.order == "random"
 
@@ -171,7 +170,8 @@ class StackedInSPO:
         with torch.enable_grad():
             q_loss = (batched_mlp(x, params[:nq]).squeeze(-1) - target).pow(2).mean(1)
             value = batched_mlp(b.state, params[nq:]).squeeze(-1)
-            z = torch.minimum((qbar - value) / self.tau - self.beta_tau * b.logp_mu.sum(1), self.z_max)
+            # clamp, not minimum: a tie passes the whole gradient, as in the single learner.
+            z = torch.clamp((qbar - value) / self.tau - self.beta_tau * b.logp_mu.sum(1), max=self.z_max)
             v_loss = torch.exp(z).mean(1) + value.mean(1) / self.tau[:, 0]
             grads = torch.autograd.grad((q_loss + v_loss).sum(), params)
         c.adam_step(grads, self.lr_critic)
@@ -199,6 +199,7 @@ class StackedInSPO:
         n, members, rows = self.n_agents, self.n_members, qbar.shape[1]
         logp_pi = self._softmax(batched_mlp(b.obs, self.pi.params), b.avail, b.agent_actions)[0]  # [P * N, B]
         agent_rows = self.agent_rows()
+        first_row = self._first_agent // n * rows  # each member's first row in the [P * B] batch rows
         zero = qbar.new_zeros(members)
         policy_loss, local_q_loss, entropy, weight_max = zero, zero, zero, zero
         if self.use_rho:
@@ -226,7 +227,7 @@ class StackedInSPO:
             if self.resample:
                 sel = torch.stack([torch.multinomial(rho[p], rows, replacement=True, generator=m.gen)
                                    for p, m in enumerate(self.learners)])
-                flat = (sel + self._first_row).view(-1)
+                flat = (sel + first_row).view(-1)
                 state_s, target, obs_s, avail_s, a_s = (
                     t.flatten(0, 1).index_select(0, flat).view(t.shape)
                     for t in (b.state, qbar, obs_i, avail_i, actions_i))
