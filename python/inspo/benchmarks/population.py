@@ -55,9 +55,10 @@ class Member:
 
 def measure_population(case: str, members: int = 8, threads: int = 1, repeats: int = 5,
                        repeat_seconds: float = 0.5, warmup: int = 3, rows: int = 20000,
-                       device: str = "cpu", profile: bool = False) -> dict:
+                       device: str = "cpu", profile: bool = False, chunk: int | None = None) -> dict:
     """Seconds per iteration of ``members`` members stacked and run one after another on ``case`` with ``threads``
-    torch threads; their aggregate updates/s and the ratio (stacked over sequential)."""
+    torch threads; their aggregate updates/s and the ratio (stacked over sequential). ``chunk``: stack the members
+    in populations of this many, updated one after another (default: all in one)."""
     device = torch.device(device)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -66,7 +67,9 @@ def measure_population(case: str, members: int = 8, threads: int = 1, repeats: i
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
         singles = [Member(seed, data, sizes, overrides, device) for seed in range(members)]
         stacked = [Member(seed, data, sizes, overrides, device) for seed in range(members)]
-        population = StackedInSPO([m.learner for m in stacked])
+        chunk = chunk or members
+        parts = [(StackedInSPO([m.learner for m in stacked[s:s + chunk]]), slice(s, s + chunk))
+                 for s in range(0, members, chunk)]
 
         def one_after_another(count: int) -> float:
             spent = 0.0
@@ -86,7 +89,8 @@ def measure_population(case: str, members: int = 8, threads: int = 1, repeats: i
                 batches = [m.batch() for m in stacked]
                 sync()
                 t = time.perf_counter()
-                population.update(batches)
+                for population, mine in parts:
+                    population.update(batches[mine])
                 sync()
                 spent += time.perf_counter() - t
             return spent
@@ -109,7 +113,8 @@ def measure_population(case: str, members: int = 8, threads: int = 1, repeats: i
     finally:
         torch.set_num_threads(previous)
     out = {"case": case, **sizes, "hidden": singles[0].learner.cfg.hidden, "batch_size": singles[0].batch_size,
-           "members": members, "threads": threads, "iterations_per_repeat": per_repeat, "repeats": repeats}
+           "members": members, "chunk": chunk, "threads": threads, "iterations_per_repeat": per_repeat,
+           "repeats": repeats}
     for name, s in samples.items():
         med = statistics.median(s)
         out[name] = {"median_s": med, "min_s": min(s), "max_s": max(s), "updates_per_s": members / med}
@@ -119,10 +124,11 @@ def measure_population(case: str, members: int = 8, threads: int = 1, repeats: i
 
 def markdown(results: list[dict]) -> str:
     """The results as a markdown table."""
-    lines = ["| case | members | threads | sequential upd/s | stacked upd/s | stacked / sequential |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| case | members | stacked by | threads | sequential upd/s | stacked upd/s | stacked / sequential |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['case']} | {r['members']} | {r['threads']} | {r['sequential']['updates_per_s']:.1f} | "
+        lines.append(f"| {r['case']} | {r['members']} | {r['chunk']} | {r['threads']} | "
+                     f"{r['sequential']['updates_per_s']:.1f} | "
                      f"{r['stacked']['updates_per_s']:.1f} | {r['ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 
@@ -137,12 +143,13 @@ def main(argv=None, prog: str = "python -m inspo.benchmarks.population") -> int:
     p.add_argument("--rows", type=int, default=20000, help="transitions of the synthetic datasets")
     p.add_argument("--device", default="cpu")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--chunk", type=int, default=None, help="stack the members in populations of this many")
     args = p.parse_args(argv)
     results = []
     for case in args.cases:
         for threads in args.threads:
             r = measure_population(case, args.members, threads, args.repeats, args.repeat_seconds, rows=args.rows,
-                                   device=args.device, profile=args.profile)
+                                   device=args.device, profile=args.profile, chunk=args.chunk)
             results.append(r)
             print(f"{case} x{args.members}, {threads} thread(s): sequential {r['sequential']['updates_per_s']:.1f} "
                   f"upd/s, stacked {r['stacked']['updates_per_s']:.1f} upd/s, {r['ratio']:.2f}x", flush=True)
