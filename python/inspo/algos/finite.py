@@ -40,3 +40,39 @@ class FiniteWatch:
             values = torch.stack([self._values[n] for n in names]).tolist()
             bad = ", ".join(f"{n} ({v})" for n, v, f in zip(names, values, flags) if f)
             raise FloatingPointError(f"non-finite {bad}")
+
+
+class MemberWatch:
+    """:class:`FiniteWatch` for a population: per named loss a ``[P]`` flag (member p non-finite since the watch
+    began) and each member's first non-finite value; ``seeds`` name the members in the error."""
+
+    def __init__(self, seeds: list[int]) -> None:
+        self.seeds = seeds
+        self._flags: dict[str, Tensor] = {}
+        self._values: dict[str, Tensor] = {}
+
+    def note(self, **losses: Tensor) -> None:
+        """Fold ``losses`` (``[P]`` tensors, member p's loss at p) into the flags, in place."""
+        for name, loss in losses.items():
+            loss = loss.detach()
+            if name not in self._flags:
+                self._flags[name] = torch.zeros(loss.shape, dtype=torch.bool, device=loss.device)
+                self._values[name] = torch.zeros_like(loss)
+            flag, value = self._flags[name], self._values[name]
+            value.copy_(torch.where(flag, value, loss))
+            flag.logical_or_(~torch.isfinite(loss))
+
+    def check(self) -> None:
+        """Raise FloatingPointError naming every member (index and seed) with a flagged loss, and each of its flagged
+        losses with its first non-finite value (one host read)."""
+        if not self._flags:
+            return
+        names = list(self._flags)
+        flags = torch.stack([self._flags[n] for n in names], 1)  # [P, losses]
+        if not bool(flags.any()):
+            return
+        values = torch.stack([self._values[n] for n in names], 1).tolist()
+        bad = [f"member {p} (seed {self.seeds[p]}): non-finite "
+               + ", ".join(f"{n} ({v})" for n, v, f in zip(names, values[p], row) if f)
+               for p, row in enumerate(flags.tolist()) if any(row)]
+        raise FloatingPointError("; ".join(bad))
