@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from inspo import checkpoint, population_training
-from inspo.algos import population
+from inspo.algos import InSPO, population
+from inspo.algos.stacked import StackedBC, StackedInSPO
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
@@ -39,7 +40,24 @@ def mne_two_rounds(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 # The population implementations under test; the stacked ones join this list where they apply.
-POPULATIONS = {"loop": (population.LoopPopulation, population.LoopBC)}
+
+
+def _stacked(learners: list[Any]) -> Any:
+    """make_population, asserting that it stacks InSPO members (the other algorithms go one after another)."""
+    made = population.make_population(learners)
+    inspo_only = all(type(learner) is InSPO for learner in learners)
+    assert isinstance(made, StackedInSPO if inspo_only else population.LoopPopulation), type(made)
+    return made
+
+
+def _stacked_bc(members: list[Any]) -> Any:
+    made = population.make_bc_population(members)
+    assert isinstance(made, StackedBC), type(made)
+    return made
+
+
+# The members one after another, and as make_population / make_bc_population pick them (stacked where they can be).
+POPULATIONS = {"loop": (population.LoopPopulation, population.LoopBC), "stacked": (_stacked, _stacked_bc)}
 
 
 @pytest.fixture(params=sorted(POPULATIONS))

@@ -189,7 +189,7 @@ def test_check_finite_names_the_member() -> None:
     batches = [m.batch() for m in ms]
     batches[1].reward[3] = math.nan
     population.update(batches)
-    with pytest.raises(FloatingPointError, match=r"^member 1 \(seed 1\): non-finite q_loss \(nan\)"):
+    with pytest.raises(FloatingPointError, match=r"^population member 1 \(seed 1\): non-finite q_loss \(nan\)"):
         population.check_finite()
 
 

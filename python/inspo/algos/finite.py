@@ -72,7 +72,7 @@ class MemberWatch:
         if not bool(flags.any()):
             return
         values = torch.stack([self._values[n] for n in names], 1).tolist()
-        bad = [f"member {p} (seed {self.seeds[p]}): non-finite "
+        bad = [f"population member {p} (seed {self.seeds[p]}): non-finite "
                + ", ".join(f"{n} ({v})" for n, v, f in zip(names, values[p], row) if f)
                for p, row in enumerate(flags.tolist()) if any(row)]
         raise FloatingPointError("; ".join(bad))

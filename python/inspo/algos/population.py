@@ -15,7 +15,9 @@ from torch import Tensor
 
 from inspo.algos.batch import Batch
 from inspo.algos.bc import BehaviourCloning
+from inspo.algos.inspo import InSPO
 from inspo.algos.learner import Learner
+from inspo.algos.stacked import StackedBC, StackedInSPO
 
 __all__ = ["BCPopulation", "LearnerPopulation", "LoopBC", "LoopPopulation", "make_bc_population",
            "make_population"]
@@ -100,14 +102,20 @@ class LoopBC:
 def make_population(learners: Sequence[Learner]) -> LearnerPopulation:
     """The population of ``learners`` (freshly built or just loaded, one per member): stacked where the members
     can be, else :class:`LoopPopulation`."""
-    # STACKED: the lead wires inspo.algos.stacked.StackedInSPO in here (falling back to the loop on its ValueError).
+    if all(type(learner) is InSPO for learner in learners):
+        try:
+            return StackedInSPO(learners)
+        except ValueError:  # members that differ in shape or variant, a shared policy: one after another
+            pass
     return LoopPopulation(learners)
 
 
 def make_bc_population(members: Sequence[BehaviourCloning]) -> BCPopulation:
     """The population of the members' behaviour cloning: stacked where the members can be, else :class:`LoopBC`."""
-    # STACKED: the lead wires inspo.algos.stacked.StackedBC in here (falling back to the loop on its ValueError).
-    return LoopBC(members)
+    try:
+        return StackedBC(members)
+    except ValueError:  # members that differ in shape, a shared policy: one after another
+        return LoopBC(members)
 
 
 def _check_count(given: int, members: int, what: str) -> None:
