@@ -10,7 +10,8 @@ import torch
 
 import inspo
 from inspo.benchmarks import roofline
-from inspo.benchmarks.train import Runner, synthetic_data
+from inspo.benchmarks.cases import synthetic_data
+from inspo.benchmarks.train import Runner
 from inspo.cli import main
 
 
@@ -45,6 +46,17 @@ def test_bench_train_writes_its_table(tmp_path: Path) -> None:
     assert "| n2 | torch+bf16 | 1.031 |" in (tmp_path / "train_cpu.md").read_text()
     assert report["command"].startswith("inspo bench train --cases n2")
     assert str(tmp_path) not in (tmp_path / "train_cpu.json").read_text()
+
+
+def test_bench_train_times_populations(tmp_path: Path) -> None:
+    rc = main(["bench", "train", "--cases", "bridge", "n2", "--population", "3", "--precisions", "fp32", "--repeats",
+               "2", "--warmup", "1", "--repeat-seconds", "0.01", "--no-memory", "--out", str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "train_cpu.json").read_text())
+    (pop,) = report["population"]  # the bridge and smax cases only
+    assert pop["case"] == "bridge" and pop["members"] == 3
+    assert pop["ratio"] == pytest.approx(pop["sequential"]["median_s"] / pop["stacked"]["median_s"])
+    assert f"| bridge | 3 | {pop['sequential']['updates_per_s']:.1f} |" in (tmp_path / "train_cpu.md").read_text()
 
 
 def test_bench_needs_a_known_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

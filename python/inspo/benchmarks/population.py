@@ -28,7 +28,7 @@ from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
 from inspo.algos.stacked import StackedInSPO
-from inspo.benchmarks.train import BATCH_FIELDS, case_setup
+from inspo.benchmarks.cases import BATCH_FIELDS, case_setup
 from inspo.config import TrainConfig
 
 

@@ -57,15 +57,14 @@ from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
 from inspo.benchmarks import roofline
+from inspo.benchmarks.cases import BATCH_FIELDS, case_setup
 from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
+from inspo.benchmarks.population import measure_population
 from inspo.benchmarks.train_report import BACKENDS, markdown
 from inspo.config import PRECISIONS, TrainConfig
 
 CEILING_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SCALING = (2, 4, 8, 16, 32)
-# SMAX-sized synthetic data (a 5-agent map): sizes per agent, state dim per agent.
-SMAX = {"obs_dim": 80, "n_actions": 12, "state_per_agent": 26, "hidden": 256, "batch_size": 256}
-BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all")
 # The classes a Runner builds; baseline_learner gives those of another revision.
 CURRENT = SimpleNamespace(BehaviourCloning=BehaviourCloning, InSPO=InSPO)
 
@@ -92,6 +91,9 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
                    help="precisions of the matrix products to time each backend in (TrainConfig.precision)")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="a git revision whose learner and networks are timed too, as fused@base/torch@base")
+    p.add_argument("--population", type=int, default=8, metavar="P",
+                   help="also time P members of the bridge and smax cases stacked as one population against the same "
+                        "P runs one after another (0: skip)")
     p.add_argument("--suffix", default="", help="output stem train_<device>[_<suffix>]")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
@@ -105,50 +107,6 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
         p.error(f"--precisions must include fp32 (every ratio is taken against it), got {args.precisions}")
     args.device = torch.device(args.device)
     return args
-
-
-def synthetic_data(n_agents: int, rows: int, device: torch.device, seed: int = 0) -> tuple[dict, dict]:
-    """A random dataset of SMAX size with ``n_agents`` agents (each row's action is available, ~80% of the others
-    are), as the trainer holds it on the device; and its sizes."""
-    g = torch.Generator().manual_seed(seed)
-    obs_dim, n_actions = SMAX["obs_dim"], SMAX["n_actions"]
-    state_dim = SMAX["state_per_agent"] * n_agents
-    actions = torch.randint(n_actions, (rows, n_agents), generator=g)
-    avail = torch.rand(rows, n_agents, n_actions, generator=g) < 0.8
-    avail.scatter_(-1, actions[..., None], True)
-    data = {
-        "obs": torch.randn(rows, n_agents, obs_dim, generator=g), "state": torch.randn(rows, state_dim, generator=g),
-        "avail": avail, "actions": actions, "reward": torch.randn(rows, generator=g),
-        "terminated": (torch.rand(rows, generator=g) < 0.02).float(),
-        "next_state": torch.randn(rows, state_dim, generator=g),
-    }
-    sizes = {"n_agents": n_agents, "obs_dim": obs_dim, "state_dim": state_dim, "n_actions": n_actions}
-    return {k: v.to(device) for k, v in data.items()}, sizes
-
-
-def bridge_data(device: torch.device) -> tuple[dict, dict]:
-    """The shipped Bridge dataset as the trainer holds it."""
-    from inspo.data import load_dataset
-    from inspo.training import _to_device
-
-    path = CHECKOUT / "data" / "bridge_mix"
-    if not path.is_dir():
-        raise FileNotFoundError(f"the bridge case reads the shipped dataset of the source checkout, {path}, which is "
-                                "not there (inspo installed from a wheel?); run from a checkout or pick other --cases")
-    ds = load_dataset(path)
-    data = _to_device(ds, device, torch.float32)
-    spec = ds.manifest["env"]["spec"]
-    return data, {k: spec[k] for k in ("n_agents", "obs_dim", "state_dim", "n_actions")}
-
-
-def case_setup(case: str, rows: int, device: torch.device) -> tuple[dict, dict, dict]:
-    """Data, sizes and config overrides of a case."""
-    if case == "bridge":
-        data, sizes = bridge_data(device)
-        return data, sizes, {}
-    n = 5 if case == "smax" else int(case[1:])
-    data, sizes = synthetic_data(n, rows, device)
-    return data, sizes, {"hidden": SMAX["hidden"], "batch_size": SMAX["batch_size"]}
 
 
 class Runner:
@@ -358,6 +316,14 @@ def main(argv=None, prog: str = "inspo bench train") -> int:
         print(f"{case:>6}: " + "  ".join(f"{b} {v['updates_per_s']:.1f}/s ({100 * v['ceiling_fraction']:.0f}%)"
                                          for b, v in r["backends"].items())
               + f"  ratio {r['ratio']:.2f}x", flush=True)
+    if args.population:
+        report["population"] = [
+            measure_population(case, args.population, args.threads, args.repeats, args.repeat_seconds,
+                               rows=args.rows, device=str(args.device))
+            for case in args.cases if case in ("bridge", "smax")]
+        for r in report["population"]:
+            print(f"{r['case']:>6}: population of {r['members']}: {r['stacked']['updates_per_s']:.1f} upd/s, "
+                  f"{r['ratio']:.2f}x the runs one after another", flush=True)
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
     stem = f"train_{args.device.type}" + (f"_{args.suffix}" if args.suffix else "")

@@ -42,6 +42,15 @@ def markdown(report: dict) -> str:
                      f"{f['median_s'] * 1e3 / r['n_agents']:.2f} | "
                      f"{mb(f['peak_bytes'])} | {mb(t['peak_bytes'])} | {r['loadavg']:.1f} |")
     lines += roofline_section(report)
+    if report.get("population"):
+        lines += ["", "Populations (`--population P`): P members (seeds 0..P-1) trained as one stacked population "
+                  "(`StackedInSPO`) against the same P runs one after another on the fused ops, the two taking turns "
+                  "repeat by repeat; aggregate updates/s count one update per member.", "",
+                  "| case | members | one after another upd/s | population upd/s | population / one after another |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in report["population"]:
+            lines.append(f"| {r['case']} | {r['members']} | {r['sequential']['updates_per_s']:.1f} | "
+                         f"{r['stacked']['updates_per_s']:.1f} | {r['ratio']:.2f}x |")
     if "fused@base" in report["results"][0]["backends"]:
         lines += ["", f"Against the baseline learner `{report['args']['baseline']}`, timed in the same run: its "
                   "updates/s and the speed-up (its time / this version's time) per backend, from medians and (in "
