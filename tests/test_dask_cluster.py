@@ -135,6 +135,23 @@ def test_tune_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, 
     assert len(trials) >= 4 and {workers.get(task["worker"]) for task in trials} <= {"w0", "w1"}
 
 
+def test_tune_populations_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    from distributed import get_task_stream
+
+    out = tmp_path / "search"
+    with get_task_stream(dask_cluster.client) as stream:
+        assert main(["tune", "--dataset", str(xor_data), "--trials", "4", "--params", "lr_policy", "--iters", "40",
+                     "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1",
+                     "--population", "2", "--dask-scheduler", dask_cluster.address, "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["trials"] == 4 and printed["failed"] == 0
+    # One round of 2 x 2 workers trials: two populations of two trials, one task each.
+    tasks = [task for task in stream.data if task["status"] == "OK" and str(task["key"]).startswith("train_trials")]
+    assert len(tasks) == 2
+
+
 def test_reproduce_survives_a_lost_worker(dask_cluster: DaskCluster, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # Relative --out: the workers, started in other folders, must be given absolute paths.
