@@ -135,6 +135,23 @@ def test_tune_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, 
     assert len(trials) >= 4 and {workers.get(task["worker"]) for task in trials} <= {"w0", "w1"}
 
 
+def test_tune_populations_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    from distributed import get_task_stream
+
+    out = tmp_path / "search"
+    with get_task_stream(dask_cluster.client) as stream:
+        assert main(["tune", "--dataset", str(xor_data), "--trials", "4", "--params", "lr_policy", "--iters", "40",
+                     "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1",
+                     "--population", "2", "--dask-scheduler", dask_cluster.address, "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["trials"] == 4 and printed["failed"] == 0
+    # One round of 2 x 2 workers trials: two populations of two trials, one task each.
+    tasks = [task for task in stream.data if task["status"] == "OK" and str(task["key"]).startswith("train_trials")]
+    assert len(tasks) == 2
+
+
 def test_reproduce_survives_a_lost_worker(dask_cluster: DaskCluster, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # Relative --out: the workers, started in other folders, must be given absolute paths.
@@ -149,7 +166,7 @@ def test_reproduce_survives_a_lost_worker(dask_cluster: DaskCluster, tmp_path: P
         while not done.is_set():
             running = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing],
                                  workers=[address])[address]
-            if any(key.startswith("train_one") for key in running):
+            if any(key.startswith("train_group") for key in running):
                 _kill(dask_cluster.workers["w0"])
                 lost.extend(running)
                 return
@@ -224,6 +241,43 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(xor_data: Path, tmp_path
     checkpoint.save({k: v for k, v in checkpoint.load(state).items() if k != "version"}, state)
     runner.train_one(unknown)
     assert calls[-1] == {"resume": False, "overwrite": True}
+
+
+@pytest.mark.parametrize("after_saves, together", [(4, True), (3, False)])
+def test_an_interrupted_population_resumes_as_its_runs_would(xor_data: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, after_saves: int,
+                                                             together: bool) -> None:
+    """Two runs trained as one population, stopped after both members saved step 7 (4 saves: step 14 of both, a
+    common step) or between the two writes of step 14 (3 saves): resumed together in the first case, one by one in
+    the second, and in both ending as the runs trained alone."""
+    base = {"dataset": str(xor_data), "algo": "inspo", "iters": 40, "bc_steps": 10, "batch_size": 64,
+            "eval_every": 20, "eval_episode_limit": 1, "checkpoint_every": 7}
+    expected = [runner.train_one({**base, "seed": s, "out": str(tmp_path / f"alone-{s}")}) for s in (0, 1)]
+    configs = [{**base, "seed": s, "out": str(tmp_path / f"seed-{s}")} for s in (0, 1)]
+    real, saves = checkpoint.save, []
+
+    def save_then_die(obj: Any, path: Any) -> None:
+        real(obj, path)
+        if Path(path).name == "checkpoint.pt":
+            saves.append(path)
+            if len(saves) == after_saves:
+                raise SystemExit("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save", save_then_die)
+        with pytest.raises(SystemExit):
+            runner.train_group(configs)
+    populations: list[dict[str, Any]] = []
+    singles: list[dict[str, Any]] = []
+    real_members, real_train = runner.train_members, runner.train
+    monkeypatch.setattr(runner, "train_members", lambda cfgs, **kw: populations.append(kw) or real_members(cfgs, **kw))
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: singles.append(kw) or real_train(cfg, **kw))
+    got = runner.train_group(configs)
+    resumed = {"resume": True, "overwrite": False}
+    assert (populations, singles) == (([resumed], []) if together else ([], [resumed, resumed]))
+    same = ("final", "best", "behaviour", "optimum", "curve", "final_win_rate", "win_curve", "cached")
+    assert [{k: g[k] for k in same} for g in got] == [{k: e[k] for k in same} for e in expected]
+    assert not list(tmp_path.glob("seed-*/checkpoint.previous.pt"))  # the folders end as the single runs'
 
 
 @pytest.mark.parametrize("flags, message", [

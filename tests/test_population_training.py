@@ -238,6 +238,22 @@ def test_members_configs_and_folders() -> None:
     assert parse_list("0-3,7", int) == [0, 1, 2, 3, 7] and parse_list("1e-3, 2", float) == [1e-3, 2.0]
 
 
+@pytest.mark.parametrize("configs, message", [
+    ([], "at least one member config"),
+    ([TrainConfig(dataset="d"), TrainConfig(dataset="d", seed=1, hidden=32)],
+     r"members 0 and 1 differ in hidden \(64 and 32\); .* only in seed, out, lr_policy"),
+    ([TrainConfig(dataset="d"), TrainConfig(dataset="e", seed=1)], r"differ in dataset \('d' and 'e'\)"),
+    ([TrainConfig(dataset="d", seeds=[0, 1])], "member 0 must be a single run"),
+    ([TrainConfig(dataset="d", out="a"), TrainConfig(dataset="d", seed=1)], "every population member has an out"),
+    ([TrainConfig(dataset="d", out="a"), TrainConfig(dataset="d", seed=1, out="a/")], "share an out folder"),
+])
+def test_members_that_cannot_train_together_are_a_clear_error(configs: list[TrainConfig], message: str) -> None:
+    from inspo.population_training import train_members
+
+    with pytest.raises(ValueError, match=message):
+        train_members(configs)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "3-1"], "the range '3-1' is empty"),
     (["--seeds", "0,x"], "'x' is not one"),

@@ -152,3 +152,48 @@ def test_suite_defaults_are_frozen_and_exported() -> None:
     for suite in (reproduce.MATRIX, reproduce.BRIDGE, reproduce.BASELINES, reproduce.SMAX):
         with pytest.raises(dataclasses.FrozenInstanceError):
             suite.seeds = (0,)  # type: ignore[misc]
+
+
+def _without_timings(record: dict, folder: str) -> dict:
+    """A table's record (or a run's metrics.json) without what two makings of it may not share: dates, wall times,
+    speeds, the output folder and the number of CPUs."""
+    text = json.dumps(record).replace(folder, "<out>")
+    drop = {"date", "wall_time", "wall_time_s", "cpu_count", "updates_per_second", "command"}
+
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads(text))  # type: ignore[return-value]
+
+
+def test_populations_make_the_table_of_runs_trained_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = [*TINY_XOR, "--datasets", "xor-ab-ba"]
+    flags[flags.index("--seeds") + 1] = "3"
+    assert main([*flags, "--no-populations", "--out", str(tmp_path / "alone")]) == 0
+    sizes: list[int] = []
+    real = runner.train_members
+
+    def train_members(configs: list[inspo.TrainConfig], **kwargs: object) -> object:
+        sizes.append(len(configs))
+        return real(configs, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "train_members", train_members)
+    assert main([*flags, "--out", str(tmp_path / "together")]) == 0
+    capsys.readouterr()
+    assert sizes == [3] * 5  # one population of the three seeds per method
+    tables = [_without_timings(json.loads((tmp_path / name / "baselines_xor.json").read_text()), name)
+              for name in ("alone", "together")]
+    assert tables[0] == tables[1]
+    # Every run's folder ends as its single run's: the same files and the same metrics.json, timings aside.
+    alone = sorted((tmp_path / "alone" / "cache" / "runs").rglob("metrics.json"))
+    assert len(alone) == 15
+    for path in alone:
+        other = tmp_path / "together" / path.relative_to(tmp_path / "alone")
+        assert sorted(p.name for p in other.parent.iterdir()) == sorted(p.name for p in path.parent.iterdir())
+        assert (_without_timings(json.loads(other.read_text()), "together")
+                == _without_timings(json.loads(path.read_text()), "alone")), path

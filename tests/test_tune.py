@@ -275,3 +275,38 @@ def test_a_search_leaves_absl_logging_stream_open(xor_data: Path, tmp_path: Path
     finally:
         handler.setStream(before)
     assert not stream.closed
+
+
+def test_trials_trained_as_populations_cost_what_they_cost_alone(xor_data: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    import inspo.population_training
+    from inspo.training import train
+
+    sizes: list[int] = []
+    real = inspo.population_training.train_members
+
+    def train_members(members: list[TrainConfig], **kwargs: object) -> object:
+        sizes.append(len(members))
+        return real(members, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inspo.population_training, "train_members", train_members)
+    base = TrainConfig(dataset=str(xor_data), **SMALL)
+    result = tune(base, tmp_path / "search", trials=4, params=["lr_policy", "alpha"], seeds=2, population=2)
+    assert sizes == [4, 4]  # two rounds of two trials, each trial's two seeds as members
+    assert json.loads((tmp_path / "search" / "tune.json").read_text())["population"] == 2
+    assert len(result.trials) == 4 and all(t["status"] == "success" for t in result.trials)
+    for t in result.trials:
+        alone = [train(TrainConfig(dataset=str(xor_data), **{**SMALL, **t["params"], "seed": s})).final_return
+                 for s in (0, 1)]
+        assert t["return"] == sum(alone) / 2, t
+
+
+def test_a_round_of_trials_trains_in_populations_of_like_trials() -> None:
+    from inspo.tune_population import _populations
+
+    trials = [({"lr_policy": 0.1, "hidden": 32}, 40), ({"lr_policy": 0.2, "hidden": 64}, 40),
+              ({"lr_policy": 0.3, "hidden": 32}, 40), ({"lr_policy": 0.4, "hidden": 32}, 90),
+              ({"lr_policy": 0.5, "hidden": 32}, 40)]
+    # hidden and the budget are shared by a population's members, the learning rate is a member's own
+    assert _populations(trials, size=2) == [[0, 2], [4], [1], [3]]

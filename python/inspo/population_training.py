@@ -10,6 +10,10 @@ generator, and its folder ``<out>/seed_<s>`` (or ``<out>/member_<p>``) holds wha
 :func:`~inspo.algos.population.make_population` (and behaviour cloning through
 :func:`~inspo.algos.population.make_bc_population`).
 
+:func:`train_members` trains a given list of single-run configs (each with its own ``out``, e.g. the run cache's
+folders of ``inspo reproduce``) in the same way, without a population folder: each member's folder ends as its
+single run's.
+
 ``<out>/population.json`` holds the population's config (so that ``inspo train --resume <out>`` continues it),
 the members and where they differ, and, once done, each member's returns and their mean and std.
 
@@ -24,8 +28,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,7 @@ from inspo.algos.bc import BehaviourCloning
 from inspo.algos.learner import Learner
 from inspo.algos.parallel import Shard
 from inspo.algos.population import LearnerPopulation, make_bc_population, make_population
-from inspo.config import TrainConfig
+from inspo.config import MEMBER_FIELDS, TrainConfig
 from inspo.data import load_dataset
 from inspo.data.format import check_recorded_env
 from inspo.envs import optimum
@@ -53,7 +58,8 @@ from inspo.stopping import StopRequests, TrainingInterrupted
 from inspo.training import build_learner, stopped_message
 from inspo.training_data import batch, behaviour_columns, to_device
 
-__all__ = ["PREVIOUS", "SUMMARY", "PopulationResult", "read_summary", "train_population"]
+__all__ = ["PREVIOUS", "SUMMARY", "PopulationResult", "check_members", "read_summary", "train_members",
+           "train_population"]
 
 SUMMARY = "population.json"
 """The population's file in its ``out`` folder."""
@@ -97,38 +103,97 @@ def train_population(config: TrainConfig, progress: bool = False, resume: bool =
                          "inspo.train")
     if resume and overwrite:
         raise ValueError("resume=True continues the population in config.out and overwrite=True deletes it; pass one")
-    members = config.members()
     if config.out is None:
         before = "nothing was saved (no --out)"
     elif resume:
         before = f"{config.out} is unchanged; resume with: inspo train --resume {config.out}"
     else:
         before = f"no run was written to {config.out}"
+    return _guarded(config.members(), config, progress, resume, overwrite, before)
+
+
+def train_members(members: Sequence[TrainConfig], progress: bool = False, resume: bool = False,
+                  overwrite: bool = False) -> PopulationResult:
+    """Train the single-run configs ``members`` as one population: member p is exactly ``inspo.train(members[p])``
+    and its folder (its own ``out``, or none) ends as that run's (``checkpoint.pt``, ``best.pt``, ``final.pt``,
+    ``metrics.json``, its logs); no ``population.json`` is written. ``resume``: every member continues from its own
+    ``checkpoint.pt`` (or ``checkpoint.previous.pt``: the last step that every member saved); ``overwrite``: what
+    the members' folders held is replaced. The members must be able to train together (:func:`check_members`)."""
+    members = list(members)
+    check_members(members)
+    if resume and overwrite:
+        raise ValueError("resume=True continues the members' runs and overwrite=True deletes them; pass one")
+    out = members[0].out
+    before = ("nothing was saved (no out)" if out is None
+              else f"the members' folders ({out}, ...) are unchanged" if resume
+              else f"no run was written to the members' folders ({out}, ...)")
+    return _guarded(members, None, progress, resume, overwrite, before)
+
+
+_MAY_DIFFER = ("seed", "out", *MEMBER_FIELDS)
+
+
+def check_members(members: Sequence[TrainConfig]) -> None:
+    """ValueError unless ``members`` can train as one population: at least one, each a single run (no ``seeds`` or
+    ``per_member``, no ``ddp`` or ``cuda_graph``), alike in every field but the seed, ``out`` and the
+    :data:`~inspo.config.MEMBER_FIELDS`, and each with a folder of its own (or none of them with one)."""
+    if not members:
+        raise ValueError("a population needs at least one member config, got none")
+    for p, m in enumerate(members):
+        m.validate()
+        if m.is_population() or m.ddp or m.cuda_graph:
+            raise ValueError(f"population member {p} must be a single run in one process (no seeds, per_member, "
+                             f"ddp or cuda_graph), got seeds={m.seeds} per_member={m.per_member} ddp={m.ddp} "
+                             f"cuda_graph={m.cuda_graph}")
+    first = members[0].to_dict()
+    for p, m in enumerate(members[1:], start=1):
+        other = m.to_dict()
+        for key in first:
+            if key not in _MAY_DIFFER and other[key] != first[key]:
+                raise ValueError(f"population members 0 and {p} differ in {key} ({first[key]!r} and {other[key]!r}); "
+                                 f"the members of a population may differ only in {', '.join(_MAY_DIFFER)}")
+    outs = [m.out for m in members]
+    if None in outs and any(o is not None for o in outs):
+        raise ValueError(f"either every population member has an out folder or none has, got {outs}")
+    paths = [Path(o).resolve() for o in outs if o is not None]
+    if len(set(paths)) < len(paths):
+        raise ValueError(f"population members share an out folder: {outs}; each member writes a run of its own")
+
+
+def _guarded(members: list[TrainConfig], population: TrainConfig | None, progress: bool, resume: bool,
+             overwrite: bool, before: str) -> PopulationResult:
+    """Train ``members`` with the threads of their config, stop requests deferred to the end of a step, and their
+    folders (and ``population.out``, the population's own) claimed."""
     threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    if members[0].threads is not None:
+        torch.set_num_threads(members[0].threads)
     try:
-        with (StopRequests(before) as stop, _claim_folders(config, members, resume, overwrite),
+        with (StopRequests(before) as stop, _claim_folders(population, members, resume, overwrite),
               contextlib.ExitStack() as closing):
-            return _train_population(config, members, progress, resume, stop, closing)
+            return _train_population(members, population, progress, resume, stop, closing)
     finally:
         torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
-def _claim_folders(config: TrainConfig, members: list[TrainConfig], resume: bool, overwrite: bool
+def _claim_folders(population: TrainConfig | None, members: list[TrainConfig], resume: bool, overwrite: bool
                    ) -> Iterator[None]:
-    """Hold the population's folder and every member's (:func:`inspo.run_folder.claim`)."""
+    """Hold the population's folder (if any) and every member's (:func:`inspo.run_folder.claim`)."""
     with contextlib.ExitStack() as stack:
-        if config.out is not None:
-            stack.enter_context(run_folder.claim(config.out, resume=resume, overwrite=overwrite, files=(SUMMARY,)))
-            for member in members:
+        if population is not None and population.out is not None:
+            stack.enter_context(run_folder.claim(population.out, resume=resume, overwrite=overwrite,
+                                                 files=(SUMMARY,)))
+        for member in members:
+            if member.out is not None:
                 stack.enter_context(run_folder.claim(member.out, resume=resume, overwrite=overwrite))
         yield
 
 
-def _train_population(config: TrainConfig, members: list[TrainConfig], progress: bool, resume: bool,
+def _train_population(members: list[TrainConfig], population: TrainConfig | None, progress: bool, resume: bool,
                       stop: StopRequests, closing: contextlib.ExitStack) -> PopulationResult:
+    """Train ``members`` together; ``population``: the config they are the members of, whose folder gets
+    ``population.json`` (None for :func:`train_members`)."""
+    config = members[0]  # what every member shares (check_members; TrainConfig.members)
     device = torch.device(config.device)
     shard = Shard(device=device)
     dtype = getattr(torch, config.dtype)
@@ -147,7 +212,8 @@ def _train_population(config: TrainConfig, members: list[TrainConfig], progress:
     size = len(members)
     bar = ProgressBar(total, f"train x{size}", enabled=progress)
     closing.callback(bar.close)
-    out = Path(config.out) if config.out else None
+    out = Path(population.out) if population is not None and population.out else None
+    saving = config.out is not None
     books = [RunRecord(m, env, sha256) for m in members]
 
     # Member p's global RNG state (what its single run's torch.get_rng_state() would be), swapped in around every
@@ -171,7 +237,7 @@ def _train_population(config: TrainConfig, members: list[TrainConfig], progress:
         rng.append(torch.get_rng_state())
     saved: list[dict[str, Any]] | None = None
     if resume:
-        saved = _resume_states(config, books, device)
+        saved = _resume_states(population, books, device)
         for p, state in enumerate(saved):
             bcs[p].load_state_dict(state["bc"])
             gens[p].set_state(state["generator"])
@@ -200,7 +266,7 @@ def _train_population(config: TrainConfig, members: list[TrainConfig], progress:
         bc_pop.sync()
         if pop is not None:
             pop.sync()
-        _write_summary(out, config, members, status="running")
+        _write_summary(out, population, members, status="running")
         for p, book in enumerate(books):
             _keep_previous(book.state_path)
             book.save_state(bcs[p], None if pop is None else pop.learners[p], gens[p], rng[p])
@@ -265,13 +331,13 @@ def _train_population(config: TrainConfig, members: list[TrainConfig], progress:
             run["step"] = step + 1
             run["wall_time"] = time.perf_counter() - started
         stopping = stop.signal is not None
-        if out is not None and ((step + 1) % config.checkpoint_every == 0 or stopping):
+        if saving and ((step + 1) % config.checkpoint_every == 0 or stopping):
             if pop is not None:  # a checkpoint holds a checked state only
                 checked = check_finite(pop, checked, step + 1 - bc_steps)
             save_states()
         if stopping:
             bar.close()
-            raise TrainingInterrupted(stopped_message(stop, step + 1, total, out))
+            raise TrainingInterrupted(_stopped(stop, step + 1, total, population, members))
     if not runs[0]["curve"]:  # behaviour cloning alone (algo "bc", or iters == 0): evaluate the cloned policies
         for book, policy in zip(books, policies()):
             book.record(0, {"bc_nll": book.run["bc_nll"]}, policy)
@@ -287,26 +353,46 @@ def _train_population(config: TrainConfig, members: list[TrainConfig], progress:
     outcome = PopulationResult(
         members=results, configs=members, wall_time=runs[0]["wall_time"], differences=_differences(members),
         updates_per_second=size * config.iters / update_time if pop is not None and update_time else 0.0)
-    if out is not None:
+    if saving:
         for p, (book, policy) in enumerate(zip(books, final)):
             book.save_final(policy)
             _keep_previous(book.state_path)
             book.save_state(bcs[p], None if pop is None else pop.learners[p], gens[p], rng[p])
             book.save_metrics(results[p], env_name)
+        for book in books:  # every member is done: its folder ends as its single run's
+            (book.out / PREVIOUS).unlink(missing_ok=True)
+    if out is not None and population is not None:
         outcome.summary_path = str(out / SUMMARY)
-        _write_summary(out, config, members, status="done", result=outcome)
+        _write_summary(out, population, members, status="done", result=outcome)
     return outcome
 
 
-def _resume_states(config: TrainConfig, books: list[RunRecord], device: torch.device) -> list[dict[str, Any]]:
+def _stopped(stop: StopRequests, step: int, total: int, population: TrainConfig | None,
+             members: list[TrainConfig]) -> str:
+    """What a population stopped by a signal says: how to resume it."""
+    if population is not None or members[0].out is None:
+        return stopped_message(stop, step, total, None if population is None or population.out is None
+                               else Path(population.out))
+    by = signal.Signals(stop.signal).name if stop.signal is not None else "a signal"
+    return (f"stopped by {by} after step {step} of {total}; every member's folder holds its checkpoint.pt: train "
+            f"the same members with resume=True to continue")
+
+
+def _resume_states(population: TrainConfig | None, books: list[RunRecord], device: torch.device
+                   ) -> list[dict[str, Any]]:
     """Every member's training state at the last step that all of them saved (a member's ``checkpoint.pt`` or,
-    when the population stopped between two members' writes, its ``checkpoint.previous.pt``)."""
-    if config.out is None:
-        raise FileNotFoundError("nothing to resume: the population has no out folder")
-    summary_path = Path(config.out) / SUMMARY
-    recorded = read_summary(config.out)
-    if replace(TrainConfig.from_dict(recorded["config"]), out=config.out) != config:
-        raise ValueError(f"{summary_path} was written by a population with another config; resume with the same one")
+    when the population stopped between two members' writes, its ``checkpoint.previous.pt``); the population's
+    ``population.json`` must hold its config."""
+    if population is not None:
+        if population.out is None:
+            raise FileNotFoundError("nothing to resume: the population has no out folder")
+        recorded = read_summary(population.out)
+        if replace(TrainConfig.from_dict(recorded["config"]), out=population.out) != population:
+            raise ValueError(f"{Path(population.out) / SUMMARY} was written by a population with another config; "
+                             f"resume with the same one")
+    elif books[0].out is None:
+        raise FileNotFoundError("nothing to resume: the members have no out folder")
+    where = population.out if population is not None else "the members' folders"
     found: list[dict[int, tuple[dict[str, Any], Path]]] = []
     for book in books:
         states: dict[int, tuple[dict[str, Any], Path]] = {}
@@ -321,7 +407,7 @@ def _resume_states(config: TrainConfig, books: list[RunRecord], device: torch.de
     chosen = []
     for p, (book, states) in enumerate(zip(books, found)):
         if step not in states:
-            raise ValueError(f"cannot resume the population in {config.out}: member {p} ({book.out}) holds the "
+            raise ValueError(f"cannot resume the population in {where}: member {p} ({book.out}) holds the "
                              f"state of step(s) {sorted(states)}, not step {step} that every other member has")
         state, path = states[step]
         book.adopt(state, path)
@@ -377,10 +463,10 @@ def _member_summary(cfg: TrainConfig, result: TrainResult) -> dict[str, Any]:
             "metrics": result.metrics_path}
 
 
-def _write_summary(out: Path | None, config: TrainConfig, members: list[TrainConfig], status: str,
+def _write_summary(out: Path | None, config: TrainConfig | None, members: list[TrainConfig], status: str,
                    result: PopulationResult | None = None) -> None:
     """``<out>/population.json``: the config (what ``--resume`` reads), the members, and once ``done`` the result."""
-    if out is None:
+    if out is None or config is None:
         return
     record: dict[str, Any] = {"status": status, "config": config.to_dict(),
                               "members": [{"index": p, "seed": m.seed, "out": m.out} for p, m in enumerate(members)],

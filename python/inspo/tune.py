@@ -13,6 +13,10 @@ processes of a local dask cluster (SMAC3's dask integration), with ``--dask-sche
 ``--dask-scheduler-file PATH``) on the workers of an existing one (:mod:`inspo.cluster`; they must reach the
 dataset's path); each trial still uses ``threads`` torch threads.
 
+``--population K`` trains the trials as populations (:mod:`inspo.tune_population`): SMAC3 proposes K x W trials at
+a time (W workers), trained as populations of K (their seeds as members) in one process each; every trial has the
+cost it has when trained alone, but the optimiser proposes other configurations than one trial at a time.
+
 ``--fidelity iters`` makes the search multi-fidelity (SMAC3's MultiFidelityFacade: Bayesian optimisation with
 Hyperband): most configurations train for fewer iterations, from ``--min-iters`` up to the base config's
 ``--iters``, and only the promising ones get the full budget. A trial is then one (configuration, budget) pair; the
@@ -52,6 +56,7 @@ from inspo.config import TrainConfig, add_config_flags, config_from_args
 from inspo.errors import InspoError
 from inspo.flags import flatten
 from inspo.provenance import package_info
+from inspo.tune_population import optimize_in_rounds
 from inspo.tune_resume import check_same_search, finished_trials, load_search, trial_key
 from inspo.tune_space import (
     DEFAULT_PARAMS,
@@ -117,24 +122,36 @@ class _Objective:
 
     def __call__(self, config: Any, seed: int = 0, budget: float | None = None) -> tuple[float, dict[str, Any]]:
         # SMAC3's ``seed`` is ignored: every trial trains with the same seeds, so that trials compare fairly.
+        return self.trial(self.values(config), self.iters(budget))
+
+    def trial(self, params: dict[str, Any], iters: int) -> tuple[float, dict[str, Any]]:
+        """The cost and record of the trial of ``params`` on ``iters`` iterations: its recorded result if it is in
+        ``replay``, else its runs trained one after another."""
         from inspo.training import TrainingInterrupted, train
 
-        params, iters = self.values(config), self.iters(budget)
         old = self.replay.get(trial_key(params, iters))
         if old is not None:
             if old["return"] is None:  # a failed trial fails again without training; the recorder keeps its error
                 raise RuntimeError(old.get("error") or old["status"])
             return -old["return"], {k: old[k] for k in ("params", "return", "final_return", "best_return", "runs")}
-        runs = []
-        for s in self.seeds:
-            cfg = TrainConfig.from_dict({**self.base, **params, "iters": iters, "seed": s, "out": None})
+        results = []
+        for cfg in self.configs(params, iters):
             try:
-                r = train(cfg)
+                results.append(train(cfg))
             except TrainingInterrupted as exc:  # SMAC3 would record an Exception as a crashed trial and go on
                 raise KeyboardInterrupt(str(exc)) from None
-            runs.append({"seed": s, "final_return": r.final_return, "best_return": r.best_return,
-                         "return_std": r.curve[-1].get("return_std", 0.0), "wall_time": r.wall_time,
-                         "curve": r.curve})
+        return self.score(params, results)
+
+    def configs(self, params: dict[str, Any], iters: int) -> list[TrainConfig]:
+        """The runs of a trial: the base config with its values and budget, one run per seed, no folder."""
+        return [TrainConfig.from_dict({**self.base, **params, "iters": iters, "seed": s, "out": None})
+                for s in self.seeds]
+
+    def score(self, params: dict[str, Any], results: list[Any]) -> tuple[float, dict[str, Any]]:
+        """The cost and record of a trial whose runs (one per seed) ended with the ``TrainResult`` s ``results``."""
+        runs = [{"seed": s, "final_return": r.final_return, "best_return": r.best_return,
+                 "return_std": r.curve[-1].get("return_std", 0.0), "wall_time": r.wall_time, "curve": r.curve}
+                for s, r in zip(self.seeds, results)]
         score = sum(run[f"{self.objective}_return"] for run in runs) / len(runs)
         info = {"params": params, "return": score, "final_return": _mean(runs, "final_return"),
                 "best_return": _mean(runs, "best_return"), "runs": runs}
@@ -251,16 +268,19 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
          params: list[str] | None = None, ranges: Space | None = None, seeds: int = 1,
          objective: str = "final", smac_seed: int = 0, overwrite: bool = False, resume: bool = False,
          fidelity: str | None = None, min_iters: int | None = None, progress: bool = False,
-         verbose: bool = False) -> TuneResult:
+         verbose: bool = False, population: int = 1) -> TuneResult:
     """Search hyper-parameters of ``base`` with SMAC3 (``trials`` trainings, ``workers`` local processes in parallel
     through dask, or on the :class:`~inspo.cluster.Cluster` given),
     maximising the evaluation return; write the folder described in the module docstring to ``out``.
     ``resume``: continue the search in ``out`` (same settings, see :mod:`inspo.tune_resume`); ``fidelity="iters"``:
-    a multi-fidelity search over iteration budgets from ``min_iters`` (default ``iters / 9``) to ``base.iters``."""
+    a multi-fidelity search over iteration budgets from ``min_iters`` (default ``iters / 9``) to ``base.iters``;
+    ``population`` > 1: trials proposed in rounds and trained as populations of that many
+    (:mod:`inspo.tune_population`)."""
     if trials < 2:
         raise ValueError(f"--trials must be >= 2 (the default config and at least one proposal), got {trials}")
-    if (isinstance(workers, int) and workers < 1) or seeds < 1:
-        raise ValueError(f"--workers and --seeds must be >= 1, got {workers} and {seeds}")
+    if (isinstance(workers, int) and workers < 1) or seeds < 1 or population < 1:
+        raise ValueError(f"--workers, --seeds and --population must be >= 1, got {workers}, {seeds} and "
+                         f"{population}")
     cluster = workers if isinstance(workers, Cluster) else Cluster(workers=workers)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -287,7 +307,7 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
     summary: dict[str, Any] = {
         "format": 2, "objective": objective, "seeds": seed_list, "n_trials": trials,
         "workers": f"the dask workers of {cluster.where}" if cluster.external else cluster.workers,
-        "smac_seed": smac_seed, "fidelity": fid,
+        "smac_seed": smac_seed, "fidelity": fid, "population": population,
         "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__}, "package": package_info(),
         "space": space_to_json(space, base_flat), "base_config": base_dict, "trials": [], "replayed": 0,
         "incumbent": None, "default": None, "wall_time": None,
@@ -327,9 +347,15 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
             # (inspo.tune_resume).
             _spare_absl_stream()
             initial = Facade.get_initial_design(scenario, n_configs=summary["initial_design"])
-            facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True, dask_client=client,
+            # With populations the trials are dispatched here (inspo.tune_population), not by SMAC3's runner.
+            facade = Facade(scenario, fn, callbacks=[_Tell()], overwrite=True,
+                            dask_client=client if population == 1 else None,
                             logging_level=20 if verbose else 40, initial_design=initial, **extra)
-            facade.optimize()
+            if population == 1:
+                facade.optimize()
+            else:
+                parallel = len(client.nthreads()) if client is not None else 1
+                optimize_in_rounds(facade, fn, population, parallel, client)
     finally:
         recorder.bar.close()
     return _finish(out, summary, base_flat, started)
@@ -385,6 +411,7 @@ def _resumed_settings(args: argparse.Namespace, out: Path) -> None:
         args.range = list(space_from_json(saved["space"]).items())
     fid = saved.get("fidelity")
     defaults = {"trials": saved["n_trials"], "objective": saved["objective"], "seeds": len(saved["seeds"]),
+                "population": saved.get("population", 1),
                 "smac_seed": saved.get("smac_seed", saved["smac"]["seed"]),
                 "fidelity": fid and fid["name"], "min_iters": fid and fid["min"]}
     for name, value in defaults.items():
@@ -411,7 +438,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         result = tune(base, out, trials=args.trials or 20, workers=cluster_from_args(args, args.workers), params=params,
                       ranges=dict(args.range or []), seeds=args.seeds or 1, objective=args.objective or "final",
                       smac_seed=args.smac_seed or 0, overwrite=args.overwrite, resume=args.resume,
-                      fidelity=args.fidelity, min_iters=args.min_iters, progress=True, verbose=args.verbose)
+                      fidelity=args.fidelity, min_iters=args.min_iters, progress=True, verbose=args.verbose,
+                      population=args.population or 1)
     except KeyboardInterrupt:
         print(f"inspo tune: interrupted; the trials finished so far are in {out} (tune.json, trials/); "
               f"continue with: inspo tune --resume --out {out}", file=sys.stderr)
@@ -442,6 +470,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="range of a numeric field (integer for an int field) or values of a categorical one "
                         "(repeatable); adds NAME to the searched fields")
     p.add_argument("--seeds", type=_positive, default=None, help="training seeds per trial, averaged (default 1)")
+    p.add_argument("--population", type=_positive, default=None, metavar="K",
+                   help="SMAC3 proposes K x workers trials at a time, trained as populations of K trials (every "
+                        "trial's cost as alone; other proposals than without; default 1: one trial at a time)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="the return to maximise: of the final policy (default) or the run's best evaluation")
     p.add_argument("--smac-seed", type=int, default=None, help="seed of the optimiser itself (default 0)")

@@ -127,7 +127,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
                         bc_steps: int | None = None, datasets: Sequence[str] | None = None,
                         episodes: int | None = None, eval_episodes: int = BASELINES.eval_episodes,
                         data_root: Path = BRIDGE.data_root, jobs: int | Cluster = 1, command: str = "",
-                        suite: BaselinesSuite = BASELINES) -> dict[str, Any]:
+                        suite: BaselinesSuite = BASELINES, populations: bool = True) -> dict[str, Any]:
     """Train every method of ``suite.methods`` on the datasets of one environment of ``suite.envs``; write
     ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
 
@@ -140,6 +140,8 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
         eval_episodes: Bridge and SMAX: sampled episodes per evaluation (the matrix games are evaluated exactly).
         data_root: Bridge: the folder of the AlberDICE buffers that are not shipped in ``data/``.
         jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
+        populations: train the runs that differ only in their seed as one population each
+            (:func:`~inspo.reproduce.runner.run_all`).
         command: the command line recorded in the table's header.
     """
     if env not in suite.envs:
@@ -158,7 +160,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     configs, keys = baseline_configs(env, datasets, seeds, cache, iters, bc_steps, episodes, eval_episodes, data_root,
                                      suite)
     progress = Progress(len(configs))
-    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations)
 
     rows = []
     for name in datasets:

@@ -77,7 +77,7 @@ def bridge_buffer(name: str, data_root: Path, cache: Path) -> Path:
 
 def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
                      eval_episodes: int, out: Path, jobs: int | Cluster = 1, command: str = "",
-                     suite: BridgeSuite = BRIDGE) -> dict[str, Any]:
+                     suite: BridgeSuite = BRIDGE, populations: bool = True) -> dict[str, Any]:
     """Build the Bridge table (InSPO and BC per dataset); write ``bridge.md`` and ``bridge.json``; return the record.
 
     Args:
@@ -86,6 +86,8 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
         iters: InSPO iterations; ``bc_steps`` behaviour-cloning steps for both methods.
         eval_episodes: sampled evaluation episodes (step limit ``suite.eval_limit``) per evaluation.
         jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
+        populations: train the runs that differ only in their seed as one population each
+            (:func:`~inspo.reproduce.runner.run_all`).
         suite: the methods, the evaluations per run, the step limit and the hyper-parameters.
     """
     started = time.perf_counter()
@@ -104,7 +106,7 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
                                            **suite.settings).to_dict())
                 keys.append((name, method, seed))
     progress = Progress(len(configs))
-    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations)
 
     optimum = bridge_optimum(suite.eval_limit)
     rows = []

@@ -23,6 +23,9 @@ committed; the tables and plots are. The cache is also a run cache: a run whose 
 ``metrics.json`` of a finished run with the same configuration is read back, not trained again (delete the folder
 to retrain it, e.g. after changing the code); a run that stopped part-way resumes from its checkpoint.
 
+The runs of a table that differ only in their seed train together as one population (one process, one task):
+the tables are the same as with ``--no-populations``, which trains every run alone.
+
 ``--jobs K`` trains K runs at a time on a local dask cluster; ``--dask-scheduler tcp://HOST:PORT`` (or
 ``--dask-scheduler-file PATH``) sends the runs to the workers of an existing dask cluster, which must reach the
 datasets and ``--out`` on shared storage: the runs' outcomes are read back from the run cache there.
@@ -91,7 +94,7 @@ def _smax(args: argparse.Namespace) -> None:
                f"{episodes} --eval-episodes {eval_episodes}"
                + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
     reproduce_smax(args.maps, args.qualities, args.seeds, iters, bc_steps, episodes, eval_episodes, args.out,
-                   args.policies, args.cluster, command=command)
+                   args.policies, args.cluster, command=command, populations=args.populations)
 
 
 def _baselines(args: argparse.Namespace) -> None:
@@ -115,7 +118,7 @@ def _baselines(args: argparse.Namespace) -> None:
         command = _command(args, iters, bc_steps, env)
         args.episodes = given
         reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
-                            args.data, args.cluster, command)
+                            args.data, args.cluster, command, populations=args.populations)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -133,13 +136,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         iters, bc_steps = _or(args.iters, MATRIX.iters), _or(args.bc_steps, MATRIX.bc_steps)
         args.episodes = _or(args.episodes, MATRIX.episodes)
         reproduce_matrix(args.seeds, iters, bc_steps, args.episodes, args.out, args.cluster,
-                         _command(args, iters, bc_steps))
+                         _command(args, iters, bc_steps), populations=args.populations)
     else:
         args.seeds = _or(args.seeds, list(BRIDGE.seeds))
         args.eval_episodes = _or(args.eval_episodes, BRIDGE.eval_episodes)
         iters, bc_steps = _or(args.iters, BRIDGE.iters), _or(args.bc_steps, BRIDGE.bc_steps)
         reproduce_bridge(args.data, args.datasets or list(BRIDGE.datasets), args.seeds, iters, bc_steps,
-                         args.eval_episodes, args.out, args.cluster, _command(args, iters, bc_steps))
+                         args.eval_episodes, args.out, args.cluster, _command(args, iters, bc_steps),
+                         populations=args.populations)
     return 0
 
 
@@ -181,5 +185,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=_positive, default=None,
                    help=f"bridge, smax, baselines on bridge and smax: sampled episodes per evaluation (default "
                         f"{BRIDGE.eval_episodes})")
+    p.add_argument("--no-populations", dest="populations", action="store_false",
+                   help="train every run alone (by default the runs that differ only in their seed train together "
+                        "as one population; the tables are the same, the timings are not)")
     add_cluster_flags(p)
     p.set_defaults(func=_cmd_reproduce)

@@ -83,7 +83,8 @@ _PAYOFFS = {"xor": XOR_PAYOFF, "mne": MNE_PAYOFF}
 
 
 def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: int, out: Path,
-                     jobs: int | Cluster = 1, command: str = "", suite: MatrixSuite = MATRIX) -> dict[str, Any]:
+                     jobs: int | Cluster = 1, command: str = "", suite: MatrixSuite = MATRIX,
+                     populations: bool = True) -> dict[str, Any]:
     """Build the matrix-game table; write ``matrix.md`` and ``matrix.json`` to ``out``; return the record.
 
     Args:
@@ -91,6 +92,8 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
         iters: InSPO iterations per neural run (after ``bc_steps`` steps of behaviour cloning).
         episodes: one-step episodes per generated dataset.
         jobs: neural runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
+        populations: train the runs that differ only in their seed as one population each
+            (:func:`~inspo.reproduce.runner.run_all`).
         command: the command line recorded in the table's header.
         suite: the rows, the evaluations per run and the solver's iterations.
     """
@@ -111,7 +114,7 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
             keys.append((case, seed))
     progress = Progress(len(configs))
     outcomes = run_all(configs, jobs, lambda k, o: progress(
-        f"{keys[k][0].game} {keys[k][0].data} {keys[k][0].setting} seed {keys[k][1]}", o))
+        f"{keys[k][0].game} {keys[k][0].data} {keys[k][0].setting} seed {keys[k][1]}", o), populations)
 
     rows = []
     for c, case in enumerate(suite.cases):

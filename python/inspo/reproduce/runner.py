@@ -6,10 +6,17 @@ the same settings (configuration, dataset content and inspo version) is read bac
 is trained again in its folder: an unfinished run with the same settings resumes from its ``checkpoint.pt``, and
 what an outdated run left there is replaced.
 
-Runs execute in this process, on a local dask cluster (``--jobs K``) or on an existing one (``--dask-scheduler``,
-see :mod:`inspo.cluster`). A run on a dask worker writes its folder like any other, and its outcome is read back from
-there: the run cache is the one record of what was done, so ``--out`` must be on storage that every worker shares,
-and running the command again after an interruption trains only what is missing, whichever machines did the rest.
+Runs that differ only in their seed (and the hyper-parameters a population member may set,
+:data:`~inspo.config.MEMBER_FIELDS`) train together as one population (:func:`train_group`,
+:func:`inspo.population_training.train_members`): each run's folder ends as its single run's, so the run cache and
+the tables are the same as when every run trains alone (``populations=False``, ``inspo reproduce
+--no-populations``), but for the timings (a member's wall time and updates/s are its population's).
+
+Runs (or populations) execute in this process, on a local dask cluster (``--jobs K``) or on an existing one
+(``--dask-scheduler``, see :mod:`inspo.cluster`). A run on a dask worker writes its folder like any other, and its
+outcome is read back from there: the run cache is the one record of what was done, so ``--out`` must be on storage
+that every worker shares, and running the command again after an interruption trains only what is missing,
+whichever machines did the rest.
 """
 from __future__ import annotations
 
@@ -29,15 +36,17 @@ from inspo import report
 from inspo.checkpoint import CheckpointError, write_text
 from inspo.checkpoint import load as load_checkpoint
 from inspo.cluster import Cluster, run_each
-from inspo.config import TrainConfig
+from inspo.config import MEMBER_FIELDS, TrainConfig
 from inspo.data import DatasetError, load_dataset, save_dataset
 from inspo.errors import InspoError
+from inspo.population_training import PREVIOUS, train_members
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
-           "markdown_table", "pm", "provenance", "publish", "run_all", "settings", "stats", "train_one",
+           "markdown_table", "pm", "population_groups", "provenance", "publish", "run_all", "settings", "stats",
+           "train_group", "train_one",
            "write_text"]
 
 METHOD_NAMES = {"bc": "BC", "icq": "MA-ICQ", "omiga": "OMIGA", "cfcql": "CFCQL", "inspo": "InSPO"}
@@ -68,13 +77,53 @@ def train_one(config: dict[str, Any]) -> dict[str, Any]:
 def _resumable(cfg: TrainConfig) -> bool:
     """Whether ``cfg.out`` holds the checkpoint of an unfinished run that :func:`inspo.train` would resume (same
     config but for the folder's spelling, same dataset content) and that this inspo version made."""
+    return _resume_step(cfg) is not None
+
+
+def _resume_step(cfg: TrainConfig) -> int | None:
+    """The step of the checkpoint in ``cfg.out`` if it is one that :func:`_resumable` accepts, else None."""
     try:
         saved = load_checkpoint(Path(cfg.out) / "checkpoint.pt")
         same = replace(TrainConfig.from_dict(saved["config"]), out=cfg.out) == cfg
-        return (same and saved.get("version") == package_info()["version"]
+        ours = (same and saved.get("version") == package_info()["version"]
                 and saved["dataset_sha256"] == load_dataset(cfg.dataset, verify=False).manifest["manifest_sha256"])
+        return int(saved["run"]["step"]) if ours else None
     except (CheckpointError, OSError, KeyError, TypeError, ValueError):  # none, corrupt, or made by other code
-        return False
+        return None
+
+
+def train_group(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train the configs of a group (:func:`population_groups`) as one population (in this process or as a task on
+    a dask worker) and keep what the tables need of each, as :func:`train_one` would: every run's folder ends as its
+    single run's. A group whose runs are all fresh trains from the start; one whose runs all stopped at the same
+    checkpointed step (a population that was interrupted) resumes together from there; any other group (some runs
+    resumable, some not, or resumable at different steps) trains its runs one by one with :func:`train_one`, each
+    resuming where it can: the simplest rule that keeps every run what it would be alone."""
+    if len(configs) == 1:
+        return [train_one(configs[0])]
+    cfgs = [TrainConfig.from_dict(c) for c in configs]
+    steps = {_resume_step(cfg) for cfg in cfgs}
+    if len(steps) > 1:
+        outcomes = []
+        for config in configs:
+            outcomes.append(train_one(config))
+            # What an interrupted population kept of the run; the finished run's folder ends as a single run's.
+            (Path(config["out"]) / PREVIOUS).unlink(missing_ok=True)
+        return outcomes
+    resume = steps != {None}
+    result = train_members(cfgs, resume=resume, overwrite=not resume)
+    return [_outcome(asdict(r), from_cache=False) for r in result.members]
+
+
+def population_groups(configs: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """The indices of ``configs`` in groups that can train as one population: configs alike in every field but the
+    seed, the output folder and the :data:`~inspo.config.MEMBER_FIELDS`, in the order of their first config."""
+    groups: dict[str, list[int]] = {}
+    for k, config in enumerate(configs):
+        shared = {key: v for key, v in TrainConfig.from_dict(config).to_dict().items()
+                  if key not in ("seed", "out", *MEMBER_FIELDS)}
+        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(k)
+    return list(groups.values())
 
 
 def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | None) -> dict[str, Any]:
@@ -111,9 +160,11 @@ def cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
 
 # -- running many training runs -----------------------------------------------------------------------------------
 def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
-            on_done: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+            on_done: Callable[[int, dict[str, Any]], None], populations: bool = True) -> list[dict[str, Any]]:
     """Run every config (``jobs``: that many local processes, or the :class:`~inspo.cluster.Cluster` to run on),
-    reading finished ones from the run cache instead; ``on_done(index, outcome)`` is called as each one is done."""
+    reading finished ones from the run cache instead; ``on_done(index, outcome)`` is called as each one is done.
+    ``populations``: the configs that differ only in seed (and member hyper-parameters) train together, one task
+    per group (:func:`population_groups`, :func:`train_group`); else one task per config."""
     cluster = jobs if isinstance(jobs, Cluster) else Cluster(workers=jobs)
     outcomes: list[dict[str, Any]] = [{} for _ in configs]
     todo = []
@@ -124,21 +175,25 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
         else:
             outcomes[k] = found
             on_done(k, found)
+    pending = [configs[k] for k in todo]
+    groups = [[todo[i] for i in g] for g in population_groups(pending)] if populations else [[k] for k in todo]
     if not cluster.parallel:
-        for k, outcome in run_each(train_one, [configs[k] for k in todo], cluster):
-            outcomes[todo[k]] = outcome
-            on_done(todo[k], outcome)
+        for g, group_outcomes in run_each(train_group, [[configs[k] for k in group] for group in groups], cluster):
+            for k, outcome in zip(groups[g], group_outcomes):
+                outcomes[k] = outcome
+                on_done(k, outcome)
         return outcomes
     # Workers may start in other folders (other machines): they get absolute paths.
-    tasks = [{**configs[k], "out": os.path.abspath(configs[k]["out"]),
-              "dataset": os.path.abspath(configs[k]["dataset"])} for k in todo]
-    for k, _ in run_each(train_one, tasks, cluster):
-        found = cached(configs[todo[k]])
-        if found is None:
-            raise InspoError(f"a dask worker finished the run {tasks[k]['out']}, but this process finds no "
-                             f"metrics.json of it there: --out must be on storage that every worker shares")
-        outcomes[todo[k]] = {**found, "cached": False}
-        on_done(todo[k], outcomes[todo[k]])
+    tasks = [[{**configs[k], "out": os.path.abspath(configs[k]["out"]),
+               "dataset": os.path.abspath(configs[k]["dataset"])} for k in group] for group in groups]
+    for g, _ in run_each(train_group, tasks, cluster):
+        for k, task in zip(groups[g], tasks[g]):
+            found = cached(configs[k])
+            if found is None:
+                raise InspoError(f"a dask worker finished the run {task['out']}, but this process finds no "
+                                 f"metrics.json of it there: --out must be on storage that every worker shares")
+            outcomes[k] = {**found, "cached": False}
+            on_done(k, outcomes[k])
     return outcomes
 
 

@@ -140,7 +140,7 @@ def win_stats(dataset: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
                    episodes: int, eval_episodes: int, out: Path, policies: Path | None = None,
                    jobs: int | Cluster = 1, evaluations: int | None = None, command: str = "",
-                   suite: SmaxSuite = SMAX) -> dict[str, Any]:
+                   suite: SmaxSuite = SMAX, populations: bool = True) -> dict[str, Any]:
     """Train InSPO and behaviour cloning on SMAX datasets of every map and quality; write ``smax.md``,
     ``smax.json`` and ``smax.png`` to ``out``; return the record.
 
@@ -153,6 +153,8 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         eval_episodes: sampled episodes per evaluation (``evaluations`` per run; None: ``suite.evaluations``).
         policies: a folder of ``<map>/`` folders written by ``inspo online train`` (None: ``data/smax_policies``).
         jobs: runs in parallel (local worker processes), or the :class:`~inspo.cluster.Cluster` to run them on.
+        populations: train the runs that differ only in their seed as one population each
+            (:func:`~inspo.reproduce.runner.run_all`).
         command: the command line recorded in the table's header.
         suite: the methods, the data seed and the hyper-parameters.
     """
@@ -181,7 +183,7 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         raise ValueError(f"no SMAX dataset can be made: {', '.join(missing)} need online-trained policies "
                          f"(`inspo online train`, then --policies DIR)")
     progress = Progress(len(configs))
-    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o))
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations)
 
     rows = []
     for map_name in maps:
