@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import inspo
+from _nested import approx_nested
 from inspo.cli import main
 from inspo.reproduce import runner
 
@@ -188,7 +189,7 @@ def test_populations_make_the_table_of_runs_trained_alone(tmp_path: Path, capsys
     assert sizes == [3] * 5  # one population of the three seeds per method
     tables = [_without_timings(json.loads((tmp_path / name / "baselines_xor.json").read_text()), name)
               for name in ("alone", "together")]
-    assert tables[0] == tables[1]
+    assert tables[1] == approx_nested(tables[0])  # stacked members: float32 arithmetic in other kernels
     # Every run's folder ends as its single run's: the same files and the same metrics.json, timings aside.
     alone = sorted((tmp_path / "alone" / "cache" / "runs").rglob("metrics.json"))
     assert len(alone) == 15
@@ -196,4 +197,4 @@ def test_populations_make_the_table_of_runs_trained_alone(tmp_path: Path, capsys
         other = tmp_path / "together" / path.relative_to(tmp_path / "alone")
         assert sorted(p.name for p in other.parent.iterdir()) == sorted(p.name for p in path.parent.iterdir())
         assert (_without_timings(json.loads(other.read_text()), "together")
-                == _without_timings(json.loads(path.read_text()), "alone")), path
+                == approx_nested(_without_timings(json.loads(path.read_text()), "alone"))), path

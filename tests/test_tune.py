@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import inspo
+from _nested import approx_nested
 from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
@@ -299,7 +300,7 @@ def test_trials_trained_as_populations_cost_what_they_cost_alone(xor_data: Path,
     for t in result.trials:
         alone = [train(TrainConfig(dataset=str(xor_data), **{**SMALL, **t["params"], "seed": s})).final_return
                  for s in (0, 1)]
-        assert t["return"] == sum(alone) / 2, t
+        assert t["return"] == approx_nested(sum(alone) / 2), t  # stacked members: float32 in other kernels
 
 
 def test_a_round_of_trials_trains_in_populations_of_like_trials() -> None:
