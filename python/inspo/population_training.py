@@ -54,7 +54,7 @@ from inspo.evaluation import run_environment
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
-from inspo.stopping import StopRequests, TrainingInterrupted
+from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training import build_learner, stopped_message
 from inspo.training_data import batch, behaviour_columns, to_device
 
@@ -103,12 +103,7 @@ def train_population(config: TrainConfig, progress: bool = False, resume: bool =
                          "inspo.train")
     if resume and overwrite:
         raise ValueError("resume=True continues the population in config.out and overwrite=True deletes it; pass one")
-    if config.out is None:
-        before = "nothing was saved (no --out)"
-    elif resume:
-        before = f"{config.out} is unchanged; resume with: inspo train --resume {config.out}"
-    else:
-        before = f"no run was written to {config.out}"
+    before = left_behind(config.out, resume)
     return _guarded(config.members(), config, progress, resume, overwrite, before)
 
 

@@ -5,7 +5,7 @@ import signal
 import threading
 from typing import Any
 
-__all__ = ["StopRequests", "TrainingInterrupted"]
+__all__ = ["StopRequests", "TrainingInterrupted", "left_behind"]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -38,3 +38,13 @@ class StopRequests:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def left_behind(out: str | None, resume: bool) -> str:
+    """What a run in ``out`` (``resume``: continuing the run there) leaves behind if a signal stops it before its
+    first step: the end of :class:`StopRequests`' message."""
+    if out is None:
+        return "nothing was saved (no --out)"
+    if resume:
+        return f"{out} is unchanged; resume with: inspo train --resume {out}"
+    return f"no run was written to {out}"

@@ -26,7 +26,7 @@ from inspo.envs import optimum
 from inspo.evaluation import evaluate, policy_outcome, policy_return, run_environment
 from inspo.progress import ProgressBar
 from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
-from inspo.stopping import StopRequests, TrainingInterrupted
+from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training_data import BATCH_FIELDS as _BATCH_FIELDS
 from inspo.training_data import batch, behaviour_columns
 from inspo.training_data import to_device as _to_device
@@ -61,12 +61,7 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
     config.validate()
     if resume and overwrite:
         raise ValueError("resume=True continues the run in config.out and overwrite=True deletes it; pass one")
-    if config.out is None:
-        before = "nothing was saved (no --out)"
-    elif resume:
-        before = f"{config.out} is unchanged; resume with: inspo train --resume {config.out}"
-    else:
-        before = f"no run was written to {config.out}"
+    before = left_behind(config.out, resume)
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
