@@ -3,8 +3,9 @@
 // on both, Polyak averaging of the target critic; exactly InSPO.critic_losses + InSPO.critic_step in
 // inspo/algos/inspo.py, with the gradients written out by hand. Returns (Qbar(s, a) of the target critic, Q loss,
 // V loss). With `matmul_dtype` (e.g. bfloat16) the networks' matrix products run in it (mlp.h); parameters, Adam
-// state and losses stay in the data's dtype. The losses are never read here, so that an iteration never waits for the device (and can be captured as a
-// CUDA graph): a non-finite loss is the caller's to find in them (InSPO's deferred finiteness check).
+// state and losses stay in the data's dtype. The losses are never read here, so that an iteration never waits for the
+// device (and can be captured as a CUDA graph): a non-finite loss is the caller's to find in them (InSPO's deferred
+// finiteness check).
 #include <torch/library.h>
 
 #include "mlp.h"
