@@ -140,7 +140,8 @@ def plot_collapse(record: dict[str, Any], path: Path) -> None:
     rows = [(d, [v for v in record["variants"] if v["dataset"] == d]) for d in datasets]
     rows.append((f"{datasets[0]}, first iterations", record["early"]))
     fig, axes = grid(Figure, 3 * len(rows), cols=3, size=(4.4, 3.0))
-    labels = list(dict.fromkeys(v["label"] for v in record["variants"] if v["label"] not in _COLOURS))
+    labels = list(dict.fromkeys(v["label"] for v in record["variants"] + record["early"]
+                                if v["label"] not in _COLOURS))
     for r, (title, runs) in enumerate(rows):
         for c, (key, what) in enumerate(_PANELS):
             ax = axes[3 * r + c]
