@@ -56,7 +56,7 @@ from inspo.provenance import package_info
 from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
 from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training import build_learner, stopped_message
-from inspo.training_data import batch, behaviour_columns, to_device
+from inspo.training_data import batch, behaviour_columns, diagnostic_rows, to_device
 
 __all__ = ["PREVIOUS", "SUMMARY", "PopulationResult", "check_members", "read_summary", "train_members",
            "train_population"]
@@ -257,6 +257,13 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
         pop.sync()
         return [learner.pi for learner in pop.learners]
 
+    probes = [diagnostic_rows(n_rows, m.batch_size, device) for m in members]
+
+    def diagnostics() -> list[dict[str, float]]:
+        """Every member's :meth:`~inspo.algos.learner.Learner.diagnostics` (after :func:`policies`: synced)."""
+        return [learner.diagnostics(batch(data, rows, b))
+                for learner, rows, b in zip(pop.learners, probes, behaviour)]
+
     def save_states() -> None:
         bc_pop.sync()
         if pop is not None:
@@ -298,8 +305,9 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
             it = step - bc_steps + 1
             if pop is None:
                 pop = make_population(start_learners())
-                for book, policy in zip(books, policies()):
-                    book.record(0, {"bc_nll": book.run["bc_nll"]}, policy)
+                current = policies()
+                for book, policy, extra in zip(books, current, diagnostics()):
+                    book.record(0, {"bc_nll": book.run["bc_nll"], **extra}, policy)
             t0 = time.perf_counter()
             try:
                 stats = pop.update([batch(data, i, b) for i, b in zip(idx, behaviour)])
@@ -315,8 +323,9 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
             if evaluate_now or it % config.check_every == 0:
                 checked = check_finite(pop, checked, it)
             if evaluate_now:
-                for book, policy, member_stats in zip(books, policies(), stats):
-                    book.record(it, shard.reduce_stats(member_stats), policy)
+                current = policies()
+                for book, policy, member_stats, extra in zip(books, current, stats, diagnostics()):
+                    book.record(it, {**shard.reduce_stats(member_stats), **extra}, policy)
                 bar.update(bc_steps + it, f"return {np.mean([r['curve'][-1]['return'] for r in runs]):.4f}")
             elif it % config.log_every == 0:
                 for book, member_stats in zip(books, stats):

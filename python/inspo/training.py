@@ -28,7 +28,7 @@ from inspo.progress import ProgressBar
 from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
 from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training_data import BATCH_FIELDS as _BATCH_FIELDS
-from inspo.training_data import batch, behaviour_columns
+from inspo.training_data import batch, behaviour_columns, diagnostic_rows
 from inspo.training_data import to_device as _to_device
 
 # TrainingInterrupted, evaluate, policy_outcome and policy_return live in their own modules; imported from here too.
@@ -166,6 +166,11 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
     def policy() -> AgentPolicies:
         return bc.policy if learner is None else learner.pi
 
+    probe = diagnostic_rows(n_rows, cfg.batch_size, device)
+
+    def diagnostics() -> dict[str, float]:  # rank 0 alone records them
+        return learner.diagnostics(batch(data, probe)) if lead and learner is not None else {}
+
     book.open_log(closing, resumed=saved is not None)
     if saved is not None and saved["learner"] is not None:
         learner = start_learner()
@@ -194,7 +199,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
             it = step - bc_steps + 1
             if learner is None:
                 learner = start_learner()
-                book.record(0, {"bc_nll": run["bc_nll"]}, learner.pi)
+                book.record(0, {"bc_nll": run["bc_nll"], **diagnostics()}, learner.pi)
             t0 = time.perf_counter()
             if cfg.cuda_graph and graphed is None:
                 graphed = GraphedIteration(learner, data, _BATCH_FIELDS, cfg.batch_size, gen)
@@ -210,7 +215,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
             if evaluate_now or it % cfg.check_every == 0:
                 checked = check_finite(learner, checked, it)
             if evaluate_now:
-                book.record(it, shard.reduce_stats(stats), learner.pi)
+                book.record(it, {**shard.reduce_stats(stats), **diagnostics()}, learner.pi)
             elif it % cfg.log_every == 0:
                 losses = shard.reduce_stats(stats)  # collective: every rank takes part, rank 0 logs
                 book.log_row(bc_steps + it, it, losses)

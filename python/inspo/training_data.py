@@ -9,7 +9,7 @@ from torch import Tensor
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 
-__all__ = ["BATCH_FIELDS", "batch", "behaviour_columns", "next_actions", "to_device"]
+__all__ = ["BATCH_FIELDS", "batch", "behaviour_columns", "diagnostic_rows", "next_actions", "to_device"]
 
 BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                 "next_avail", "next_actions", "has_next")
@@ -51,3 +51,12 @@ def batch(data: dict[str, Tensor], idx: Tensor, behaviour: dict[str, Tensor] | N
     """The rows ``idx`` of ``data``, with the behaviour columns from ``behaviour`` (default: ``data``'s own)."""
     columns = {**data, **(behaviour or {})}
     return Batch(**{name: columns[name][idx] for name in BATCH_FIELDS}, logp_mu=columns["logp_mu"][:, idx])
+
+
+def diagnostic_rows(n_rows: int, size: int, device: torch.device) -> Tensor:
+    """The rows of the batch that :meth:`~inspo.algos.learner.Learner.diagnostics` reads at every evaluation point:
+    ``size`` rows evenly spaced over the ``n_rows`` of the data (every part of it, the same rows each time, and no
+    draw from any generator: training is the same with and without the diagnostics)."""
+    if n_rows < 1 or size < 1:
+        raise ValueError(f"diagnostic_rows needs n_rows >= 1 and size >= 1, got n_rows={n_rows}, size={size}")
+    return torch.linspace(0, n_rows - 1, size, device=device).round().long()

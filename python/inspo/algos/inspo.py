@@ -34,6 +34,7 @@ from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies, JointCritic, StackedMLP, mlp
 from inspo.algos.optim import BETAS, EPS, FusedAdam
 from inspo.algos.parallel import Shard
+from inspo.algos.ratio_diagnostics import teammate_ratio_diagnostics
 from inspo.config import TrainConfig
 
 
@@ -231,6 +232,14 @@ class InSPO(Learner):
         stats = self.policy_pass(b, qbar)
         stats.update(q_loss=q_loss, v_loss=v_loss)
         return stats
+
+    def diagnostics(self, b: Batch) -> dict[str, float]:
+        """The teammate ratios of the current policies on ``b``
+        (:func:`~inspo.algos.ratio_diagnostics.teammate_ratio_diagnostics`): ``rho_ess_min``, ``rho_ess_mean`` and
+        ``rho_clipped``. Reported with ``use_rho`` off too, where no ratio is used: there they say how far the
+        teammates moved from mu."""
+        with torch.no_grad():
+            return teammate_ratio_diagnostics(self.logp_stack(b), b.logp_mu, self.cfg.rho_max)
 
     def check_finite(self) -> None:
         """Raise FloatingPointError naming every loss that was non-finite since the learner began (one read from

@@ -10,6 +10,8 @@ training dtype and broadcasts it from rank 0, and from then on uses only
     or their maximum for those named ``*_max``);
   - ``pi``: the :class:`~inspo.algos.networks.AgentPolicies` it evaluates and saves;
   - ``check_finite()``: raises FloatingPointError if a loss turned non-finite (checks deferred to save reads);
+  - ``diagnostics(batch)``: at evaluation points only, scalars that describe the current policies on a batch
+    (InSPO: how concentrated its teammate ratios are); it must draw nothing, so that training is the same without it;
   - ``state_dict()`` / ``load_state_dict(state)``: the networks and optimiser states, to checkpoint and resume.
 """
 from __future__ import annotations
@@ -52,6 +54,11 @@ class Learner(ABC):
         """Raise FloatingPointError naming a loss that turned non-finite since the last call; the trainer calls it
         every ``cfg.check_every`` iterations. Learners that check their losses where they are made have nothing
         left to check here."""
+
+    def diagnostics(self, b: Batch) -> dict[str, float]:
+        """Scalars that describe the current policies on ``b``, for the evaluation points' records; drawing nothing
+        and changing no state. None by default."""
+        return {}
 
     def state_dict(self) -> dict:
         """Networks and optimiser states: everything needed to continue training exactly."""

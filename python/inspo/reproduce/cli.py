@@ -17,6 +17,10 @@ solver
   on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
   the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
   ``<out>/baselines_<env>.md``.
+- ``collapse``: InSPO on multi-policy SMAX data (``--datasets``, default 6h_vs_8z-medium-replay and
+  2s3z-medium-replay) with the teammate ratio clipped at rho_max 100, 5 and 2 and switched off: return, win rate and
+  the ratio's effective sample size against iterations, ``<out>/smax_collapse.png`` (see
+  :mod:`inspo.reproduce.collapse`).
 
 Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache/``, which is not meant to be
 committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
@@ -33,6 +37,7 @@ datasets and ``--out`` on shared storage: the runs' outcomes are read back from 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +45,7 @@ from inspo.cluster import INSTALL_HINT, add_cluster_flags, cluster_from_args
 from inspo.data import SMAX_QUALITIES
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
 from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
+from inspo.reproduce.collapse import COLLAPSE, reproduce_collapse
 from inspo.reproduce.matrix import MATRIX, reproduce_matrix
 from inspo.reproduce.smax import SMAX, is_smax_name, reproduce_smax
 
@@ -97,6 +103,21 @@ def _smax(args: argparse.Namespace) -> None:
                    args.policies, args.cluster, command=command, populations=args.populations)
 
 
+def _collapse(args: argparse.Namespace) -> None:
+    if args.cluster.parallel:
+        raise ValueError("the collapse suite trains one population at a time in this process; drop --jobs and "
+                         "--dask-scheduler")
+    suite = dataclasses.replace(
+        COLLAPSE, datasets=tuple(args.datasets or COLLAPSE.datasets), seeds=tuple(_or(args.seeds, COLLAPSE.seeds)),
+        iters=_or(args.iters, COLLAPSE.iters), bc_steps=_or(args.bc_steps, COLLAPSE.bc_steps),
+        episodes=_or(args.episodes, COLLAPSE.episodes), eval_episodes=_or(args.eval_episodes, COLLAPSE.eval_episodes))
+    command = (f"inspo reproduce collapse --datasets {' '.join(suite.datasets)} --seeds "
+               f"{','.join(map(str, suite.seeds))} --iters {suite.iters} --bc-steps {suite.bc_steps} --episodes "
+               f"{suite.episodes} --eval-episodes {suite.eval_episodes}"
+               + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
+    reproduce_collapse(args.out, suite, args.policies, command)
+
+
 def _baselines(args: argparse.Namespace) -> None:
     args.seeds = _or(args.seeds, list(BASELINES.seeds))
     args.eval_episodes = _or(args.eval_episodes, BASELINES.eval_episodes)
@@ -129,6 +150,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                          f"far more CPU time); got suite {args.suite!r} with --env {args.env}")
     if args.suite == "smax":
         _smax(args)
+    elif args.suite == "collapse":
+        _collapse(args)
     elif args.suite == "baselines":
         _baselines(args)
     elif args.suite == "matrix":
@@ -148,11 +171,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``inspo reproduce {matrix,bridge,baselines,smax}`` on the CLI's sub-command parser."""
+    """Register ``inspo reproduce {matrix,bridge,baselines,smax,collapse}`` on the CLI's sub-command parser."""
     envs = BASELINES.envs
     p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax"],
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax", "collapse"],
                    help="which table of the paper to reproduce")
     p.add_argument("--env", choices=[*envs, "all"], default=None,
                    help=f"baselines: the environment (all: {', '.join(BASELINES.all_envs[:-1])} and "
@@ -181,7 +204,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"bridge: folder of the AlberDICE buffers not shipped in data/ (default: {BRIDGE.data_root})")
     p.add_argument("--datasets", nargs="+", default=None,
                    help=f"bridge: buffer names (default: {' '.join(BRIDGE.datasets)}); baselines: a subset of the "
-                        "environment's datasets (default: all)")
+                        "environment's datasets (default: all); collapse: <map>-<quality> SMAX datasets (default: "
+                        f"{' '.join(COLLAPSE.datasets)})")
     p.add_argument("--eval-episodes", type=_positive, default=None,
                    help=f"bridge, smax, baselines on bridge and smax: sampled episodes per evaluation (default "
                         f"{BRIDGE.eval_episodes})")
