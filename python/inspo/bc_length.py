@@ -52,7 +52,7 @@ class BCLengthSettings:
     hidden: int = 64
     lr: float = 3e-4
     batch_size: int = 256
-    max_steps: int = 20000
+    max_steps: int = 50000  # 2s3z at 5,000 episodes needs up to 37,000 (results/smax_study.md)
     every: int = 500
     patience: int = 4
     rel_tol: float = 1e-3
