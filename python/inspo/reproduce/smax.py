@@ -256,7 +256,7 @@ def _markdown(record: dict[str, Any], config: dict[str, Any], outcomes: Sequence
          "best win rate"] + ["BC steps", "BC held-out NLL"] * auto,
         [[r["map"], _source(r), r["label"], f"{r['data_return']:.3f}", f"{r['data_win_rate']:.3f}", pm(r["final"]),
           pm(r["final_win"]), pm(r["best"]), pm(r["best_win"])]
-         + [str(r["bc_steps"]), f"{r['bc_heldout_nll']:.4f}"] * auto for r in record["rows"]])
+         + ([str(r["bc_steps"]), f"{r['bc_heldout_nll']:.4f}"] if auto else []) for r in record["rows"]])
     rule = next(iter(record["bc_lengths"].values()), {}).get("settings", {})
     cloning = (f"behaviour cloning for each dataset's held-out length (columns BC steps and BC held-out NLL: "
                f"`inspo.bc_length` with {', '.join(f'{k}={v}' for k, v in rule.items())}: every "
