@@ -12,7 +12,9 @@ solver
 - ``smax``: InSPO and behaviour cloning on generated SMAX datasets (maps 2s3z, 3s_vs_5z, 5m_vs_6m, 6h_vs_8z by
   default; qualities from :data:`inspo.data.SMAX_QUALITIES`, the online ones played by the policies of
   ``data/smax_policies/<map>`` or ``--policies DIR/<map>``); final and best return and win rate next to the
-  behaviour policy's own, and learning curves.
+  behaviour policy's own, and learning curves. ``--bc-steps auto`` clones each dataset for its held-out length
+  (:mod:`inspo.bc_length`: measured once per dataset, cached, the same for every method and seed), reported in the
+  table with its held-out NLL.
 - ``baselines --env {xor,mne,bridge,smax,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
   on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
   the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
