@@ -68,6 +68,16 @@ def test_length_is_the_argmin_of_the_heldout_curve_and_stops_by_patience(tmp_pat
     assert again.curve == found.curve  # deterministic per seed
 
 
+def test_a_dataset_in_memory_gives_the_same_curve_as_saved(tmp_path: Path) -> None:
+    path = _xor_with_known_minimum(tmp_path)
+    saved = heldout_bc_length(path, hidden=8, lr=1e-2, batch_size=16, max_steps=20, every=5, heldout_every=2)
+    loaded = heldout_bc_length(load_dataset(path), hidden=8, lr=1e-2, batch_size=16, max_steps=20, every=5,
+                               heldout_every=2)
+    assert loaded.curve == saved.curve and loaded.dataset_sha256 == saved.dataset_sha256
+    fresh = generate_matrix("xor", "xor-uniform", 20, seed=0)
+    assert heldout_bc_length(fresh, max_steps=5, every=5, heldout_every=2).dataset_sha256 is None
+
+
 def test_relative_tolerance_and_cap(tmp_path: Path) -> None:
     path = _xor_with_known_minimum(tmp_path)
     capped = heldout_bc_length(path, hidden=8, lr=1e-2, batch_size=16, max_steps=10, every=5, patience=3,

@@ -96,7 +96,8 @@ class BCLength:
     train_episodes: int
     heldout_episodes: int
     heldout_rows: int
-    dataset_sha256: str
+    dataset_sha256: str | None
+    """The dataset's manifest SHA-256 (None for a :class:`Dataset` built in memory and not saved yet)."""
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,7 +186,7 @@ def heldout_bc_length(dataset: str | os.PathLike[str] | Dataset, settings: BCLen
     return BCLength(steps=best_step, heldout_nll=best, stopped=stopped, last_step=step, curve=curve,
                     train_episodes=n_episodes - n_episodes // s.heldout_every,
                     heldout_episodes=n_episodes // s.heldout_every,
-                    heldout_rows=int(held_rows.size), dataset_sha256=ds.manifest["manifest_sha256"],
+                    heldout_rows=int(held_rows.size), dataset_sha256=ds.manifest.get("manifest_sha256"),
                     settings=asdict(s))
 
 
