@@ -121,6 +121,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         return _list_datasets(Path(args.path))
+    if args.action == "bc-length":
+        return _bc_length(args)
     if args.action in ("generate", "import"):
         check_out_dir(args.out)
     if args.action == "generate":
@@ -141,6 +143,47 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     out = data.save_dataset(ds, args.out, overwrite=args.overwrite)
     print(jsonio.dumps(_summary(str(out), ds), indent=2))
     return EXIT_OK
+
+
+def _bc_length(args: argparse.Namespace) -> int:
+    """`datasets bc-length`: the held-out behaviour-cloning length as JSON on stdout (and in --out)."""
+    from inspo.bc_length import BCLengthSettings, heldout_bc_length
+
+    settings = BCLengthSettings(**{name: getattr(args, name) for name in BCLengthSettings.__dataclass_fields__})
+    found = {"path": args.path, **heldout_bc_length(args.path, settings).to_dict()}
+    if args.out is not None:
+        jsonio.write(args.out, found)
+    print(jsonio.dumps(found, indent=2))
+    return EXIT_OK
+
+
+def _add_bc_length_parser(dsub: argparse._SubParsersAction) -> None:
+    from inspo.bc_length import BCLengthSettings
+
+    d = BCLengthSettings()
+    q = dsub.add_parser("bc-length", help="behaviour-cloning steps until the held-out NLL stops improving (JSON)",
+                        description="Clone the behaviour policy on the dataset's episodes but every --heldout-every-th "
+                                    "(episodes k with k % H == H-1, storage order) and evaluate the mean NLL of the "
+                                    "held-out ones every --every steps; the length is the step of the best held-out "
+                                    "NLL (better: lower by more than --rel-tol of the best), training stops after "
+                                    "--patience evaluations without improvement or at --max-steps.")
+    q.add_argument("path", help="the dataset directory")
+    q.add_argument("--hidden", type=_positive_int, default=d.hidden, help=f"policy width (default {d.hidden})")
+    q.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    q.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"rows per step (default "
+                                                                                     f"{d.batch_size})")
+    q.add_argument("--max-steps", type=_positive_int, default=d.max_steps,
+                   help=f"cap on the cloning steps (default {d.max_steps})")
+    q.add_argument("--every", type=_positive_int, default=d.every,
+                   help=f"steps between two held-out evaluations (default {d.every})")
+    q.add_argument("--patience", type=_positive_int, default=d.patience,
+                   help=f"evaluations without improvement before stopping (default {d.patience})")
+    q.add_argument("--rel-tol", type=float, default=d.rel_tol,
+                   help=f"relative decrease of the best held-out NLL that counts as improvement (default {d.rel_tol})")
+    q.add_argument("--heldout-every", type=int, default=d.heldout_every,
+                   help=f"hold out every H-th episode (default {d.heldout_every})")
+    q.add_argument("--seed", type=int, default=d.seed, help=f"seed of the network and the batches (default {d.seed})")
+    q.add_argument("--out", default=None, help="also write the JSON to this file")
 
 
 def _list_datasets(root: Path) -> int:
@@ -239,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         q = dsub.add_parser(action, help=f"{action} a dataset (checksums, shapes, content)")
         q.add_argument("path", help="the dataset directory")
         q.add_argument("--env", default=None, help="also check that the data fits this environment")
+    _add_bc_length_parser(dsub)
     p.set_defaults(func=_cmd_datasets)
 
     from inspo import benchmarks, online, report, reproduce, tune

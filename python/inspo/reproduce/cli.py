@@ -12,7 +12,9 @@ solver
 - ``smax``: InSPO and behaviour cloning on generated SMAX datasets (maps 2s3z, 3s_vs_5z, 5m_vs_6m, 6h_vs_8z by
   default; qualities from :data:`inspo.data.SMAX_QUALITIES`, the online ones played by the policies of
   ``data/smax_policies/<map>`` or ``--policies DIR/<map>``); final and best return and win rate next to the
-  behaviour policy's own, and learning curves.
+  behaviour policy's own, and learning curves. ``--bc-steps auto`` clones each dataset for its held-out length
+  (:mod:`inspo.bc_length`: measured once per dataset, cached, the same for every method and seed), reported in the
+  table with its held-out NLL.
 - ``baselines --env {xor,mne,bridge,smax,all}``: behaviour cloning, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
   on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
   the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
@@ -83,6 +85,16 @@ def _command(args: argparse.Namespace, iters: int, bc_steps: int, env: str | Non
     return " ".join(parts + ["--out", str(args.out)])
 
 
+def _bc_steps(text: str) -> int | str:
+    """A positive step count, or ``auto`` (smax: each dataset's held-out cloning length)."""
+    if text == "auto":
+        return text
+    try:
+        return _positive(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text}") from None
+
+
 _T = TypeVar("_T")
 
 
@@ -144,6 +156,9 @@ def _baselines(args: argparse.Namespace) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     args.cluster = cluster_from_args(args, args.jobs)
+    if args.bc_steps == "auto" and args.suite != "smax":
+        raise ValueError(f"--bc-steps auto (each dataset's held-out cloning length) is for the smax suite; got suite "
+                         f"{args.suite!r}: give a number of steps")
     if (args.env is None) != (args.suite != "baselines"):
         raise ValueError(f"--env (one of {', '.join(BASELINES.all_envs)}, all) is required by the baselines suite "
                          f"and only by it (or --env smax, which all leaves out: it needs trained SMAX policies and "
@@ -184,9 +199,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=_positive, default=None,
                    help=f"iterations per run (default: {MATRIX.iters} matrix, {BRIDGE.iters} bridge; baselines: "
                         f"{envs['xor'].iters} xor and mne, {envs['bridge'].iters} bridge)")
-    p.add_argument("--bc-steps", type=_positive, default=None,
+    p.add_argument("--bc-steps", type=_bc_steps, default=None,
                    help=f"behaviour-cloning steps per run (default: {MATRIX.bc_steps} matrix, {BRIDGE.bc_steps} "
-                        f"bridge; baselines: {envs['xor'].bc_steps} xor and mne, {envs['bridge'].bc_steps} bridge)")
+                        f"bridge, {SMAX.bc_steps} smax; baselines: {envs['xor'].bc_steps} xor and mne, "
+                        f"{envs['bridge'].bc_steps} bridge); smax also takes auto: each dataset's behaviour cloning "
+                        f"until its held-out NLL stops improving (inspo datasets bc-length; at most "
+                        f"{SMAX.bc_length.max_steps} steps, measured once per dataset and cached), the same for every "
+                        f"method and seed of the dataset")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
     p.add_argument("--jobs", type=_positive, default=1,
                    help=f"training runs in parallel, in the processes of a local dask cluster ({INSTALL_HINT})")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inspo.bc_length import BCLength, BCLengthSettings, cached_bc_length
 from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import SMAX_QUALITIES, generate_smax, load_dataset
@@ -32,8 +33,8 @@ from inspo.reproduce.runner import (
     stats,
 )
 
-__all__ = ["SMAX", "SMAX_MAPS", "SMAX_METHODS", "SMAX_SETTINGS", "SmaxSuite", "is_smax_name", "plot_smax",
-           "reproduce_smax", "smax_available", "smax_dataset", "smax_dataset_name", "win_stats"]
+__all__ = ["SMAX", "SMAX_MAPS", "SMAX_METHODS", "SMAX_SETTINGS", "SmaxSuite", "auto_bc_length", "is_smax_name",
+           "plot_smax", "reproduce_smax", "smax_available", "smax_dataset", "smax_dataset_name", "win_stats"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class SmaxSuite:
     seeds: tuple[int, ...] = (0, 1, 2)
     iters: int = 2000
     bc_steps: int = 1000
+    # bc_steps "auto": how each dataset's cloning length is measured (its hidden, lr and batch size are the runs').
+    bc_length: BCLengthSettings = field(default_factory=BCLengthSettings)
     # Episodes per generated dataset: the paper uses 5000; 1000 keeps generation and training within the CPU budget
     # the table was made with.
     episodes: int = 1000
@@ -137,7 +140,17 @@ def win_stats(dataset: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- the suite ----------------------------------------------------------------------------------------------------
-def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int, bc_steps: int,
+def auto_bc_length(data: Path, cache: Path, suite: SmaxSuite = SMAX) -> BCLength:
+    """The held-out behaviour-cloning length of a dataset (:mod:`inspo.bc_length`, ``suite.bc_length`` with the
+    hidden width, learning rate and batch size of the suite's runs), measured once and kept in
+    ``<cache>/bc_length/``, keyed by the dataset's content and the settings."""
+    run = TrainConfig(dataset=str(data), **suite.settings)
+    settings = replace(suite.bc_length, hidden=run.hidden, lr=run.lr_policy, batch_size=run.batch_size)
+    return cached_bc_length(data, cache / "bc_length", settings)
+
+
+def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int,
+                   bc_steps: int | str,
                    episodes: int, eval_episodes: int, out: Path, policies: Path | None = None,
                    jobs: int | Cluster = 1, evaluations: int | None = None, command: str = "",
                    suite: SmaxSuite = SMAX, populations: bool = True) -> dict[str, Any]:
@@ -148,7 +161,9 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         maps: SMAX map names (``2s3z``, ...).
         qualities: data qualities (keys of :data:`inspo.data.SMAX_QUALITIES`); an online quality whose map has no
             trained policy is left out of the table, which says so.
-        iters, bc_steps: the budget of every run (BC: the cloning steps alone).
+        iters, bc_steps: the budget of every run (BC: the cloning steps alone). ``bc_steps="auto"``: each
+            dataset's held-out cloning length (:func:`auto_bc_length`, seed ``suite.bc_length.seed``), the same
+            for every method and seed of the dataset, reported in the table with its held-out NLL.
         episodes: episodes per generated dataset (seed ``suite.data_seed``).
         eval_episodes: sampled episodes per evaluation (``evaluations`` per run; None: ``suite.evaluations``).
         policies: a folder of ``<map>/`` folders written by ``inspo online train`` (None: ``data/smax_policies``).
@@ -162,8 +177,11 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
     if unknown:
         raise ValueError(f"unknown SMAX quality {', '.join(map(repr, unknown))}; expected some of "
                          f"{', '.join(SMAX_QUALITIES)}")
+    if bc_steps != "auto" and (isinstance(bc_steps, bool) or not isinstance(bc_steps, int) or bc_steps < 0):
+        raise ValueError(f"bc_steps must be a non-negative integer or 'auto', got {bc_steps!r}")
     started = time.perf_counter()
     cache = out / "cache"
+    lengths: dict[str, BCLength] = {}
     every = max(iters // (suite.evaluations if evaluations is None else evaluations), 1)
     configs, keys, missing = [], [], []
     for map_name in maps:
@@ -172,10 +190,13 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
                 missing.append(f"{map_name}-{quality}")
                 continue
             data = smax_dataset(map_name, quality, episodes, cache, policies, suite.data_seed)
+            if bc_steps == "auto":
+                lengths[f"{map_name}-{quality}"] = auto_bc_length(data, cache, suite)
+            steps = lengths[f"{map_name}-{quality}"].steps if bc_steps == "auto" else bc_steps
             for method in suite.methods:
                 for seed in seeds:
                     configs.append(TrainConfig(
-                        dataset=str(data), algo=method, iters=iters, bc_steps=bc_steps, eval_every=every,
+                        dataset=str(data), algo=method, iters=iters, bc_steps=steps, eval_every=every,
                         eval_episodes=eval_episodes, seed=seed, **suite.settings,
                         out=str(cache / "runs" / "smax" / f"{map_name}-{quality}" / method / f"seed{seed}")).to_dict())
                     keys.append((map_name, quality, method, seed))
@@ -200,12 +221,15 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
                              "data_return": runs[0][1]["behaviour"],
                              **win_stats(runs[0][0]["dataset"], [o for _, o in runs]),
                              "wall_time_s": stats([o["wall_time"] for _, o in runs]),
+                             "bc_steps": runs[0][0]["bc_steps"],
+                             "bc_heldout_nll": (lengths[f"{map_name}-{quality}"].heldout_nll
+                                                if bc_steps == "auto" else None),
                              "curves": [o["curve"] for _, o in runs], "win_curves": [o["win_curve"] for _, o in runs],
                              "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
     record = {**provenance(command, seeds, time.perf_counter() - started), "maps": list(maps),
               "qualities": list(qualities), "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps,
               "episodes": episodes, "eval_episodes": eval_episodes, "eval_every": every, "missing": missing,
-              "rows": rows}
+              "bc_lengths": {name: found.to_dict() for name, found in lengths.items()}, "rows": rows}
     publish(out, "smax", _markdown(record, configs[0], outcomes, cache, policies, suite.data_seed), record, plot_smax)
     return record
 
@@ -226,11 +250,20 @@ def _markdown(record: dict[str, Any], config: dict[str, Any], outcomes: Sequence
     command, seeds, missing = record["command"], record["seeds"], record["missing"]
     episodes, eval_episodes, every = record["episodes"], record["eval_episodes"], record["eval_every"]
     iters, bc_steps = record["iters"], record["bc_steps"]
+    auto = bc_steps == "auto"
     table = markdown_table(
         ["map", "data", "method", "data return", "data win rate", "final return", "final win rate", "best return",
-         "best win rate"],
+         "best win rate"] + ["BC steps", "BC held-out NLL"] * auto,
         [[r["map"], _source(r), r["label"], f"{r['data_return']:.3f}", f"{r['data_win_rate']:.3f}", pm(r["final"]),
-          pm(r["final_win"]), pm(r["best"]), pm(r["best_win"])] for r in record["rows"]])
+          pm(r["final_win"]), pm(r["best"]), pm(r["best_win"])]
+         + ([str(r["bc_steps"]), f"{r['bc_heldout_nll']:.4f}"] if auto else []) for r in record["rows"]])
+    rule = next(iter(record["bc_lengths"].values()), {}).get("settings", {})
+    cloning = (f"behaviour cloning for each dataset's held-out length (columns BC steps and BC held-out NLL: "
+               f"`inspo.bc_length` with {', '.join(f'{k}={v}' for k, v in rule.items())}: every "
+               f"{rule.get('heldout_every')}th episode held out, measured once), then {iters} iterations; "
+               f"{hyper(config)}. BC: the same cloning alone." if auto else
+               f"{bc_steps} behaviour-cloning steps, then {iters} iterations; {hyper(config)}. BC: the same "
+               f"{bc_steps} cloning steps alone.")
     missing_note = (f"\n- Not in the table (no online-trained policy for the map): {', '.join(missing)}."
                     if missing else "")
     return f"""# SMAX: InSPO and behaviour cloning on generated datasets
@@ -245,8 +278,7 @@ Data return and win rate: the behaviour policy's own, over the recorded episodes
 - Return: undiscounted team return (SMAX: damage dealt, normalised to 1 per enemy team, plus 1 for a win); win \
 rate: fraction of episodes won; both over {eval_episodes} sampled episodes per evaluation, mean ± std (ddof=1) \
 over seeds {list(seeds)}.
-- InSPO: {bc_steps} behaviour-cloning steps, then {iters} iterations; {hyper(config)}. BC: the same \
-{bc_steps} cloning steps alone.
+- InSPO: {cloning}
 - Best: the highest return (win rate) of the evaluations made every {every} iterations after the learner started, \
 selected on the evaluation episodes themselves (optimistic).{missing_note}
 
