@@ -70,7 +70,10 @@ inline Tensors mlp_backward(const Tensors& params, at::Tensor grad, const Tensor
     grads[2 * l] = grad.t().mm(inputs[l]).to(master);
     grads[2 * l + 1] = grad.sum(0).to(master);
     // A layer's input is the previous layer's ReLU output: positive exactly where the ReLU passed its input.
-    if (l > 0) grad = at::threshold_backward(grad.mm(params[2 * l]), inputs[l], 0);
+    if (l > 0) {
+      grad = grad.mm(params[2 * l]);
+      at::threshold_backward_out(grad, grad, inputs[l], 0);  // in place: grad is this product's own output
+    }
   }
   return grads;
 }

@@ -159,6 +159,9 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     rho_all = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, -1, tau, beta, rho_max, z_max));
   }
   Tensors pi_low, lq_low;
+  // The networks' inputs in the matmul dtype once for the pass rather than at every forward: the conversion commutes
+  // with picking an agent's columns and resampling rows.
+  const auto obs_mm = obs.to(mm), state_mm = state.to(mm);
   // On the CPU, after the permutation check above (which raises at once there).
   const auto host_order = agents.is_cpu() ? agents.contiguous() : at::Tensor();
   for (int64_t k = 0; k < n; ++k) {
@@ -176,11 +179,11 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     } else {
       rho = pick(rho_all, 0);
     }
-    const auto obs_i = pick(obs, 1), avail_i = pick(avail, 1), actions_i = pick(actions, 1);
-    at::Tensor sel, row_w, state_s = state, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
+    const auto obs_i = pick(obs_mm, 1), avail_i = pick(avail, 1), actions_i = pick(actions, 1);
+    at::Tensor sel, row_w, state_s = state_mm, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
     if (resample) {
       sel = at::multinomial(rho, rows, /*replacement=*/true, generator);
-      state_s = state.index_select(0, sel);
+      state_s = state_mm.index_select(0, sel);
       target = qbar.index_select(0, sel);
       obs_s = obs_i.index_select(0, sel);
       avail_s = avail_i.index_select(0, sel);
@@ -211,7 +214,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     }
 
     // Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
-    const auto qloc = crit.forward(state);
+    const auto qloc = crit.forward(state_mm);
     const auto vloc = at::logsumexp(pick(logmu_all, 1) * (alpha / tau) + qloc / tau, -1) * tau;
     const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
     // Agent i's advantage reads only its own logp_mu row: the op on that row alone, as agent 0 of 1.
