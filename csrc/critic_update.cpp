@@ -45,8 +45,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> critic_update(
   const auto qp_mm = matmul_params(qp, mm), vp_mm = matmul_params(vp, mm);
   const double tau = alpha + beta;
 
-  // The joint critic's input: the state and every agent's one-hot action.
-  const auto x = at::cat({state, at::one_hot(actions, n_actions).to(state.scalar_type()).flatten(-2)}, -1);
+  // The joint critic's input: the state and every agent's one-hot action, in the matmul dtype once for both critics.
+  const auto x = at::cat({state, at::one_hot(actions, n_actions).to(state.scalar_type()).flatten(-2)}, -1).to(mm);
   at::Tensor qbar, target;
   {
     at::NoGradGuard no_grad;

@@ -37,6 +37,17 @@ inline Tensors matmul_params(const Tensors& params, at::ScalarType dt) {
   return low;
 }
 
+// `low` <- `params` in the matmul dtype `dt`, as `matmul_params`, into the buffers of an earlier call when there are
+// any: a member's copies are refreshed after each of its steps, and fresh allocations of that size cost more than
+// the conversion.
+inline void refresh_matmul_params(Tensors& low, const Tensors& params, at::ScalarType dt) {
+  if (params.empty() || params[0].scalar_type() == dt || low.size() != params.size()) {
+    low = matmul_params(params, dt);
+    return;
+  }
+  for (size_t j = 0; j < params.size(); ++j) low[j].copy_(params[j]);
+}
+
 // Output of the MLP of `params` (in the matmul dtype, see `matmul_params`) on x [rows, in], in the dtype `out`;
 // `inputs` (if given) receives every layer's input, for `mlp_backward`.
 inline at::Tensor mlp_forward(const Tensors& params, at::Tensor x, at::ScalarType out, Tensors* inputs = nullptr) {
@@ -45,7 +56,7 @@ inline at::Tensor mlp_forward(const Tensors& params, at::Tensor x, at::ScalarTyp
   for (size_t l = 0; l < layers; ++l) {
     if (inputs) inputs->push_back(x);
     x = at::linear(x, params[2 * l], params[2 * l + 1]);
-    if (l + 1 < layers) x = at::relu(x);
+    if (l + 1 < layers) x.relu_();  // in place: x is this layer's own output
   }
   return x.to(out);
 }
@@ -59,7 +70,10 @@ inline Tensors mlp_backward(const Tensors& params, at::Tensor grad, const Tensor
     grads[2 * l] = grad.t().mm(inputs[l]).to(master);
     grads[2 * l + 1] = grad.sum(0).to(master);
     // A layer's input is the previous layer's ReLU output: positive exactly where the ReLU passed its input.
-    if (l > 0) grad = at::threshold_backward(grad.mm(params[2 * l]), inputs[l], 0);
+    if (l > 0) {
+      grad = grad.mm(params[2 * l]);
+      at::threshold_backward_out(grad, grad, inputs[l], 0);  // in place: grad is this product's own output
+    }
   }
   return grads;
 }

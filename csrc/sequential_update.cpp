@@ -6,14 +6,15 @@
 // (op 1), local-critic step(s) on the rows resampled in proportion to it, exponentiated advantage (op 1), weighted
 // log-likelihood step on the agent's policy (op 2, forward and backward), refresh of its row of `logp_pi`.
 // Gradients are written out by hand (linear layers and ReLU), and the optimiser step is PyTorch's own fused Adam
-// kernel on copies of the member's slices, written back into the stacks, so that a step changes nothing but the member.
+// kernel on the member's slices of the stacks (see Agent), so that a step changes nothing but the member.
 // With `matmul_dtype` (e.g. bfloat16) the networks' matrix products run in it, on copies of the parameters in that
 // dtype (mlp.h); parameters, Adam state, losses and the kernels' statistics stay in the data's dtype.
 //
 // Built from ATen and dispatcher calls only, so it is registered once (CompositeExplicitAutograd) and runs on the
-// device of its tensors. Nothing on the device is read by the host: the agent order is a device tensor whose entries
-// pick each member's slices by index operations, and the losses are returned, not checked (a non-finite one is the
-// caller's to find in them), so that a whole pass can be queued without waiting and captured as a CUDA graph.
+// device of its tensors. Nothing on a device is read by the host: there the agent order is a device tensor whose
+// entries pick each member's slices by index operations (on the CPU, where reading it waits for nothing, the host
+// reads it and takes views), and the losses are returned, not checked (a non-finite one is the caller's to find in
+// them), so that a whole pass can be queued without waiting and captured as a CUDA graph.
 #include <torch/library.h>
 
 #include "mlp.h"
@@ -21,45 +22,83 @@
 namespace inspo {
 namespace {
 
-// One member of a stack of MLPs and its Adam state, gathered by a device index `idx` ([1], int64): copies of its
-// slices, which `step_with` updates and writes back into the stacks, and of its parameters in the matmul dtype `mm`.
+// Agent i = order[k] of the pass, and how its slices of the stacks are taken. On the CPU the host reads i (reading a
+// CPU tensor is no device synchronisation): the slices are views, which the Adam steps update in place. Elsewhere i
+// stays a device index `idx` ([1], never read by the host): the slices are gathered copies, written back by index.
+struct Agent {
+  at::Tensor idx;
+  int64_t host;  // i on the host, or -1 on a device
+
+  bool on_host() const { return host >= 0; }
+  // The agent's slice of `t` along `dim`, without that dimension.
+  at::Tensor pick(const at::Tensor& t, int64_t dim) const {
+    return on_host() ? t.select(dim, host) : t.index_select(dim, idx).squeeze(dim);
+  }
+  // Its row of `t`, keeping the dimension: [1, ...].
+  at::Tensor row(const at::Tensor& t) const { return on_host() ? t.narrow(0, host, 1) : t.index_select(0, idx); }
+  // Writes `value` into its slice of `stack` (dimension 0).
+  void put(const at::Tensor& stack, const at::Tensor& value) const {
+    if (on_host()) {
+      stack.select(0, host).copy_(value);
+    } else {
+      stack.index_copy_(0, idx, value.unsqueeze(0));
+    }
+  }
+};
+
+// One member of a stack of MLPs and its Adam state: its slices (`Agent::pick`), which `step_with` updates (and
+// writes back into the stacks when they are copies), and its parameters in the matmul dtype `mm` in `low` (buffers
+// that the pass reuses from agent to agent), refreshed when a forward needs them after a step.
 struct Member {
   at::TensorList stacks, exp_avg_stacks, exp_avg_sq_stacks;
-  at::Tensor step_stack, idx;
+  at::Tensor step_stack;
+  const Agent& agent;
   at::ScalarType mm;
-  Tensors params, exp_avg, exp_avg_sq, low;
+  Tensors params, exp_avg, exp_avg_sq;
   at::Tensor step;
+  Tensors& low;
+  bool stale = true;
 
   Member(at::TensorList params_, at::TensorList exp_avg_, at::TensorList exp_avg_sq_, const at::Tensor& steps,
-         const at::Tensor& idx_, at::ScalarType mm_)
+         const Agent& agent_, at::ScalarType mm_, Tensors& low_)
       : stacks(params_),
         exp_avg_stacks(exp_avg_),
         exp_avg_sq_stacks(exp_avg_sq_),
         step_stack(steps),
-        idx(idx_),
+        agent(agent_),
         mm(mm_),
-        step(steps.index_select(0, idx_).squeeze(0)) {
+        step(agent_.pick(steps, 0)),
+        low(low_) {
     for (size_t j = 0; j < params_.size(); ++j) {
-      params.push_back(params_[j].index_select(0, idx).squeeze(0));
-      exp_avg.push_back(exp_avg_[j].index_select(0, idx).squeeze(0));
-      exp_avg_sq.push_back(exp_avg_sq_[j].index_select(0, idx).squeeze(0));
+      params.push_back(agent.pick(params_[j], 0));
+      exp_avg.push_back(agent.pick(exp_avg_[j], 0));
+      exp_avg_sq.push_back(agent.pick(exp_avg_sq_[j], 0));
     }
-    low = matmul_params(params, mm);
   }
 
-  at::Tensor forward(const at::Tensor& x, Tensors* inputs = nullptr) const {
-    return mlp_forward(low, x, params[0].scalar_type(), inputs);
+  const Tensors& matmul() {
+    if (stale) {
+      refresh_matmul_params(low, params, mm);
+      stale = false;
+    }
+    return low;
+  }
+
+  at::Tensor forward(const at::Tensor& x, Tensors* inputs = nullptr) {
+    return mlp_forward(matmul(), x, params[0].scalar_type(), inputs);
   }
 
   void step_with(const at::Tensor& grad_out, const Tensors& inputs, const AdamSettings& adam) {
-    adam_step(params, mlp_backward(low, grad_out, inputs, params[0].scalar_type()), exp_avg, exp_avg_sq, step, adam);
-    low = matmul_params(params, mm);
+    adam_step(params, mlp_backward(matmul(), grad_out, inputs, params[0].scalar_type()), exp_avg, exp_avg_sq, step,
+              adam);
+    stale = true;
+    if (agent.on_host()) return;
     for (size_t j = 0; j < params.size(); ++j) {
-      stacks[j].index_copy_(0, idx, params[j].unsqueeze(0));
-      exp_avg_stacks[j].index_copy_(0, idx, exp_avg[j].unsqueeze(0));
-      exp_avg_sq_stacks[j].index_copy_(0, idx, exp_avg_sq[j].unsqueeze(0));
+      agent.put(stacks[j], params[j]);
+      agent.put(exp_avg_stacks[j], exp_avg[j]);
+      agent.put(exp_avg_sq_stacks[j], exp_avg_sq[j]);
     }
-    step_stack.index_copy_(0, idx, step.unsqueeze(0));
+    agent.put(step_stack, step);
   }
 };
 
@@ -119,11 +158,17 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     // Every agent sees the pre-iteration teammates: all ratios at once.
     rho_all = std::get<0>(advantage_weights(qbar, qbar, logp_pi, logp_mu, -1, tau, beta, rho_max, z_max));
   }
+  Tensors pi_low, lq_low;
+  // The networks' inputs in the matmul dtype once for the pass rather than at every forward: the conversion commutes
+  // with picking an agent's columns and resampling rows.
+  const auto obs_mm = obs.to(mm), state_mm = state.to(mm);
+  // On the CPU, after the permutation check above (which raises at once there).
+  const auto host_order = agents.is_cpu() ? agents.contiguous() : at::Tensor();
   for (int64_t k = 0; k < n; ++k) {
-    // Agent i = order[k], as a device index: [1], never read by the host.
-    const auto i = agents.narrow(0, k, 1);
-    const auto pick = [&](const at::Tensor& t, int64_t dim) { return t.index_select(dim, i).squeeze(dim); };
-    Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, i, mm), crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, i, mm);
+    const Agent agent{agents.narrow(0, k, 1), host_order.defined() ? host_order.const_data_ptr<int64_t>()[k] : -1};
+    const auto pick = [&](const at::Tensor& t, int64_t dim) { return agent.pick(t, dim); };
+    Member pol(pi, pi_exp_avg, pi_exp_avg_sq, pi_steps, agent, mm, pi_low);
+    Member crit(lq, lq_exp_avg, lq_exp_avg_sq, lq_steps, agent, mm, lq_low);
     at::Tensor rho;
     if (!use_rho) {
       rho = at::ones_like(qbar);
@@ -134,11 +179,11 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     } else {
       rho = pick(rho_all, 0);
     }
-    const auto obs_i = pick(obs, 1), avail_i = pick(avail, 1), actions_i = pick(actions, 1);
-    at::Tensor sel, row_w, state_s = state, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
+    const auto obs_i = pick(obs_mm, 1), avail_i = pick(avail, 1), actions_i = pick(actions, 1);
+    at::Tensor sel, row_w, state_s = state_mm, target = qbar, obs_s = obs_i, avail_s = avail_i, a_s = actions_i;
     if (resample) {
       sel = at::multinomial(rho, rows, /*replacement=*/true, generator);
-      state_s = state.index_select(0, sel);
+      state_s = state_mm.index_select(0, sel);
       target = qbar.index_select(0, sel);
       obs_s = obs_i.index_select(0, sel);
       avail_s = avail_i.index_select(0, sel);
@@ -169,12 +214,12 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     }
 
     // Exact local soft value over the agent's own actions; -inf (unavailable) entries drop out.
-    const auto qloc = crit.forward(state);
+    const auto qloc = crit.forward(state_mm);
     const auto vloc = at::logsumexp(pick(logmu_all, 1) * (alpha / tau) + qloc / tau, -1) * tau;
     const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
     // Agent i's advantage reads only its own logp_mu row: the op on that row alone, as agent 0 of 1.
-    const auto expadv = std::get<1>(advantage_weights(q_a, vloc, logp_pi.index_select(0, i), logp_mu.index_select(0, i),
-                                                      0, tau, beta, rho_max, z_max));
+    const auto expadv = std::get<1>(
+        advantage_weights(q_a, vloc, agent.row(logp_pi), agent.row(logp_mu), 0, tau, beta, rho_max, z_max));
     const auto w = resample ? expadv.index_select(0, sel) : expadv * row_w;
 
     Tensors inputs;
@@ -187,7 +232,7 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
 
     // The last agent's successors (none) read no ratio: its refresh would be discarded.
     if (sequential && k + 1 < n) {
-      logp_pi.index_copy_(0, i, std::get<0>(masked_softmax_stats(pol.forward(obs_i), avail_i, actions_i)).unsqueeze(0));
+      agent.put(logp_pi, std::get<0>(masked_softmax_stats(pol.forward(obs_i), avail_i, actions_i)));
     }
     policy_loss = policy_loss + loss / n;
     local_q_loss = local_q_loss + lq_loss / n;
