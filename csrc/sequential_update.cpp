@@ -218,8 +218,8 @@ at::Tensor sequential_update(at::TensorList pi, at::TensorList pi_exp_avg, at::T
     const auto vloc = at::logsumexp(pick(logmu_all, 1) * (alpha / tau) + qloc / tau, -1) * tau;
     const auto q_a = qloc.gather(1, actions_i.unsqueeze(1)).squeeze(1);
     // Agent i's advantage reads only its own logp_mu row: the op on that row alone, as agent 0 of 1.
-    const auto expadv = std::get<1>(
-        advantage_weights(q_a, vloc, agent.row(logp_pi), agent.row(logp_mu), 0, tau, beta, rho_max, z_max));
+    const auto expadv =
+        std::get<1>(advantage_weights(q_a, vloc, agent.row(logp_pi), agent.row(logp_mu), 0, tau, beta, rho_max, z_max));
     const auto w = resample ? expadv.index_select(0, sel) : expadv * row_w;
 
     Tensors inputs;
