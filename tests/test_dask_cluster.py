@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,21 +195,26 @@ def test_reproduce_survives_a_lost_worker(dask_cluster: DaskCluster, tmp_path: P
     assert [p.stat().st_mtime_ns for p in runs] == stamps
 
 
-def _interrupted_run(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, after_saves: int) -> None:
-    """Train ``config`` until its ``after_saves``-th write of checkpoint.pt, then stop as a killed worker would."""
-    real, saves = checkpoint.save, []
+def _killed_after(saves: int, monkeypatch: pytest.MonkeyPatch, work: Callable[[], Any]) -> None:
+    """Run ``work`` until the ``saves``-th write of any checkpoint.pt, then stop as a killed worker would."""
+    real, done = checkpoint.save, []
 
     def save_then_die(obj: Any, path: Any) -> None:
         real(obj, path)
         if Path(path).name == "checkpoint.pt":
-            saves.append(path)
-            if len(saves) == after_saves:
+            done.append(path)
+            if len(done) == saves:
                 raise SystemExit("killed")
 
     with monkeypatch.context() as patch:
         patch.setattr(checkpoint, "save", save_then_die)
         with pytest.raises(SystemExit):
-            runner.train_one(config)
+            work()
+
+
+def _interrupted_run(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, after_saves: int) -> None:
+    """Train ``config`` until its ``after_saves``-th write of checkpoint.pt, then stop as a killed worker would."""
+    _killed_after(after_saves, monkeypatch, lambda: runner.train_one(config))
     assert (Path(config["out"]) / "checkpoint.pt").is_file() and not (Path(config["out"]) / "metrics.json").exists()
 
 
@@ -255,19 +260,7 @@ def test_an_interrupted_population_resumes_as_its_runs_would(xor_data: Path, tmp
             "eval_every": 20, "eval_episode_limit": 1, "checkpoint_every": 7}
     expected = [runner.train_one({**base, "seed": s, "out": str(tmp_path / f"alone-{s}")}) for s in (0, 1)]
     configs = [{**base, "seed": s, "out": str(tmp_path / f"seed-{s}")} for s in (0, 1)]
-    real, saves = checkpoint.save, []
-
-    def save_then_die(obj: Any, path: Any) -> None:
-        real(obj, path)
-        if Path(path).name == "checkpoint.pt":
-            saves.append(path)
-            if len(saves) == after_saves:
-                raise SystemExit("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "save", save_then_die)
-        with pytest.raises(SystemExit):
-            runner.train_group(configs)
+    _killed_after(after_saves, monkeypatch, lambda: runner.train_group(configs))
     populations: list[dict[str, Any]] = []
     singles: list[dict[str, Any]] = []
     real_members, real_train = runner.train_members, runner.train
