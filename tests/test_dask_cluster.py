@@ -114,43 +114,39 @@ def _table(out: Path) -> dict[str, Any]:
     return record
 
 
-def test_tune_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def _tune_on(dask_cluster: DaskCluster, xor_data: Path, out: Path, capsys: pytest.CaptureFixture[str],
+             *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A 4-trial ``inspo tune`` through ``dask_cluster`` with ``flags``: what it printed, and the tasks that ran."""
     pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
     from distributed import get_task_stream
 
-    out = tmp_path / "search"
     with get_task_stream(dask_cluster.client) as stream:
         assert main(["tune", "--dataset", str(xor_data), "--trials", "4", "--params", "lr_policy", "--iters", "40",
                      "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1",
-                     "--dask-scheduler", dask_cluster.address, "--out", str(out)]) == 0
+                     *flags, "--dask-scheduler", dask_cluster.address, "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["trials"] == 4 and printed["failed"] == 0
+    return printed, [task for task in stream.data if task["status"] == "OK"]
+
+
+def test_tune_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "search"
+    _, tasks = _tune_on(dask_cluster, xor_data, out, capsys)
     summary = json.loads((out / "tune.json").read_text())
     assert summary["workers"] == f"the dask workers of {dask_cluster.address}"
     assert all(t["status"] == "success" for t in summary["trials"])
     assert summary["incumbent"]["return"] == max(t["return"] for t in summary["trials"])
     # The trials ran on the cluster's workers (SMAC3's dask runner submits one task per trial).
     workers = {addr: info["name"] for addr, info in dask_cluster.client.scheduler_info()["workers"].items()}
-    trials = [task for task in stream.data if task["status"] == "OK"]
-    assert len(trials) >= 4 and {workers.get(task["worker"]) for task in trials} <= {"w0", "w1"}
+    assert len(tasks) >= 4 and {workers.get(task["worker"]) for task in tasks} <= {"w0", "w1"}
 
 
 def test_tune_populations_on_an_existing_cluster(dask_cluster: DaskCluster, xor_data: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
-    from distributed import get_task_stream
-
-    out = tmp_path / "search"
-    with get_task_stream(dask_cluster.client) as stream:
-        assert main(["tune", "--dataset", str(xor_data), "--trials", "4", "--params", "lr_policy", "--iters", "40",
-                     "--bc-steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-episode-limit", "1",
-                     "--population", "2", "--dask-scheduler", dask_cluster.address, "--out", str(out)]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["trials"] == 4 and printed["failed"] == 0
+    _, tasks = _tune_on(dask_cluster, xor_data, tmp_path / "search", capsys, "--population", "2")
     # One round of 2 x 2 workers trials: two populations of two trials, one task each.
-    tasks = [task for task in stream.data if task["status"] == "OK" and str(task["key"]).startswith("train_trials")]
-    assert len(tasks) == 2
+    assert len([task for task in tasks if str(task["key"]).startswith("train_trials")]) == 2
 
 
 def test_reproduce_survives_a_lost_worker(dask_cluster: DaskCluster, tmp_path: Path,

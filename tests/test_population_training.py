@@ -5,7 +5,6 @@ population lists are one clear error."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from _pausing import paused_train
 from inspo import checkpoint, population_training
 from inspo.algos import InSPO, population
 from inspo.algos.stacked import StackedBC, StackedInSPO
@@ -172,26 +172,6 @@ def test_per_member_hyper_parameters_equal_single_runs(mne_two_rounds: str, tmp_
     assert main([*argv, "--overwrite"]) == 0
 
 
-# `inspo train ARGS...` that stops itself (SIGSTOP) inside its PAUSE_AT_WRITE-th write of any checkpoint.pt, after
-# the new state is in the temporary file and before it is renamed over the last one (as in test_resume).
-_PAUSING_TRAIN = r"""
-import os, signal, sys
-from inspo import checkpoint, cli
-real, writes = checkpoint.atomic_write, []
-def atomic_write(path, write):
-    def write_then_pause(fh):
-        write(fh)
-        if path.name == "checkpoint.pt":
-            writes.append(path)
-            if len(writes) == int(os.environ["PAUSE_AT_WRITE"]):
-                fh.flush()
-                os.kill(os.getpid(), signal.SIGSTOP)
-    real(path, write_then_pause)
-checkpoint.atomic_write = atomic_write
-sys.exit(cli.main(["train", *sys.argv[1:]]))
-"""
-
-
 def _run(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "inspo.cli", "train", *args], capture_output=True, text=True,
                           timeout=600)
@@ -205,11 +185,7 @@ def test_killed_population_resumes_exactly(mne_two_rounds: str, tmp_path: Path, 
     train_population(TrainConfig.from_dict({"dataset": mne_two_rounds, **TINY, "seeds": [0, 1, 2],
                                             "out": str(full)}))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSING_TRAIN, *args, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PAUSE_AT_WRITE": str(write)})
-    _, status = os.waitpid(proc.pid, os.WUNTRACED)
-    assert os.WIFSTOPPED(status), proc.stderr.read()
+    proc = paused_train(write, *args, "--out", str(out))
     proc.send_signal(signal.SIGKILL)  # in member 1's write of round 2 (write 5) or 4 (write 11), every 5 steps
     proc.communicate()
     rounds = (write - 1) // 3 + 1

@@ -7,7 +7,6 @@ the signal lands at a known step, past the last complete checkpoint, whatever th
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _pausing import paused_train
 from inspo import checkpoint
 from inspo.cli import main
 from inspo.config import TrainConfig
@@ -38,36 +38,6 @@ def dataset(tmp_path_factory) -> Path:
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "inspo.cli", "train", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-# `inspo train ARGS...` that stops itself (SIGSTOP) inside its PAUSE_AT_WRITE-th write of checkpoint.pt, after the
-# new state is in the temporary file and before it is renamed over the last one.
-_PAUSING_TRAIN = r"""
-import os, signal, sys
-from inspo import checkpoint, cli
-real, writes = checkpoint.atomic_write, []
-def atomic_write(path, write):
-    def write_then_pause(fh):
-        write(fh)
-        if path.name == "checkpoint.pt":
-            writes.append(path)
-            if len(writes) == int(os.environ["PAUSE_AT_WRITE"]):
-                fh.flush()
-                os.kill(os.getpid(), signal.SIGSTOP)
-    real(path, write_then_pause)
-checkpoint.atomic_write = atomic_write
-sys.exit(cli.main(["train", *sys.argv[1:]]))
-"""
-
-
-def _paused_cli(write: int, *args: str) -> subprocess.Popen:
-    """``inspo train ARGS`` stopped in its ``write``-th checkpoint write (every 7 steps with ARGS)."""
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSING_TRAIN, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PAUSE_AT_WRITE": str(write)})
-    _, status = os.waitpid(proc.pid, os.WUNTRACED)
-    if not os.WIFSTOPPED(status):
-        pytest.fail(f"the run ended before its checkpoint write {write}: {proc.stderr.read()}")
-    return proc
 
 
 def _final_params(run: Path) -> dict[str, torch.Tensor]:
@@ -93,7 +63,7 @@ def uninterrupted(dataset, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("write", [5, 11], ids=["behaviour-cloning", "learner"])
 def test_sigkill_then_resume_gives_identical_parameters(dataset, uninterrupted, tmp_path, write: int) -> None:
     out = tmp_path / "killed"
-    proc = _paused_cli(write, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    proc = paused_train(write, "--dataset", str(dataset), *ARGS, "--out", str(out))
     proc.send_signal(signal.SIGKILL)  # half-way through writing the state of step 7 * write
     proc.communicate()
     step = checkpoint.load(out / "checkpoint.pt")["run"]["step"]
@@ -109,7 +79,7 @@ def test_sigkill_then_resume_gives_identical_parameters(dataset, uninterrupted, 
 
 def test_sigterm_writes_a_checkpoint_and_exits_nonzero(dataset, uninterrupted, tmp_path) -> None:
     out = tmp_path / "terminated"
-    proc = _paused_cli(11, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    proc = paused_train(11, "--dataset", str(dataset), *ARGS, "--out", str(out))
     # Paused while saving step 77; once it runs again it finishes that save and step 78, saves that, and stops.
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
@@ -125,7 +95,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(dataset, uninterrupted, t
 
 def test_second_run_on_a_busy_folder_fails_at_once(dataset, uninterrupted, tmp_path) -> None:
     out = tmp_path / "busy"
-    first = _paused_cli(1, "--dataset", str(dataset), *ARGS, "--out", str(out))
+    first = paused_train(1, "--dataset", str(dataset), *ARGS, "--out", str(out))
     try:
         for extra in ([], ["--overwrite"]):
             second = _cli("--dataset", str(dataset), *ARGS, "--out", str(out), *extra)
