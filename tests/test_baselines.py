@@ -182,6 +182,25 @@ def test_fused_and_pytorch_backends_agree(algo: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_cfcql_counterfactuals_mix_one_changed_action_at_a_time() -> None:
+    # Reference: each counterfactual joint value built and mixed on its own, as the definition reads; the learner
+    # mixes all N * A of a row at once with the row's hypernetwork weights.
+    batches, mu, state_dim = _batches(1, seed=4)
+    b, learner = batches[0], _make("cfcql", mu, state_dim, seed=5)
+    qs = learner.q(b.obs)
+    q_taken = qs.gather(-1, b.actions[..., None]).squeeze(-1)
+    got = learner.counterfactual_q(qs, q_taken, b.state)
+    rows, n, n_actions = qs.shape
+    for i in range(n):
+        for a in range(n_actions):
+            joint = q_taken.clone()
+            joint[:, i] = qs[:, i, a]
+            expected = torch.stack([learner.mixer(joint[r:r + 1], b.state[r:r + 1])[0] for r in range(rows)])
+            torch.testing.assert_close(got[:, i, a], expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(got.gather(-1, b.actions[..., None]).squeeze(-1),  # the data's own action: Q_tot itself
+                       learner.mixer(q_taken, b.state)[:, None].expand(rows, n))
+
+
 @pytest.mark.parametrize("algo", BASELINES)
 def test_interrupted_run_resumes_to_identical_parameters(data_dir: Path, tmp_path: Path, algo: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,13 +73,10 @@ class CFCQL(Learner):
     def counterfactual_q(self, qs: Tensor, q_taken: Tensor, state: Tensor) -> Tensor:
         """``Q_tot(s, (b, a_-i))`` for every agent i and own action b, ``[B, N, A]``: agent i's data action replaced
         by b, the teammates' data actions kept."""
-        n, n_actions = qs.shape[1], qs.shape[2]
-        out = []
-        for i in range(n):
-            joint = q_taken.unsqueeze(1).repeat(1, n_actions, 1)  # [B, A, N]
-            joint[:, :, i] = qs[:, i, :]
-            out.append(self.mixer(joint, state.unsqueeze(1)))  # [B, A]
-        return torch.stack(out, dim=1)
+        rows, n, n_actions = qs.shape
+        own = torch.eye(n, dtype=torch.bool, device=qs.device)[:, None, :]  # [N, 1, N]: slot i of copy i
+        joint = torch.where(own, qs[..., None], q_taken[:, None, None, :])  # [B, N, A, N]
+        return self.mixer(joint.reshape(rows, n * n_actions, n), state).view(rows, n, n_actions)
 
     @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:

@@ -26,14 +26,6 @@ class AgentUtilities(AgentPolicies):
         return self.all_logits(obs)
 
 
-def _rows(state: Tensor, qs: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
-    # Mixers accept any leading shape [...] (e.g. [B, A] counterfactual copies); state broadcasts against qs.
-    lead = torch.broadcast_shapes(qs.shape[:-1], state.shape[:-1])
-    qs = qs.expand(*lead, qs.shape[-1]).reshape(-1, qs.shape[-1])
-    state = state.expand(*lead, state.shape[-1]).reshape(-1, state.shape[-1])
-    return state, qs, lead
-
-
 class LinearMixer(nn.Module):
     """``Q_tot = sum_i w_i(s) Q_i + b(s)``, ``w_i = |h_w(s)|``, ``(h_w, b)`` one hidden ReLU layer on the state."""
 
@@ -66,9 +58,11 @@ class QMixer(nn.Module):
         self.hyper_b2 = mlp(state_dim, embed, 1, layers=1)
 
     def forward(self, qs: Tensor, state: Tensor) -> Tensor:
-        """Mix per-agent values ``[..., N]`` at ``state [..., state_dim]`` into ``[...]``."""
-        state, qs, lead = _rows(state, qs)
-        w1 = self.hyper_w1(state).abs().view(-1, self.n_agents, self.embed)
-        hidden = nn.functional.elu(torch.bmm(qs.unsqueeze(1), w1).squeeze(1) + self.hyper_b1(state))
+        """Mix per-agent values ``[B, *K, N]`` at ``state [B, state_dim]`` into ``[B, *K]``: every one of the ``K``
+        value vectors of a row is mixed with that row's hypernetwork weights, which are computed once per row (CFCQL
+        mixes ``N * A`` counterfactual vectors per row)."""
+        rows, lead = state.shape[0], qs.shape[:-1]
+        w1 = self.hyper_w1(state).abs().view(rows, self.n_agents, self.embed)
+        hidden = nn.functional.elu(torch.bmm(qs.reshape(rows, -1, self.n_agents), w1) + self.hyper_b1(state)[:, None])
         w2 = self.hyper_w2(state).abs()
-        return ((hidden * w2).sum(-1) + self.hyper_b2(state).squeeze(-1)).view(lead)
+        return ((hidden * w2[:, None]).sum(-1) + self.hyper_b2(state)).view(lead)
