@@ -152,7 +152,7 @@ def test_reproduce_rejects_auto_outside_smax(capsys: pytest.CaptureFixture[str],
     from inspo.cli import main
 
     assert main(["reproduce", "matrix", "--bc-steps", "auto", "--out", str(tmp_path)]) == 2
-    assert "--bc-steps auto (each dataset's held-out cloning length) is for the smax suite" in capsys.readouterr().err
+    assert "--bc-steps auto (each dataset's held-out cloning length) is for SMAX" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reproduce", "smax", "--bc-steps", "often", "--out", str(tmp_path)])
     assert "expected a positive integer or auto, got often" in capsys.readouterr().err

@@ -191,9 +191,10 @@ def heldout_bc_length(dataset: str | os.PathLike[str] | Dataset, settings: BCLen
 
 
 def cached_bc_length(dataset: str | os.PathLike[str], folder: str | os.PathLike[str],
-                     settings: BCLengthSettings) -> BCLength:
+                     settings: BCLengthSettings, measure: bool = True) -> BCLength | None:
     """:func:`heldout_bc_length` of ``dataset``, read from ``folder`` if it was measured there before with the same
-    dataset content (manifest SHA-256), settings and inspo version, else measured and saved there."""
+    dataset content (manifest SHA-256), settings and inspo version, else measured and saved there (``measure=False``:
+    None instead)."""
     digest = load_dataset(dataset, verify=False).manifest["manifest_sha256"]
     key = {"dataset_sha256": digest, "settings": asdict(settings), "version": package_info()["version"]}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -206,6 +207,8 @@ def cached_bc_length(dataset: str | os.PathLike[str], folder: str | os.PathLike[
             return BCLength(**record)
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
         pass  # not measured yet, or a file written by other code: measure again
+    if not measure:
+        return None
     found = heldout_bc_length(dataset, settings)
     jsonio.write(path, {"key": key, "bc_length": found.to_dict()})
     return found

@@ -19,6 +19,10 @@ solver
   on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
   the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
   ``<out>/baselines_<env>.md``.
+- ``study``: the SMAX study (:mod:`inspo.reproduce.study`): BC, MA-ICQ, OMIGA, CFCQL and InSPO on the 16
+  ``<map>-<quality>`` datasets at 5000 episodes, 5 seeds, 40000 iterations after each dataset's held-out cloning
+  length, with the tuned hyper-parameters of ``results/smax_study_hyper.json`` (``--hyper FILE``), as
+  ``<out>/smax_study_table.md``; ``--maps`` and ``--qualities`` choose a part of it.
 - ``collapse``: InSPO on multi-policy SMAX data (``--datasets``, default 6h_vs_8z-medium-replay and
   2s3z-medium-replay) with the teammate ratio clipped at rho_max 100, 5 and 2 and switched off: return, win rate and
   the ratio's effective sample size against iterations, ``<out>/smax_collapse.png`` (see
@@ -28,6 +32,9 @@ Datasets and per-run outputs (``metrics.json``, checkpoints) go to ``<out>/cache
 committed; the tables and plots are. The cache is also a run cache: a run whose folder already holds the
 ``metrics.json`` of a finished run with the same configuration is read back, not trained again (delete the folder
 to retrain it, e.g. after changing the code); a run that stopped part-way resumes from its checkpoint.
+
+``--partial`` (baselines, study) trains nothing: it tabulates the runs the run cache holds and lists the missing
+ones, for a table made in several sittings.
 
 The runs of a table that differ only in their seed train together as one population (one process, one task):
 the tables are the same as with ``--no-populations``, which trains every run alone.
@@ -50,6 +57,7 @@ from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
 from inspo.reproduce.collapse import COLLAPSE, reproduce_collapse
 from inspo.reproduce.matrix import MATRIX, reproduce_matrix
 from inspo.reproduce.smax import SMAX, is_smax_name, reproduce_smax
+from inspo.reproduce.study import STUDY, load_hyper, reproduce_study
 
 __all__ = ["add_parser"]
 
@@ -103,8 +111,20 @@ def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
+def _study(args: argparse.Namespace) -> None:
+    args.seeds = _or(args.seeds, list(STUDY.seeds))
+    maps, qualities = _or(args.maps, list(STUDY.maps)), _or(args.qualities, list(STUDY.qualities))
+    hyper_file = _or(args.hyper, Path(STUDY.hyper))
+    command = (f"inspo reproduce study --maps {' '.join(maps)} --qualities {' '.join(qualities)} --seeds "
+               f"{','.join(map(str, args.seeds))} --hyper {hyper_file.as_posix()} --out {args.out}"
+               + " --partial" * args.partial)
+    reproduce_study(args.out, maps, qualities, args.seeds, load_hyper(hyper_file), args.cluster, args.partial,
+                    command, populations=args.populations)
+
+
 def _smax(args: argparse.Namespace) -> None:
     args.seeds = _or(args.seeds, list(SMAX.seeds))
+    args.maps, args.qualities = _or(args.maps, list(SMAX.maps)), _or(args.qualities, list(SMAX.qualities))
     iters, bc_steps = _or(args.iters, SMAX.iters), _or(args.bc_steps, SMAX.bc_steps)
     episodes, eval_episodes = _or(args.episodes, SMAX.episodes), _or(args.eval_episodes, SMAX.eval_episodes)
     command = (f"inspo reproduce smax --maps {' '.join(args.maps)} --qualities {' '.join(args.qualities)} "
@@ -151,20 +171,29 @@ def _baselines(args: argparse.Namespace) -> None:
         command = _command(args, iters, bc_steps, env)
         args.episodes = given
         reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
-                            args.data, args.cluster, command, populations=args.populations)
+                            args.data, args.cluster, command, populations=args.populations,
+                            hyper=None if args.hyper is None else load_hyper(args.hyper), partial=args.partial)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     args.cluster = cluster_from_args(args, args.jobs)
-    if args.bc_steps == "auto" and args.suite != "smax":
-        raise ValueError(f"--bc-steps auto (each dataset's held-out cloning length) is for the smax suite; got suite "
-                         f"{args.suite!r}: give a number of steps")
+    if args.bc_steps == "auto" and args.suite != "smax" and not (args.suite == "baselines" and args.env == "smax"):
+        raise ValueError(f"--bc-steps auto (each dataset's held-out cloning length) is for SMAX (the smax suite, "
+                         f"baselines --env smax); got suite {args.suite!r}: give a number of steps")
+    if args.suite not in ("baselines", "study") and (args.partial or args.hyper is not None):
+        raise ValueError(f"--partial and --hyper are for the baselines and study suites, not {args.suite!r}")
+    if args.suite == "study" and (args.iters, args.bc_steps, args.episodes, args.eval_episodes) != (None,) * 4:
+        raise ValueError("the study's budget, cloning, episodes and evaluation are its protocol "
+                         "(inspo.reproduce.study.STUDY); --iters, --bc-steps, --episodes and --eval-episodes are not "
+                         "taken")
     if (args.env is None) != (args.suite != "baselines"):
         raise ValueError(f"--env (one of {', '.join(BASELINES.all_envs)}, all) is required by the baselines suite "
                          f"and only by it (or --env smax, which all leaves out: it needs trained SMAX policies and "
                          f"far more CPU time); got suite {args.suite!r} with --env {args.env}")
     if args.suite == "smax":
         _smax(args)
+    elif args.suite == "study":
+        _study(args)
     elif args.suite == "collapse":
         _collapse(args)
     elif args.suite == "baselines":
@@ -186,11 +215,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``inspo reproduce {matrix,bridge,baselines,smax,collapse}`` on the CLI's sub-command parser."""
+    """Register ``inspo reproduce {matrix,bridge,baselines,smax,study,collapse}`` on the CLI's sub-command parser."""
     envs = BASELINES.envs
     p = sub.add_parser("reproduce", help="reproduce the known-answer tables (matrix games, Bridge, baselines, SMAX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax", "collapse"],
+    p.add_argument("suite", choices=["matrix", "bridge", "baselines", "smax", "study", "collapse"],
                    help="which table of the paper to reproduce")
     p.add_argument("--env", choices=[*envs, "all"], default=None,
                    help=f"baselines: the environment (all: {', '.join(BASELINES.all_envs[:-1])} and "
@@ -213,10 +242,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"matrix, baselines on xor and mne: one-step episodes per dataset (default "
                         f"{MATRIX.episodes}); smax, baselines on smax: episodes per generated dataset (default "
                         f"{SMAX.episodes})")
-    p.add_argument("--maps", nargs="+", default=list(SMAX.maps), help="smax: SMAX maps (default: the paper's four)")
-    p.add_argument("--qualities", nargs="+", default=list(SMAX.qualities),
-                   help=f"smax: data qualities (default: {' '.join(SMAX.qualities)}; any of "
-                        f"{', '.join(SMAX_QUALITIES)})")
+    p.add_argument("--maps", nargs="+", default=None, help="smax, study: SMAX maps (default: the paper's four)")
+    p.add_argument("--qualities", nargs="+", default=None,
+                   help=f"smax, study: data qualities (default: smax {' '.join(SMAX.qualities)}, study "
+                        f"{' '.join(STUDY.qualities)}; any of {', '.join(SMAX_QUALITIES)})")
+    p.add_argument("--hyper", type=Path, default=None,
+                   help="baselines, study: a JSON file of hyper-parameters per dataset (or SMAX map) and method, "
+                        "{name: {method: {field: value}}}, e.g. tuning incumbents (study default: "
+                        f"{STUDY.hyper})")
+    p.add_argument("--partial", action="store_true",
+                   help="baselines, study: train nothing; tabulate the runs the run cache holds and list the "
+                        "missing ones")
     p.add_argument("--policies", type=Path, default=None,
                    help="smax: folder of <map>/ folders written by inspo online train (default: data/smax_policies)")
     p.add_argument("--data", type=Path, default=BRIDGE.data_root,

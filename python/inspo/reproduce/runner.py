@@ -149,24 +149,27 @@ def cached(config: dict[str, Any]) -> dict[str, Any] | None:
     return _outcome(saved, from_cache=True) if made == wanted else None
 
 
-def cached_dataset(path: Path, build: Callable[[], Any]) -> Path:
-    """``path`` if it holds a valid dataset, else ``build()`` saved there (a corrupt cache is rebuilt)."""
+def cached_dataset(path: Path, build: Callable[[], Any], make: bool = True) -> Path | None:
+    """``path`` if it holds a valid dataset, else ``build()`` saved there (a corrupt cache is rebuilt; ``make=False``:
+    None instead)."""
     try:
         load_dataset(path)
         return path
     except DatasetError:
-        return save_dataset(build(), path, overwrite=True)
+        return save_dataset(build(), path, overwrite=True) if make else None
 
 
 # -- running many training runs -----------------------------------------------------------------------------------
 def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
-            on_done: Callable[[int, dict[str, Any]], None], populations: bool = True) -> list[dict[str, Any]]:
+            on_done: Callable[[int, dict[str, Any]], None], populations: bool = True,
+            train: bool = True) -> list[dict[str, Any] | None]:
     """Run every config (``jobs``: that many local processes, or the :class:`~inspo.cluster.Cluster` to run on),
     reading finished ones from the run cache instead; ``on_done(index, outcome)`` is called as each one is done.
     ``populations``: the configs that differ only in seed (and member hyper-parameters) train together, one task
-    per group (:func:`population_groups`, :func:`train_group`); else one task per config."""
+    per group (:func:`population_groups`, :func:`train_group`); else one task per config. ``train=False``: only
+    read the run cache, the outcome of a run not found there is None (a partial table)."""
     cluster = jobs if isinstance(jobs, Cluster) else Cluster(workers=jobs)
-    outcomes: list[dict[str, Any]] = [{} for _ in configs]
+    outcomes: list[dict[str, Any] | None] = [None for _ in configs]
     todo = []
     for k, cfg in enumerate(configs):
         found = cached(cfg)
@@ -175,6 +178,8 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
         else:
             outcomes[k] = found
             on_done(k, found)
+    if not train:
+        return outcomes
     pending = [configs[k] for k in todo]
     groups = [[todo[i] for i in g] for g in population_groups(pending)] if populations else [[k] for k in todo]
     if not cluster.parallel:
@@ -260,10 +265,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def cache_note(outcomes: Sequence[dict[str, Any]], cache: Path) -> str:
-    """How many runs the run cache supplied, for a table's header."""
-    count = sum(o["cached"] for o in outcomes)
-    return f"{count} of {len(outcomes)} runs read from the run cache `{cache}`" if count else "no run cached"
+def cache_note(outcomes: Sequence[dict[str, Any] | None], cache: Path) -> str:
+    """How many runs the run cache supplied (and how many are missing from a partial table), for a table's header."""
+    count = sum(o is not None and o["cached"] for o in outcomes)
+    missing = sum(o is None for o in outcomes)
+    note = f"{count} of {len(outcomes)} runs read from the run cache `{cache}`" if count else "no run cached"
+    return note + (f"; partial table: {missing} runs not made yet" if missing else "")
 
 
 def publish(out: Path, name: str, markdown: str, record: dict[str, Any],

@@ -92,9 +92,10 @@ def smax_dataset_name(name: str) -> tuple[str, str]:
 
 
 def smax_dataset(map_name: str, quality: str, episodes: int, cache: Path, policies: Path | None,
-                 seed: int = SMAX.data_seed) -> Path:
-    """The cached SMAX dataset of a map and quality (generated with ``seed``). Online qualities are keyed by the
-    SHA-256 of the policies' ``snapshots.json`` too, so new policies make new data."""
+                 seed: int = SMAX.data_seed, build: bool = True) -> Path | None:
+    """The cached SMAX dataset of a map and quality (generated with ``seed`` unless ``build=False``: None if it is not
+    there). Online qualities are keyed by the SHA-256 of the policies' ``snapshots.json`` too, so new policies make
+    new data."""
     from inspo.data.smax import ONLINE_QUALITIES, policy_folder
 
     env_name = f"smax:{map_name}"
@@ -107,7 +108,7 @@ def smax_dataset(map_name: str, quality: str, episodes: int, cache: Path, polici
                                     f"make one with `inspo online train --env {env_name} --out {policy}`")
         tag = "-p" + hashlib.sha256(index.read_bytes()).hexdigest()[:10]
     return cached_dataset(cache / "data" / "smax" / f"{map_name}-{quality}-n{episodes}-seed{seed}{tag}",
-                          lambda: generate_smax(env_name, quality, episodes, seed, policy=policy))
+                          lambda: generate_smax(env_name, quality, episodes, seed, policy=policy), build)
 
 
 def smax_available(map_name: str, quality: str, policies: Path | None) -> bool:
@@ -140,13 +141,15 @@ def win_stats(dataset: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- the suite ----------------------------------------------------------------------------------------------------
-def auto_bc_length(data: Path, cache: Path, suite: SmaxSuite = SMAX) -> BCLength:
-    """The held-out behaviour-cloning length of a dataset (:mod:`inspo.bc_length`, ``suite.bc_length`` with the
-    hidden width, learning rate and batch size of the suite's runs), measured once and kept in
-    ``<cache>/bc_length/``, keyed by the dataset's content and the settings."""
-    run = TrainConfig(dataset=str(data), **suite.settings)
-    settings = replace(suite.bc_length, hidden=run.hidden, lr=run.lr_policy, batch_size=run.batch_size)
-    return cached_bc_length(data, cache / "bc_length", settings)
+def auto_bc_length(data: Path, cache: Path, settings: dict[str, Any] = SMAX.settings,
+                   rule: BCLengthSettings = SMAX.bc_length, measure: bool = True) -> BCLength | None:
+    """The held-out behaviour-cloning length of a dataset (:mod:`inspo.bc_length` by ``rule``, with the hidden width,
+    learning rate and batch size of runs made with the ``TrainConfig`` fields ``settings``), measured once and kept in
+    ``<cache>/bc_length/``, keyed by the dataset's content and the settings (``measure=False``: None if it was not
+    measured yet)."""
+    run = TrainConfig(dataset=str(data), **settings)
+    rule = replace(rule, hidden=run.hidden, lr=run.lr_policy, batch_size=run.batch_size)
+    return cached_bc_length(data, cache / "bc_length", rule, measure)
 
 
 def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequence[int], iters: int,
@@ -191,7 +194,7 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
                 continue
             data = smax_dataset(map_name, quality, episodes, cache, policies, suite.data_seed)
             if bc_steps == "auto":
-                lengths[f"{map_name}-{quality}"] = auto_bc_length(data, cache, suite)
+                lengths[f"{map_name}-{quality}"] = auto_bc_length(data, cache, suite.settings, suite.bc_length)
             steps = lengths[f"{map_name}-{quality}"].steps if bc_steps == "auto" else bc_steps
             for method in suite.methods:
                 for seed in seeds:

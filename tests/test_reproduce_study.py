@@ -1,0 +1,134 @@
+"""What a study made in several sittings needs from ``inspo reproduce``: partial tables from the run cache
+(``--partial``), hyper-parameters per dataset and method (``--hyper``), each SMAX dataset's held-out cloning length
+in the baselines suite (``--bc-steps auto``), and the ``study`` suite's fixed protocol."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from inspo.bc_length import BCLengthSettings
+from inspo.cli import main
+from inspo.reproduce import runner
+from inspo.reproduce.baselines import BASELINES, reproduce_baselines
+from inspo.reproduce.study import STUDY
+
+TINY = ["reproduce", "baselines", "--env", "xor", "--datasets", "xor-ab-ba", "--iters", "4", "--bc-steps", "2",
+        "--episodes", "50"]
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tables are the subject here; the figures are tested in test_reproduce.py.
+    monkeypatch.setattr("inspo.reproduce.baselines.grouped_bar_chart", lambda *a, **k: None)
+
+
+def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "results"
+    assert main([*TINY, "--seeds", "2", "--out", str(out)]) == 0
+    full = json.loads((out / "baselines_xor.json").read_text())
+    shutil.rmtree(out / "cache" / "runs" / "baselines" / "xor-ab-ba" / "inspo" / "seed1")
+    capsys.readouterr()
+
+    monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"--partial trained {cfg.algo}"))
+    assert main([*TINY, "--seeds", "2", "--partial", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "baselines_xor.json").read_text())
+    assert record["partial"] and record["missing"] == ["xor-ab-ba inspo seed 1"]
+    assert "## Not made yet (1)\n\n- xor-ab-ba inspo seed 1" in text
+    assert "9 of 10 runs read from the run cache" in text and "partial table: 1 runs not made yet" in text
+    inspo_row = next(r for r in record["rows"] if r["method"] == "inspo")
+    assert inspo_row["seeds_done"] == [0] and "| InSPO |" in text and "| 1 of 2 |" in text
+    full_inspo = next(r for r in full["rows"] if r["method"] == "inspo")
+    assert inspo_row["final"]["values"] == full_inspo["final"]["values"][:1]
+    # The other methods' rows are those of the full table.
+    for got, want in zip(record["rows"][:4], full["rows"][:4], strict=True):
+        assert got["final"] == want["final"] and got["seeds_done"] == [0, 1]
+
+
+def test_partial_table_of_an_empty_cache_makes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TINY, "--seeds", "1", "--partial", "--out", str(tmp_path / "results")]) == 2
+    assert "no run of this table is in the run cache" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "baselines_xor.md").exists()
+    assert not (tmp_path / "results" / "cache" / "data").exists()  # no dataset generated either
+
+
+def test_hyper_file_sets_fields_of_one_method_on_one_dataset(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    hyper = tmp_path / "hyper.json"
+    hyper.write_text(json.dumps({"xor-ab-ba": {"inspo": {"alpha": 0.5, "rho_max": 2.0}, "icq": {}}}))
+    out = tmp_path / "results"
+    assert main([*TINY, "--seeds", "1", "--hyper", str(hyper), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "baselines_xor.json").read_text())
+    alphas = {r["method"]: (r["config"]["alpha"], r["config"]["rho_max"]) for r in record["rows"]}
+    assert alphas["inspo"] == (0.5, 2.0) and alphas["icq"] == alphas["bc"] == (0.2, 100.0)
+    assert record["hyper"] == {"xor-ab-ba": {"inspo": {"alpha": 0.5, "rho_max": 2.0}, "icq": {}}}
+    assert "tuned over them: xor-ab-ba InSPO: alpha=0.5, rho_max=2.0." in text
+    run = json.loads((out / "cache" / "runs" / "baselines" / "xor-ab-ba" / "inspo" / "seed0" / "metrics.json")
+                     .read_text())
+    assert run["config"]["alpha"] == 0.5
+
+
+@pytest.mark.parametrize("hyper, message", [
+    ({"xor-nope": {"inspo": {"alpha": 0.5}}}, "'xor-nope' is not a dataset of xor"),
+    ({"xor-ab-ba": {"ppo": {"alpha": 0.5}}}, "'ppo' is not one of bc, icq, omiga, cfcql, inspo"),
+    ({"xor-ab-ba": {"inspo": {"iters": 9, "seed": 3}}}, "iters, seed belong to the protocol"),
+    ({"xor-ab-ba": {"inspo": {"alpha": -1.0}}}, "alpha"),
+    ({"xor-ab-ba": {"inspo": {"alhpa": 1.0}}}, "alhpa"),
+    ([1, 2], "expected {dataset or map: {method: {field: value}}}, got list"),
+])
+def test_bad_hyper_files_are_refused_before_training(hyper: object, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hyper.json"
+    path.write_text(json.dumps(hyper))
+    assert main([*TINY, "--seeds", "1", "--hyper", str(path), "--out", str(tmp_path / "results")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_hyper_and_partial_are_for_baselines_and_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "matrix", "--partial", "--out", str(tmp_path)]) == 2
+    assert "--partial and --hyper are for the baselines and study suites, not 'matrix'" in capsys.readouterr().err
+    (tmp_path / "h.json").write_text("{not json")
+    assert main([*TINY, "--hyper", str(tmp_path / "h.json"), "--out", str(tmp_path)]) == 2
+    assert "h.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_study_protocol_is_fixed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (STUDY.iters * 256, STUDY.episodes, STUDY.bc_steps, len(STUDY.seeds)) == (10_240_000, 5000, "auto", 5)
+    assert len(STUDY.maps) * len(STUDY.qualities) == 16
+    for flag in (["--iters", "5"], ["--bc-steps", "9"], ["--episodes", "9"], ["--eval-episodes", "9"]):
+        assert main(["reproduce", "study", *flag, "--out", str(tmp_path)]) == 2
+        assert "the study's budget, cloning, episodes and evaluation are its protocol" in capsys.readouterr().err
+    assert main(["reproduce", "study", "--maps", "2s3z", "--partial", "--out", str(tmp_path)]) == 2
+    assert "no run of this table is in the run cache" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None or importlib.util.find_spec("jaxmarl") is None,
+                    reason="SMAX needs the optional extra: pip install 'inspo[smax]'")
+def test_baselines_on_smax_clone_for_each_datasets_heldout_length(tmp_path: Path) -> None:
+    suite = replace(BASELINES, methods=("bc", "icq"),
+                    bc_length=BCLengthSettings(max_steps=6, every=2, patience=2, heldout_every=2))
+    out = tmp_path / "res"
+    record = reproduce_baselines("smax", [0], out, iters=2, bc_steps="auto", datasets=["3m-random"], episodes=8,
+                                 eval_episodes=4, suite=suite, hyper={"3m": {"icq": {"alpha": 0.7}}})
+    length = record["bc_lengths"]["3m-random"]
+    assert (length["train_episodes"], length["heldout_episodes"]) == (4, 4)
+    assert [(r["method"], r["bc_steps"], r["config"]["alpha"]) for r in record["rows"]] == [
+        ("bc", length["steps"], 0.2), ("icq", length["steps"], 0.7)]  # the map's entry reaches its datasets
+    assert all(r["bc_heldout_nll"] == length["heldout_nll"] for r in record["rows"])
+    text = (out / "baselines_smax.md").read_text()
+    assert f"cloning length {length['steps']} steps (held-out NLL {length['heldout_nll']:.4f})" in text
+    # A partial table of the same study reads everything back, the cloning length included.
+    again = reproduce_baselines("smax", [0], out, iters=2, bc_steps="auto", datasets=["3m-random"], episodes=8,
+                                eval_episodes=4, suite=suite, hyper={"3m": {"icq": {"alpha": 0.7}}}, partial=True)
+    assert again["missing"] == [] and [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]]
+    with pytest.raises(ValueError, match="bc_steps 'auto' .* is for SMAX; got env 'xor'"):
+        reproduce_baselines("xor", [0], out, bc_steps="auto")
