@@ -95,14 +95,18 @@ def test_bad_hyper_files_are_refused_before_training(hyper: object, message: str
 
 def test_hyper_and_partial_are_for_baselines_and_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reproduce", "matrix", "--partial", "--out", str(tmp_path)]) == 2
-    assert "--partial and --hyper are for the baselines and study suites, not 'matrix'" in capsys.readouterr().err
+    assert "--partial is for the baselines and study suites, not 'matrix'" in capsys.readouterr().err
+    (tmp_path / "h.json").write_text("{}")
+    assert main(["reproduce", "study", "--hyper", str(tmp_path / "h.json"), "--out", str(tmp_path)]) == 2
+    assert "--hyper is for the baselines suite, not 'study' (the study tunes its own)" in capsys.readouterr().err
     (tmp_path / "h.json").write_text("{not json")
     assert main([*TINY, "--hyper", str(tmp_path / "h.json"), "--out", str(tmp_path)]) == 2
     assert "h.json: not valid JSON" in capsys.readouterr().err
 
 
 def test_study_protocol_is_fixed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (STUDY.iters * 256, STUDY.episodes, STUDY.bc_steps, len(STUDY.seeds)) == (10_240_000, 5000, "auto", 5)
+    assert (STUDY.iters * 256, STUDY.episodes, len(STUDY.seeds)) == (10_240_000, 5000, 5)
+    assert STUDY.tune_seed not in STUDY.seeds and set(STUDY.tune_fields) == {"icq", "omiga", "cfcql", "inspo"}
     assert len(STUDY.maps) * len(STUDY.qualities) == 16
     for flag in (["--iters", "5"], ["--bc-steps", "9"], ["--episodes", "9"], ["--eval-episodes", "9"]):
         assert main(["reproduce", "study", *flag, "--out", str(tmp_path)]) == 2
@@ -132,3 +136,37 @@ def test_baselines_on_smax_clone_for_each_datasets_heldout_length(tmp_path: Path
     assert again["missing"] == [] and [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]]
     with pytest.raises(ValueError, match="bc_steps 'auto' .* is for SMAX; got env 'xor'"):
         reproduce_baselines("xor", [0], out, bc_steps="auto")
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("jax", "jaxmarl", "smac")),
+                    reason="needs the optional extras smax (jax, jaxmarl) and tune (SMAC3)")
+def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspo.reproduce.study import reproduce_study
+
+    protocol = replace(STUDY, maps=("3m",), qualities=("random",), seeds=(0,), episodes=8, iters=2, evaluations=1,
+                       eval_episodes=2, tune_quality="random", tune_trials=2, tune_iters=2, tune_evaluations=1,
+                       tune_eval_episodes=2, tune_fields={"icq": ("alpha",)})
+    suite = replace(BASELINES, methods=("bc", "icq"),
+                    bc_length=BCLengthSettings(max_steps=4, every=2, patience=1, heldout_every=2))
+    out = tmp_path / "study"
+    record = reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=protocol, suite=suite,
+                             command="inspo reproduce study --maps 3m")
+    search = json.loads((out / "cache" / "tune" / "3m" / "icq" / "tune.json").read_text())
+    assert len(search["trials"]) == 2 and search["base_config"]["seed"] == STUDY.tune_seed
+    assert search["base_config"]["bc_steps"] == record["bc_lengths"]["3m-random"]["steps"]
+    incumbent = search["incumbent"]["params"]
+    assert json.loads((out / "smax_study_hyper.json").read_text()) == {"3m": {"icq": incumbent}}
+    icq = next(r for r in record["rows"] if r["method"] == "icq")
+    assert icq["config"]["alpha"] == incumbent["alpha"] and record["hyper"] == {"3m": {"icq": incumbent}}
+    tuning = (out / "smax_study_tuning.md").read_text()
+    assert "| 3m | MA-ICQ | alpha | 2 |" in tuning and f"alpha={incumbent['alpha']}" in tuning
+    assert (out / "smax_study_table.md").is_file()
+
+    # Again, and as a partial table: nothing is tuned or trained again, the table is the same.
+    monkeypatch.setattr("inspo.tune.tune", lambda *a, **k: pytest.fail("tuned again"))
+    monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo} again"))
+    for partial in (False, True):
+        again = reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=protocol,
+                                suite=suite, partial=partial)
+        assert [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]] and not again["missing"]

@@ -19,10 +19,10 @@ solver
   on every dataset of the environment (XOR: three joint-action distributions; M-NE: imbalanced and balanced; Bridge:
   the mixed and the optimal AlberDICE buffers; SMAX: ``<map>-<quality>`` datasets), one table per environment,
   ``<out>/baselines_<env>.md``.
-- ``study``: the SMAX study (:mod:`inspo.reproduce.study`): BC, MA-ICQ, OMIGA, CFCQL and InSPO on the 16
-  ``<map>-<quality>`` datasets at 5000 episodes, 5 seeds, 40000 iterations after each dataset's held-out cloning
-  length, with the tuned hyper-parameters of ``results/smax_study_hyper.json`` (``--hyper FILE``), as
-  ``<out>/smax_study_table.md``; ``--maps`` and ``--qualities`` choose a part of it.
+- ``study``: the SMAX study (:mod:`inspo.reproduce.study`): per map, SMAC3 tunes MA-ICQ, OMIGA, CFCQL and InSPO
+  with the same budget, then BC and the four train on the map's datasets (5000 episodes each), 5 seeds, 40000
+  iterations after each dataset's held-out cloning length: ``<out>/smax_study_table.md``, ``_tuning.md`` and
+  ``_hyper.json``; ``--maps`` and ``--qualities`` choose a part of it.
 - ``collapse``: InSPO on multi-policy SMAX data (``--datasets``, default 6h_vs_8z-medium-replay and
   2s3z-medium-replay) with the teammate ratio clipped at rho_max 100, 5 and 2 and switched off: return, win rate and
   the ratio's effective sample size against iterations, ``<out>/smax_collapse.png`` (see
@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from inspo.cluster import INSTALL_HINT, add_cluster_flags, cluster_from_args
 from inspo.data import SMAX_QUALITIES
@@ -57,7 +58,7 @@ from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
 from inspo.reproduce.collapse import COLLAPSE, reproduce_collapse
 from inspo.reproduce.matrix import MATRIX, reproduce_matrix
 from inspo.reproduce.smax import SMAX, is_smax_name, reproduce_smax
-from inspo.reproduce.study import STUDY, load_hyper, reproduce_study
+from inspo.reproduce.study import STUDY, reproduce_study
 
 __all__ = ["add_parser"]
 
@@ -103,6 +104,14 @@ def _bc_steps(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text}") from None
 
 
+def _hyper_file(path: Path) -> Any:
+    """The ``{dataset or map: {method: {field: value}}}`` of ``--hyper FILE``."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hyper {path}: not valid JSON ({err})") from None
+
+
 _T = TypeVar("_T")
 
 
@@ -114,12 +123,10 @@ def _or(value: _T | None, default: _T) -> _T:
 def _study(args: argparse.Namespace) -> None:
     args.seeds = _or(args.seeds, list(STUDY.seeds))
     maps, qualities = _or(args.maps, list(STUDY.maps)), _or(args.qualities, list(STUDY.qualities))
-    hyper_file = _or(args.hyper, Path(STUDY.hyper))
     command = (f"inspo reproduce study --maps {' '.join(maps)} --qualities {' '.join(qualities)} --seeds "
-               f"{','.join(map(str, args.seeds))} --hyper {hyper_file.as_posix()} --out {args.out}"
-               + " --partial" * args.partial)
-    reproduce_study(args.out, maps, qualities, args.seeds, load_hyper(hyper_file), args.cluster, args.partial,
-                    command, populations=args.populations)
+               f"{','.join(map(str, args.seeds))} --out {args.out}" + " --partial" * args.partial)
+    reproduce_study(args.out, maps, qualities, args.seeds, args.cluster, args.partial, command,
+                    populations=args.populations)
 
 
 def _smax(args: argparse.Namespace) -> None:
@@ -172,7 +179,7 @@ def _baselines(args: argparse.Namespace) -> None:
         args.episodes = given
         reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
                             args.data, args.cluster, command, populations=args.populations,
-                            hyper=None if args.hyper is None else load_hyper(args.hyper), partial=args.partial)
+                            hyper=None if args.hyper is None else _hyper_file(args.hyper), partial=args.partial)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -180,8 +187,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.bc_steps == "auto" and args.suite != "smax" and not (args.suite == "baselines" and args.env == "smax"):
         raise ValueError(f"--bc-steps auto (each dataset's held-out cloning length) is for SMAX (the smax suite, "
                          f"baselines --env smax); got suite {args.suite!r}: give a number of steps")
-    if args.suite not in ("baselines", "study") and (args.partial or args.hyper is not None):
-        raise ValueError(f"--partial and --hyper are for the baselines and study suites, not {args.suite!r}")
+    if args.suite not in ("baselines", "study") and args.partial:
+        raise ValueError(f"--partial is for the baselines and study suites, not {args.suite!r}")
+    if args.suite != "baselines" and args.hyper is not None:
+        raise ValueError(f"--hyper is for the baselines suite, not {args.suite!r}"
+                         + " (the study tunes its own)" * (args.suite == "study"))
     if args.suite == "study" and (args.iters, args.bc_steps, args.episodes, args.eval_episodes) != (None,) * 4:
         raise ValueError("the study's budget, cloning, episodes and evaluation are its protocol "
                          "(inspo.reproduce.study.STUDY); --iters, --bc-steps, --episodes and --eval-episodes are not "
@@ -247,9 +257,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"smax, study: data qualities (default: smax {' '.join(SMAX.qualities)}, study "
                         f"{' '.join(STUDY.qualities)}; any of {', '.join(SMAX_QUALITIES)})")
     p.add_argument("--hyper", type=Path, default=None,
-                   help="baselines, study: a JSON file of hyper-parameters per dataset (or SMAX map) and method, "
-                        "{name: {method: {field: value}}}, e.g. tuning incumbents (study default: "
-                        f"{STUDY.hyper})")
+                   help="baselines: a JSON file of hyper-parameters per dataset (or SMAX map) and method, "
+                        "{name: {method: {field: value}}}, e.g. the study's smax_study_hyper.json")
     p.add_argument("--partial", action="store_true",
                    help="baselines, study: train nothing; tabulate the runs the run cache holds and list the "
                         "missing ones")
