@@ -29,7 +29,15 @@ from inspo.reproduce.runner import (
     run_all,
     stats,
 )
-from inspo.reproduce.smax import SMAX, auto_bc_length, is_smax_name, smax_dataset, smax_dataset_name, win_stats
+from inspo.reproduce.smax import (
+    SMAX,
+    auto_bc_length,
+    is_smax_name,
+    plot_smax,
+    smax_dataset,
+    smax_dataset_name,
+    win_stats,
+)
 
 __all__ = ["BASELINES", "BASELINE_ENVS", "BASELINE_METHODS", "BaselineEnv", "BaselinesSuite", "baseline_configs",
            "check_hyper", "plot_baselines", "reproduce_baselines"]
@@ -336,10 +344,12 @@ temperature {config['cfcql']['policy_temp']}){f"; tuned over them: {tuned}" if t
 
 
 def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
-    """``baselines_<env>.png`` of ``inspo reproduce baselines``: final and best return per dataset and method, with
-    the optimum (matrix games, Bridge) or the data's own return (SMAX) as a line."""
+    """``baselines_<env>.png`` of ``inspo reproduce baselines``: final and best return per dataset and method with
+    the optimum as a line; on SMAX, every method's learning curves (return and win rate) per dataset instead
+    (:func:`~inspo.reproduce.smax.plot_smax`)."""
     rows = record["rows"]
-    data = {r["dataset"]: r["data_return"] for r in rows}
-    line = ("data return", [data[g] for g in groups(rows)]) if record["env"] == "smax" else optimum_line(rows)
+    if record["env"] == "smax":
+        plot_smax(record, path)
+        return
     grouped_bar_chart(path, f"Baselines and InSPO on {record['env_title']}", groups(rows),
-                      method_panels(rows, len(record["seeds"])), [line])
+                      method_panels(rows, len(record["seeds"])), [optimum_line(rows)])

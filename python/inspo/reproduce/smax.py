@@ -290,14 +290,15 @@ selected on the evaluation episodes themselves (optimistic).{missing_note}
 
 
 def plot_smax(record: dict[str, Any], path: str | Path) -> None:
-    """``smax.png`` of ``inspo reproduce smax``: one panel per dataset (map, quality) with the learning curve of
-    each method (mean over seeds; return solid, win rate dashed on the right axis; a method evaluated once, behaviour
-    cloning, as a horizontal line) and the data's own return."""
+    """``smax.png`` of ``inspo reproduce smax`` (and the SMAX figures of the baselines and study suites): one panel
+    per dataset (map, quality) with the learning curve of each method (mean over seeds; return solid, win rate
+    dashed on the right axis; a method evaluated once, behaviour cloning, as a horizontal line) and the data's own
+    return."""
     Figure = figure_class()
     rows = record["rows"]
     datasets = groups(rows)
     fig, axes = grid(Figure, len(datasets), cols=3, size=(4.8, 3.4))
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for ax, name in zip(axes, datasets):
         wins = ax.twinx()
         wins.set_ylim(-0.02, 1.02)
@@ -327,6 +328,7 @@ def plot_smax(record: dict[str, Any], path: str | Path) -> None:
         handles = ax.get_legend_handles_labels()
         extra = wins.get_legend_handles_labels()
         ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
-    fig.suptitle(f"SMAX: InSPO and BC learning curves, mean over {len(record['seeds'])} seed"
+    methods = " and ".join(dict.fromkeys(r["label"] for r in rows))
+    fig.suptitle(f"SMAX: {methods} learning curves, mean over {len(record['seeds'])} seed"
                  f"{'s' * (len(record['seeds']) > 1)}")
     save_png(fig, Path(path))
