@@ -146,20 +146,18 @@ def _overrides(env: str, hyper: dict[str, Any], name: str, method: str) -> dict[
     return {**found, **hyper.get(name, {}).get(method, {})}
 
 
-def baseline_configs(env: str, datasets: Sequence[str], seeds: Sequence[int], cache: Path, iters: int,
-                     bc_steps: int | dict[str, int], episodes: int, eval_episodes: int, data_root: Path,
-                     suite: BaselinesSuite = BASELINES, hyper: dict[str, Any] | None = None,
-                     evaluations: int | None = None,
-                     paths: dict[str, Path] | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
-    """The ``TrainConfig`` dicts of ``inspo reproduce baselines`` for one environment (datasets are built or
-    imported into ``cache`` as needed, unless ``paths`` gives them), and their ``(dataset, method, seed)``, datasets
-    outermost. ``bc_steps``: one count, or one per dataset; ``hyper``: per-dataset (SMAX: or per-map) entries of
-    each method (:func:`check_hyper`); ``evaluations`` per run (None: the environment's)."""
+def baseline_configs(env: str, paths: dict[str, Path], seeds: Sequence[int], cache: Path, iters: int,
+                     bc_steps: int | dict[str, int], eval_episodes: int, suite: BaselinesSuite = BASELINES,
+                     hyper: dict[str, Any] | None = None,
+                     evaluations: int | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+    """The ``TrainConfig`` dicts of ``inspo reproduce baselines`` for one environment on the datasets ``{name:
+    path}``, and their ``(dataset, method, seed)``, datasets outermost. ``bc_steps``: one count, or one per
+    dataset; ``hyper``: per-dataset (SMAX: or per-map) entries of each method (:func:`check_hyper`);
+    ``evaluations`` per run (None: the environment's)."""
     spec = suite.envs[env]
     every = max(iters // (spec.evaluations if evaluations is None else evaluations), 1)
     configs, keys = [], []
-    for name in datasets:
-        data = (paths or {}).get(name) or _baseline_dataset(env, name, episodes, data_root, cache, suite.data_seed)
+    for name, data in paths.items():
         steps = bc_steps[name] if isinstance(bc_steps, dict) else bc_steps
         for method in suite.methods:
             for seed in seeds:
@@ -232,10 +230,10 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
             paths[dataset] = path
             if found is not None:
                 lengths[dataset] = found
-    ready = [d for d in datasets if d in paths]
-    configs, keys = baseline_configs(env, ready, seeds, cache, iters,
+    ready = list(paths)  # in the order of datasets
+    configs, keys = baseline_configs(env, paths, seeds, cache, iters,
                                      {d: f.steps for d, f in lengths.items()} if bc_steps == "auto" else bc_steps,
-                                     episodes, eval_episodes, data_root, suite, hyper, evaluations, paths)
+                                     eval_episodes, suite, hyper, evaluations)
     progress = Progress(len(configs))
     outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
                        train=not partial)
