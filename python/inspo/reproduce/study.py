@@ -94,10 +94,12 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
         folder = cache / "tune" / map_name / method
         found = _search(folder)
         if found is None and not partial and length is not None:
-            base = TrainConfig.from_dict({**settings, "dataset": str(data), "algo": method, "seed": protocol.tune_seed,
-                                          "iters": protocol.tune_iters, "bc_steps": length.steps,
-                                          "eval_every": protocol.tune_iters // protocol.tune_evaluations,
-                                          "eval_episodes": protocol.tune_eval_episodes})
+            # A search resumes only with the same base config, the dataset's path included: an absolute one keeps
+            # it resumable from any working folder.
+            base = TrainConfig.from_dict({
+                **settings, "dataset": str(data.absolute()), "algo": method, "seed": protocol.tune_seed,
+                "iters": protocol.tune_iters, "bc_steps": length.steps, "eval_episodes": protocol.tune_eval_episodes,
+                "eval_every": protocol.tune_iters // protocol.tune_evaluations})
             ranges = {k: v for k, v in protocol.tune_ranges.items() if k in fields}
             tune(base, folder, trials=protocol.tune_trials, workers=jobs, params=list(fields), ranges=ranges,
                  smac_seed=protocol.smac_seed, resume=(folder / "tune.json").is_file(), progress=True)
