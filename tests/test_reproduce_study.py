@@ -170,3 +170,7 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
         again = reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=protocol,
                                 suite=suite, partial=partial)
         assert [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]] and not again["missing"]
+    # A finished search from another protocol is not taken for this one's.
+    other = replace(protocol, tune_iters=3)
+    with pytest.raises(ValueError, match="holds a finished search from other settings than this study's"):
+        reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)

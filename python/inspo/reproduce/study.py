@@ -69,13 +69,19 @@ STUDY = StudyProtocol()
 """The protocol of ``inspo reproduce study``."""
 
 
-def _search(folder: Path) -> dict[str, Any] | None:
-    """The ``tune.json`` of a finished search in ``folder`` (its incumbent set), else None."""
+def _search(folder: Path, base: TrainConfig | None) -> dict[str, Any] | None:
+    """The ``tune.json`` of a finished search in ``folder`` (its incumbent set), else None; ValueError if it searched
+    from another base config than ``base`` (None: not known yet, a partial table)."""
     try:
         found = json.loads((folder / "tune.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return found if found.get("incumbent") and len(found["trials"]) >= found["n_trials"] else None
+    if not (found.get("incumbent") and len(found["trials"]) >= found["n_trials"]):
+        return None
+    if base is not None and found["base_config"] != {**base.to_dict(), "out": None}:
+        raise ValueError(f"{folder} holds a finished search from other settings than this study's (another dataset, "
+                         f"cloning length or protocol); move it away to search again")
+    return found
 
 
 def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: int | Cluster = 1,
@@ -92,18 +98,18 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
         if method not in suite.methods:
             continue
         folder = cache / "tune" / map_name / method
-        found = _search(folder)
-        if found is None and not partial and length is not None:
-            # A search resumes only with the same base config, the dataset's path included: an absolute one keeps
-            # it resumable from any working folder.
-            base = TrainConfig.from_dict({
-                **settings, "dataset": str(data.absolute()), "algo": method, "seed": protocol.tune_seed,
-                "iters": protocol.tune_iters, "bc_steps": length.steps, "eval_episodes": protocol.tune_eval_episodes,
-                "eval_every": protocol.tune_iters // protocol.tune_evaluations})
+        # A search resumes only with the same base config, the dataset's path included: an absolute one keeps it
+        # resumable from any working folder.
+        base = None if length is None else TrainConfig.from_dict({
+            **settings, "dataset": str(data.absolute()), "algo": method, "seed": protocol.tune_seed,
+            "iters": protocol.tune_iters, "bc_steps": length.steps, "eval_episodes": protocol.tune_eval_episodes,
+            "eval_every": protocol.tune_iters // protocol.tune_evaluations})
+        found = _search(folder, base)
+        if found is None and not partial and base is not None:
             ranges = {k: v for k, v in protocol.tune_ranges.items() if k in fields}
             tune(base, folder, trials=protocol.tune_trials, workers=jobs, params=list(fields), ranges=ranges,
                  smac_seed=protocol.smac_seed, resume=(folder / "tune.json").is_file(), progress=True)
-            found = _search(folder)
+            found = _search(folder, base)
         if found is not None:
             searches[method] = found
     return searches
