@@ -241,10 +241,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bc-steps", type=_bc_steps, default=None,
                    help=f"behaviour-cloning steps per run (default: {MATRIX.bc_steps} matrix, {BRIDGE.bc_steps} "
                         f"bridge, {SMAX.bc_steps} smax; baselines: {envs['xor'].bc_steps} xor and mne, "
-                        f"{envs['bridge'].bc_steps} bridge); smax also takes auto: each dataset's behaviour cloning "
-                        f"until its held-out NLL stops improving (inspo datasets bc-length; at most "
-                        f"{SMAX.bc_length.max_steps} steps, measured once per dataset and cached), the same for every "
-                        f"method and seed of the dataset")
+                        f"{envs['bridge'].bc_steps} bridge); smax and baselines --env smax also take auto: each "
+                        f"dataset's behaviour cloning until its held-out NLL stops improving (inspo datasets "
+                        f"bc-length; at most {SMAX.bc_length.max_steps} steps, measured once per dataset and cached), "
+                        f"the same for every method and seed of the dataset")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables (default: results)")
     p.add_argument("--jobs", type=_positive, default=1,
                    help=f"training runs in parallel, in the processes of a local dask cluster ({INSTALL_HINT})")
