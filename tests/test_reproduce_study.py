@@ -174,3 +174,5 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
     other = replace(protocol, tune_iters=3)
     with pytest.raises(ValueError, match="holds a finished search from other settings than this study's"):
         reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)
+    assert (out / "smax_study_table.md").read_text().startswith(
+        "# The SMAX study: BC, MA-ICQ, OMIGA, CFCQL and InSPO, each tuned with the same budget\n")

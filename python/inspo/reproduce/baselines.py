@@ -179,7 +179,8 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
                         data_root: Path = BRIDGE.data_root, jobs: int | Cluster = 1, command: str = "",
                         suite: BaselinesSuite = BASELINES, populations: bool = True,
                         hyper: dict[str, Any] | None = None, evaluations: int | None = None,
-                        partial: bool = False, name: str | None = None) -> dict[str, Any]:
+                        partial: bool = False, name: str | None = None,
+                        title: str | None = None) -> dict[str, Any]:
     """Train every method of ``suite.methods`` on the datasets of one environment of ``suite.envs``; write
     ``baselines_<env>.md``, ``.json`` and ``.png`` to ``out``; return the record.
 
@@ -202,7 +203,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
         evaluations: evaluations per run (None: the environment's).
         partial: train nothing; tabulate the runs the run cache holds and list the missing ones (a study made in
             several sittings). Datasets and cloning lengths not made yet are missing too.
-        name: the table's file name (None: ``baselines_<env>``).
+        name: the table's file name (None: ``baselines_<env>``); title: its heading (None: the suite's).
     """
     if env not in suite.envs:
         raise ValueError(f"unknown baselines environment {env!r}; expected one of {', '.join(suite.envs)}")
@@ -262,6 +263,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
         raise ValueError("no run of this table is in the run cache " + str(cache) + " yet: nothing to tabulate"
                          if partial else "no run to tabulate")
     record = {**provenance(command, seeds, time.perf_counter() - started), "env": env, "env_title": spec.title,
+              "title": title or f"Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer",
               "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
               "hyper": hyper or {}, "partial": partial, "missing": missing,
               "compute_cpu_hours": round(sum(r["wall_time_s"]["mean"] * len(r["seeds_done"]) for r in rows) / 3600, 2),
@@ -323,7 +325,7 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
     missing = record["missing"]
     missing_text = (f"\n\n## Not made yet ({len(missing)})\n\n" + "\n".join(f"- {m}" for m in missing)
                     if missing else "")
-    return f"""# Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer
+    return f"""# {record['title']}
 
 Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
 {record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache)}; the runs in the table took \

@@ -159,4 +159,5 @@ def reproduce_study(out: Path, maps: Sequence[str] = STUDY.maps, qualities: Sequ
         "smax", seeds, out, iters=protocol.iters, bc_steps="auto",
         datasets=[f"{m}-{q}" for m in maps for q in qualities], episodes=protocol.episodes,
         eval_episodes=protocol.eval_episodes, jobs=jobs, command=command, populations=populations,
-        hyper=hyper, evaluations=protocol.evaluations, partial=partial, name=f"{protocol.name}_table", suite=suite)
+        hyper=hyper, evaluations=protocol.evaluations, partial=partial, name=f"{protocol.name}_table", suite=suite,
+        title="The SMAX study: BC, MA-ICQ, OMIGA, CFCQL and InSPO, each tuned with the same budget")
