@@ -39,9 +39,8 @@ def teammate_ratio_diagnostics(logp_pi: Tensor, logp_mu: Tensor, rho_max: float)
     below 1 do not underflow to zero; draws nothing."""
     logp_pi, logp_mu = logp_pi.double(), logp_mu.double()
     zero = logp_pi.new_zeros(logp_pi.shape[1])  # q and v: only the ratio is read
-    rho, _ = reference.advantage_weights(zero, zero, logp_pi, logp_mu, None, -1, 1.0, 0.0, rho_max)
     raw, _ = reference.advantage_weights(zero, zero, logp_pi, logp_mu, None, -1, 1.0, 0.0, math.inf)
-    ess = effective_sample_size(rho)
+    ess = effective_sample_size(raw.clamp(max=rho_max))
     return {"rho_ess_min": float(ess.min()), "rho_ess_mean": float(ess.mean()),
             "rho_clipped": float((raw > rho_max).double().mean())}
 

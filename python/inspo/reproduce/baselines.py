@@ -147,15 +147,13 @@ def _overrides(env: str, hyper: dict[str, Any], name: str, method: str) -> dict[
 
 
 def baseline_configs(env: str, paths: dict[str, Path], seeds: Sequence[int], cache: Path, iters: int,
-                     bc_steps: int | dict[str, int], eval_episodes: int, suite: BaselinesSuite = BASELINES,
-                     hyper: dict[str, Any] | None = None,
-                     evaluations: int | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+                     bc_steps: int | dict[str, int], eval_every: int, eval_episodes: int,
+                     suite: BaselinesSuite = BASELINES,
+                     hyper: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
     """The ``TrainConfig`` dicts of ``inspo reproduce baselines`` for one environment on the datasets ``{name:
     path}``, and their ``(dataset, method, seed)``, datasets outermost. ``bc_steps``: one count, or one per
-    dataset; ``hyper``: per-dataset (SMAX: or per-map) entries of each method (:func:`check_hyper`);
-    ``evaluations`` per run (None: the environment's)."""
+    dataset; ``hyper``: per-dataset (SMAX: or per-map) entries of each method (:func:`check_hyper`)."""
     spec = suite.envs[env]
-    every = max(iters // (spec.evaluations if evaluations is None else evaluations), 1)
     configs, keys = [], []
     for name, data in paths.items():
         steps = bc_steps[name] if isinstance(bc_steps, dict) else bc_steps
@@ -166,7 +164,7 @@ def baseline_configs(env: str, paths: dict[str, Path], seeds: Sequence[int], cac
                 if env in ("bridge", "smax"):
                     values["eval_episodes"] = eval_episodes
                 configs.append(TrainConfig.from_dict({
-                    "dataset": str(data), "algo": method, "iters": iters, "bc_steps": steps, "eval_every": every,
+                    "dataset": str(data), "algo": method, "iters": iters, "bc_steps": steps, "eval_every": eval_every,
                     "seed": seed, "out": str(cache / "runs" / "baselines" / name / method / f"seed{seed}"),
                     **values}).to_dict())
                 keys.append((name, method, seed))
@@ -234,7 +232,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     ready = list(paths)  # in the order of datasets
     configs, keys = baseline_configs(env, paths, seeds, cache, iters,
                                      {d: f.steps for d, f in lengths.items()} if bc_steps == "auto" else bc_steps,
-                                     eval_episodes, suite, hyper, evaluations)
+                                     every, eval_episodes, suite, hyper)
     progress = Progress(len(configs))
     outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
                        train=not partial)
