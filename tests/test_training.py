@@ -177,10 +177,10 @@ def test_every_config_field_is_a_flag() -> None:
     assert {f.name for f in flags.flags_of(TrainConfig)} <= set(train_dests)
     assert {"icq_critic_temp", "cql_alpha", "cfcql_lambda_temp", "cfcql_policy_temp"} <= set(train_dests)
     args = build_parser().parse_args(["online", "train", "--env", "smax:3m", "--out", "o", "--clip", "0.1",
-                                      "--gae-lambda", "0.9"])
+                                      "--gae-lambda", "0.9", "--agent-state", "--value-norm"])
     assert {f.name for f in dataclasses.fields(OnlineConfig)} <= set(vars(args))
     cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args))
-    assert cfg == OnlineConfig(env="smax:3m", clip=0.1, gae_lambda=0.9)
+    assert cfg == OnlineConfig(env="smax:3m", clip=0.1, gae_lambda=0.9, agent_state=True, value_norm=True)
 
 
 def test_unknown_config_keys_raise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,10 @@
 - Actor: one categorical policy shared by the allies, with a one-hot agent id next to the observation
   (`inspo.algos.networks.AgentPolicies(shared=True)`), unavailable actions masked out.
 - Critic: a centralised value V(world state) (MAPPO); the team reward is shared, so every agent gets the same
-  advantage (GAE), and the PPO clipped loss is averaged over agents.
+  advantage (GAE), and the PPO clipped loss is averaged over agents. Two options of the MAPPO paper (Yu et al.
+  2022) for the harder maps: `agent_state` gives the critic each agent's own observation and id beside the world
+  state (one value, hence one advantage, per agent), and `value_norm` has it learn returns normalised by their
+  running mean and standard deviation. `anneal_lr` lowers the learning rate linearly to 0 over the run.
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
@@ -59,6 +62,11 @@ class OnlineConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
+    agent_state: bool = field(default=False, metadata={
+        "help": "critic input: the world state with each agent's observation and one-hot id (a value per agent)"})
+    value_norm: bool = field(default=False, metadata={
+        "help": "the critic learns returns normalised by their running mean and std"})
+    anneal_lr: bool = field(default=False, metadata={"help": "lower the learning rate linearly to 0 over the run"})
     snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
     eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
     target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
@@ -104,14 +112,48 @@ class OnlineResult:
 
 
 class Critic(nn.Module):
-    """V(world state): one value per episode, shared by the agents (they share the team reward)."""
+    """V(world state) -> values ``[..., N]``: one value shared by the agents (they share the team reward), repeated
+    per agent; or, with ``agent_state``, V(world state, agent's observation, agent's id), one per agent."""
 
-    def __init__(self, state_dim: int, hidden: int) -> None:
+    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool) -> None:
         super().__init__()
-        self.net = mlp(state_dim, hidden, 1)
+        self.n_agents, self.agent_state = n_agents, agent_state
+        self.net = mlp(state_dim + (obs_dim + n_agents if agent_state else 0), hidden, 1)
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state).squeeze(-1)
+    def forward(self, state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """``state [..., state_dim]``, ``obs [..., N, obs_dim]`` -> values ``[..., N]``."""
+        n = self.n_agents
+        if not self.agent_state:
+            return self.net(state).expand(*state.shape[:-1], n)
+        ids = torch.eye(n, dtype=obs.dtype).expand(*obs.shape[:-1], n)
+        return self.net(torch.cat([state[..., None, :].expand(*obs.shape[:-1], -1), obs, ids], -1)).squeeze(-1)
+
+
+class ReturnNorm:
+    """Running mean and variance of the critic's targets (batched Welford); identity until the first update and
+    when disabled, so that one code path serves both settings."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.count, self.mean, self.var = enabled, 0.0, 0.0, 1.0
+
+    def update(self, x: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        n, mean, var = x.numel(), float(x.mean()), float(x.var(unbiased=False))
+        total = self.count + n
+        delta = mean - self.mean
+        self.var = (self.var * self.count + var * n + delta * delta * self.count * n / total) / total
+        self.mean, self.count = self.mean + delta * n / total, total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var) + 1e-8 if self.enabled else 1.0
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.enabled else x
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean if self.enabled else x
 
 
 def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -138,9 +180,16 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         *_, out_weight, out_bias = actor.parameters()  # registered last, whatever the layout of the networks
         out_weight.mul_(0.01)
         out_bias.zero_()
-    critic = Critic(info.state_dim, cfg.hidden)
+    critic = Critic(n, info.obs_dim, info.state_dim, cfg.hidden, cfg.agent_state)
+    norm = ReturnNorm(cfg.value_norm)
     params = [*actor.parameters(), *critic.parameters()]
     optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+
+    def estimate(state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """The critic's estimate in return units, ``[..., N]``."""
+        with torch.no_grad():
+            return norm.denormalise(critic(state, obs))
+
     vec = SMAXVector(env, B, seed=cfg.seed)
     obs, state, avail = vec.reset()
     updates = max(cfg.steps // (B * T), 1)
@@ -179,8 +228,8 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         buf_avail = torch.zeros(T, B, n, info.n_actions, dtype=torch.bool)
         buf_act = torch.zeros(T, B, n, dtype=torch.int64)
         buf_logp = torch.zeros(T, B, n)
-        buf_val = torch.zeros(T, B)
-        buf_rew = torch.zeros(T, B)
+        buf_val = torch.zeros(T, B, n)
+        buf_rew = torch.zeros(T, B, n)
         buf_done = torch.zeros(T, B)  # the episode ended at this step (no bootstrap across it)
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
@@ -188,40 +237,44 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 probs = torch.softmax(masked_logits(actor, o, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
-                value = critic(s)
+            values = estimate(s, o)
             obs, state, avail, step = vec.step(act.numpy())
-            reward = torch.as_tensor(step["reward"], dtype=torch.float32)
+            reward = torch.as_tensor(step["reward"], dtype=torch.float32)[:, None].expand(B, n)
             truncated = torch.as_tensor(step["truncated"])
             if truncated.any():  # the step limit is not an end of the task: bootstrap from the state reached
-                with torch.no_grad():
-                    final_value = critic(torch.as_tensor(step["final_state"]))
-                reward = reward + cfg.gamma * torch.where(truncated, final_value, 0.0)
+                final_value = estimate(torch.as_tensor(step["final_state"]), torch.as_tensor(step["final_obs"]))
+                reward = reward + cfg.gamma * torch.where(truncated[:, None], final_value, 0.0)
             done = step["terminated"] | step["truncated"]
             episode_returns += step["reward"]
             finished.extend(episode_returns[done].tolist())
             finished_won.extend(step["won"][done].tolist())
             episode_returns[done] = 0.0
             buf_obs[t], buf_state[t], buf_avail[t], buf_act[t], buf_logp[t] = o, s, a, act, logp
-            buf_val[t], buf_rew[t], buf_done[t] = value, reward, torch.as_tensor(done, dtype=torch.float32)
+            buf_val[t], buf_rew[t], buf_done[t] = values, reward, torch.as_tensor(done, dtype=torch.float32)
 
         # -- generalised advantage estimation --------------------------------------------------------------
-        with torch.no_grad():
-            next_value = critic(torch.as_tensor(state))
-        adv = torch.zeros(T, B)
-        last = torch.zeros(B)
+        next_value = estimate(torch.as_tensor(state), torch.as_tensor(obs))
+        adv = torch.zeros(T, B, n)
+        last = torch.zeros(B, n)
         for t in reversed(range(T)):
             following = next_value if t == T - 1 else buf_val[t + 1]
-            keep = 1.0 - buf_done[t]
+            keep = 1.0 - buf_done[t, :, None]
             delta = buf_rew[t] + cfg.gamma * following * keep - buf_val[t]
             last = delta + cfg.gamma * cfg.gae_lambda * keep * last
             adv[t] = last
         ret = adv + buf_val
+        norm.update(ret)
+        if cfg.anneal_lr:
+            for group in optim.param_groups:
+                group["lr"] = cfg.lr * (1.0 - (update - 1) / updates)
 
         # -- PPO epochs over minibatches of (step, episode) rows ----------------------------------------------
         rows = T * B
         f_obs, f_state = buf_obs.view(rows, n, -1), buf_state.view(rows, -1)
         f_avail, f_act, f_logp = buf_avail.view(rows, n, -1), buf_act.view(rows, n), buf_logp.view(rows, n)
-        f_adv, f_ret = adv.view(rows), ret.view(rows)
+        # Without agent_state every agent has the episode's value, advantage and target: one column stands for all.
+        cols = slice(None) if cfg.agent_state else slice(0, 1)
+        f_adv, f_ret = adv.view(rows, n)[:, cols], norm.normalise(ret).view(rows, n)[:, cols]
         size = rows // cfg.minibatches
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
         for _ in range(cfg.epochs):
@@ -233,10 +286,10 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
                 mb_adv = f_adv[idx]
-                mb_adv = ((mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8))[:, None]  # same for every agent
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 ratio = (new_logp - f_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
-                value_loss = 0.5 * (critic(f_state[idx]) - f_ret[idx]).pow(2).mean()
+                value_loss = 0.5 * (critic(f_state[idx], f_obs[idx])[:, cols] - f_ret[idx]).pow(2).mean()
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
                 optim.zero_grad()
                 loss.backward()

@@ -380,8 +380,8 @@ class SMAXVector:
 
         Returns (obs, world state, avail, out): the observation after the step, or where the episode ended, the
         first one of the row's next episode. `out` holds per row `reward`, `terminated` (a side was wiped out),
-        `truncated` (the step limit came first), `won`, and `final_state`: the world state the step reached (before
-        any restart), which a learner needs to bootstrap a truncated episode.
+        `truncated` (the step limit came first), `won`, and `final_state` and `final_obs`: the world state and
+        observations the step reached (before any restart), which a learner needs to bootstrap a truncated episode.
         """
         if self._carry is None:
             raise RuntimeError("SMAXVector: call reset() before step()")
@@ -392,7 +392,7 @@ class SMAXVector:
         over = np.asarray(over)
         truncated = ~over & (self._time >= self.env.info.episode_limit)
         done = over | truncated
-        final_state = np.array(world)
+        final_state, final_obs = np.array(world), np.array(obs)
         if done.any():
             # Rows that ended take the next episode keys in row order; the others keep their game.
             f_state, f_keys, f_obs, f_world, f_avail = self._fresh()
@@ -403,7 +403,7 @@ class SMAXVector:
             self._time[done] = 0
         self._carry = (state, keys)
         out = {"reward": np.asarray(reward, dtype=np.float64), "terminated": over, "truncated": truncated,
-               "won": np.asarray(won) & over, "final_state": final_state}
+               "won": np.asarray(won) & over, "final_state": final_state, "final_obs": final_obs}
         return np.array(obs), np.array(world), np.array(avail), out
 
 
