@@ -87,15 +87,17 @@ class ICQ(Learner):
     # -- 2. actors: decomposed in-sample advantage weighting ---------------------------------------------------
     def actor_step(self, b: Batch) -> dict[str, Tensor]:
         cfg, mine = self.cfg, self.shard.rows(b.reward.shape[0])
+        logits = self.pi.all_logits(b.obs[mine])  # [B / world, N, A]
         with torch.no_grad():
             qs = self.q(b.obs)  # [B, N, A]
-            probs = torch.softmax(self.pi.all_logits(b.obs).masked_fill(~b.avail, -torch.inf), dim=-1)
+            # The weights need every row's policy: one process has them already (the same numbers, no gradient).
+            every = logits.detach() if self.shard.world == 1 else self.pi.all_logits(b.obs)
+            probs = torch.softmax(every.masked_fill(~b.avail, -torch.inf), dim=-1)
             baseline = (probs * qs.masked_fill(~b.avail, 0.0)).sum(-1)
             adv = qs.gather(-1, b.actions[..., None]).squeeze(-1) - baseline  # [B, N]
             w, _ = self.mixer.weights(b.state)  # [B, N]
             # exp(w_i A_i / alpha) / Z_i, Z_i approximated over the batch: a softmax over rows, per agent.
             weight = torch.softmax(w * adv / cfg.alpha, dim=0)
-        logits = self.pi.all_logits(b.obs[mine])  # [B / world, N, A]
         logp, entropy = self.k.masked_softmax_stats(logits, b.avail[mine], b.actions[mine])
         loss = -self.shard.total(weight[mine] * logp, dim=0).mean()
         self.shard.require_finite(policy_loss=loss)
