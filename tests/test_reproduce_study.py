@@ -136,6 +136,10 @@ def test_baselines_on_smax_clone_for_each_datasets_heldout_length(tmp_path: Path
     assert again["missing"] == [] and [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]]
     with pytest.raises(ValueError, match="bc_steps 'auto' .* is for SMAX; got env 'xor'"):
         reproduce_baselines("xor", [0], out, bc_steps="auto")
+    # A misspelt map would silently tune nothing: it is refused before anything runs.
+    with pytest.raises(ValueError, match="'2s3' is not a dataset of smax or a SMAX map"):
+        reproduce_baselines("smax", [0], tmp_path / "other", datasets=["3m-random"], hyper={"2s3": {"icq": {}}})
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("jax", "jaxmarl", "smac")),

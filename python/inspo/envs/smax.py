@@ -26,7 +26,7 @@ from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 from inspo.errors import MissingExtra
 
 __all__ = ["DEFAULT_EPISODE_LIMIT", "STOP", "BatchPolicy", "HeuristicPolicy", "Rollout", "SMAXEnv", "SMAXVector",
-           "UniformPolicy"]
+           "UniformPolicy", "smax_maps"]
 
 DEFAULT_EPISODE_LIMIT = 100
 """SMAX's own default `max_steps`."""
@@ -63,6 +63,11 @@ def _jax() -> SimpleNamespace:
     return SimpleNamespace(jax=jax, jnp=jnp, smax=smax, heuristic=heuristic_enemy, scenarios=MAP_NAME_TO_SCENARIO)
 
 
+def smax_maps() -> list[str]:
+    """The names of the maps SMAX knows, sorted (MissingExtra without the ``smax`` extra)."""
+    return sorted(_jax().scenarios)
+
+
 class _Backend:
     """One map's jaxmarl environment and its compiled, batched reset and step.
 
@@ -73,7 +78,7 @@ class _Backend:
     def __init__(self, map_name: str, episode_limit: int) -> None:
         m = _jax()
         if map_name not in m.scenarios:
-            raise ValueError(f"unknown SMAX map '{map_name}'; known: {', '.join(sorted(m.scenarios))}")
+            raise ValueError(f"unknown SMAX map '{map_name}'; known: {', '.join(smax_maps())}")
         jax, jnp = m.jax, m.jnp
         env = m.smax.HeuristicEnemySMAX(scenario=m.smax.map_name_to_scenario(map_name), max_steps=episode_limit)
         self.env, self.jax = env, jax

@@ -125,7 +125,7 @@ def check_hyper(env: str, hyper: dict[str, Any], suite: BaselinesSuite = BASELIN
         raise ValueError(f"hyper-parameters: expected {{dataset or map: {{method: {{field: value}}}}}}, got "
                          f"{type(hyper).__name__}")
     for key, methods in hyper.items():
-        known = key in suite.envs[env].datasets or (env == "smax" and (is_smax_name(key) or "-" not in key))
+        known = key in suite.envs[env].datasets or (env == "smax" and (is_smax_name(key) or _is_smax_map(key)))
         if not known or not isinstance(methods, dict):
             raise ValueError(f"hyper-parameters: {key!r} is not a dataset of {env}"
                              + (" or a SMAX map" if env == "smax" else "") + " with a {method: {...}} table")
@@ -138,6 +138,12 @@ def check_hyper(env: str, hyper: dict[str, Any], suite: BaselinesSuite = BASELIN
                 raise ValueError(f"hyper-parameters of {key} {method}: {', '.join(fixed)} belong to the protocol "
                                  f"(budget, seed, evaluation, paths), not to a method's hyper-parameters")
             TrainConfig.from_dict({"dataset": "unused", "algo": method, **suite.envs[env].settings, **fields})
+
+
+def _is_smax_map(name: str) -> bool:
+    from inspo.envs.smax import smax_maps
+
+    return name in smax_maps()
 
 
 def _overrides(env: str, hyper: dict[str, Any], name: str, method: str) -> dict[str, Any]:
