@@ -143,9 +143,6 @@ def _smax(args: argparse.Namespace) -> None:
 
 
 def _collapse(args: argparse.Namespace) -> None:
-    if args.cluster.parallel:
-        raise ValueError("the collapse suite trains one population at a time in this process; drop --jobs and "
-                         "--dask-scheduler")
     suite = dataclasses.replace(
         COLLAPSE, datasets=tuple(args.datasets or COLLAPSE.datasets), seeds=tuple(_or(args.seeds, COLLAPSE.seeds)),
         iters=_or(args.iters, COLLAPSE.iters), bc_steps=_or(args.bc_steps, COLLAPSE.bc_steps),
@@ -154,7 +151,7 @@ def _collapse(args: argparse.Namespace) -> None:
                f"{','.join(map(str, suite.seeds))} --iters {suite.iters} --bc-steps {suite.bc_steps} --episodes "
                f"{suite.episodes} --eval-episodes {suite.eval_episodes}"
                + (f" --policies {args.policies}" if args.policies else "") + f" --out {args.out}")
-    reproduce_collapse(args.out, suite, args.policies, command)
+    reproduce_collapse(args.out, suite, args.policies, command, args.cluster, args.populations)
 
 
 def _baselines(args: argparse.Namespace) -> None:

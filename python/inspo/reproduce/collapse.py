@@ -3,11 +3,11 @@
 ``rho_ess_min`` that InSPO records at each evaluation, :mod:`inspo.algos.ratio_diagnostics`) against iterations;
 ``smax_collapse.png``, ``smax_collapse.json`` and ``smax_collapse_runs.md``.
 
-Per dataset and seed, the ``rho_max`` values train as one population (``--per-member rho_max=...``, the same
-behaviour-cloned mu for every member) and the ratio-off variant as a single run; then, on the first dataset, a short
-population of the first and last ``rho_max`` evaluated every ``early_every`` iterations shows how the first
-iterations go. Datasets and runs are cached under ``<out>/cache/``: a population or run whose folder holds the
-finished result of the same config is read back, anything else there is trained again from scratch.
+Per dataset, every ``rho_max`` and seed, and the ratio-off variant per seed; then, on the first dataset, a short
+run of the first and last ``rho_max`` evaluated every ``early_every`` iterations shows how the first iterations go.
+The runs go through the run cache of :mod:`inspo.reproduce.runner` (``<out>/cache/``, like every suite's): a finished
+run with the same settings is read back, an interrupted one resumes, and the runs that differ only in seed and
+``rho_max`` train as one population.
 """
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from inspo.checkpoint import write_text
-from inspo.config import TrainConfig
+from inspo.cluster import Cluster
 from inspo.data import load_dataset
-from inspo.errors import InspoError
-from inspo.population_training import read_summary, train_population
 from inspo.report import figure_class, grid, save_png
-from inspo.reproduce.runner import markdown_table, provenance
+from inspo.reproduce.runner import Progress, markdown_table, provenance, run_all
 from inspo.reproduce.smax import smax_dataset, smax_dataset_name
-from inspo.training import train
 
 __all__ = ["COLLAPSE", "CollapseSuite", "plot_collapse", "reproduce_collapse"]
 
@@ -52,70 +49,55 @@ COLLAPSE = CollapseSuite()
 """The defaults of ``inspo reproduce collapse``."""
 
 
-def _population(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The members' ``metrics.json`` of the population ``cfg``, trained unless its folder holds it finished."""
-    try:
-        done = read_summary(cfg.out)
-        cached = done.get("status") == "done" and done["config"] == cfg.to_dict()
-    except (FileNotFoundError, InspoError):
-        cached = False
-    if not cached:
-        train_population(cfg, overwrite=True)
-    return [json.loads((Path(m.out) / "metrics.json").read_text()) for m in cfg.members()]
-
-
-def _single(cfg: TrainConfig) -> dict[str, Any]:
-    """The ``metrics.json`` of the run ``cfg``, trained unless its folder holds it finished."""
-    path = Path(cfg.out) / "metrics.json"
-    if not (path.is_file() and json.loads(path.read_text())["config"] == cfg.to_dict()):
-        train(cfg, overwrite=True)
-    return json.loads(path.read_text())
-
-
 def _curve(metrics: dict[str, Any]) -> list[dict[str, float]]:
     keys = ("iteration", "return", "win_rate", "rho_ess_min", "rho_ess_mean", "rho_clipped")
     return [{k: row[k] for k in keys if k in row} for row in metrics["curve"]]
 
 
 def reproduce_collapse(out: Path, suite: CollapseSuite = COLLAPSE, policies: Path | None = None,
-                       command: str = "inspo reproduce collapse") -> dict[str, Any]:
+                       command: str = "inspo reproduce collapse", jobs: int | Cluster = 1,
+                       populations: bool = True) -> dict[str, Any]:
     """Train the suite's variants (see the module docstring), write ``<out>/smax_collapse.{json,png}`` and
     ``<out>/smax_collapse_runs.md``; returns the record. ``policies``: a folder of ``<map>/`` folders written by
-    ``inspo online train`` (None: ``data/smax_policies``)."""
+    ``inspo online train`` (None: ``data/smax_policies``); ``jobs``: runs in parallel (local worker processes), or
+    the :class:`~inspo.cluster.Cluster` to run them on; ``populations``: train the runs that differ only in seed
+    and ``rho_max`` as one population (:func:`~inspo.reproduce.runner.run_all`)."""
     started = time.perf_counter()
     cache = out / "cache"
-    variants: list[dict[str, Any]] = []
-    for name in suite.datasets:
+    configs: list[dict[str, Any]] = []
+    variants: list[dict[str, Any]] = []  # one per config, in order; "early" marks the short runs
+    for d, name in enumerate(suite.datasets):
         map_name, quality = smax_dataset_name(name)
         data = smax_dataset(map_name, quality, suite.episodes, cache, policies, suite.data_seed)
         runs = cache / "runs" / "collapse" / name
-        data_win = load_dataset(data, verify=False).manifest["behaviour"]["win_rate"]
-        base = dict(dataset=str(data), iters=suite.iters, bc_steps=suite.bc_steps, eval_every=suite.eval_every,
-                    eval_episodes=suite.eval_episodes, **suite.settings)
+        about = {"dataset": name, "data_win_rate": load_dataset(data, verify=False).manifest["behaviour"]["win_rate"]}
+        base = dict(dataset=str(data), bc_steps=suite.bc_steps, eval_episodes=suite.eval_episodes, **suite.settings)
         for seed in suite.seeds:
-            pop = TrainConfig(**base, seed=seed, per_member={"rho_max": list(suite.rho_max)},
-                              out=str(runs / f"rho_max-seed{seed}"))
-            for rho_max, metrics in zip(suite.rho_max, _population(pop)):
-                variants.append({"dataset": name, "seed": seed, "label": f"rho_max {rho_max:g}",
-                                 "behaviour": metrics["behaviour_return"], "data_win_rate": data_win,
-                                 "curve": _curve(metrics)})
-            off = TrainConfig(**base, seed=seed, use_rho=False, out=str(runs / f"no_rho-seed{seed}"))
-            metrics = _single(off)
-            variants.append({"dataset": name, "seed": seed, "label": "rho off",
-                             "behaviour": metrics["behaviour_return"], "data_win_rate": data_win,
-                             "curve": _curve(metrics)})
-    first = suite.datasets[0]
-    early_rho = [suite.rho_max[0], suite.rho_max[-1]]
-    map_name, quality = smax_dataset_name(first)
-    early = TrainConfig(dataset=str(smax_dataset(map_name, quality, suite.episodes, cache, policies,
-                                                 suite.data_seed)),
-                        iters=suite.early_iters, bc_steps=suite.bc_steps, eval_every=suite.early_every,
-                        eval_episodes=suite.eval_episodes, **suite.settings, seed=suite.seeds[0],
-                        per_member={"rho_max": early_rho}, out=str(cache / "runs" / "collapse" / f"{first}-early"))
-    early_runs = [{"dataset": first, "seed": suite.seeds[0], "label": f"rho_max {r:g}", "curve": _curve(m)}
-                  for r, m in zip(early_rho, _population(early))]
+            for rho_max in suite.rho_max:
+                configs.append(dict(base, iters=suite.iters, eval_every=suite.eval_every, seed=seed, rho_max=rho_max,
+                                    out=str(runs / f"rho_max{rho_max:g}-seed{seed}")))
+                variants.append({**about, "seed": seed, "label": f"rho_max {rho_max:g}"})
+            configs.append(dict(base, iters=suite.iters, eval_every=suite.eval_every, seed=seed, use_rho=False,
+                                out=str(runs / f"no_rho-seed{seed}")))
+            variants.append({**about, "seed": seed, "label": "rho off"})
+        if d == 0:
+            for rho_max in (suite.rho_max[0], suite.rho_max[-1]):
+                configs.append(dict(base, iters=suite.early_iters, eval_every=suite.early_every, seed=suite.seeds[0],
+                                    rho_max=rho_max, out=str(runs / f"early-rho_max{rho_max:g}")))
+                variants.append({"dataset": name, "seed": suite.seeds[0], "label": f"rho_max {rho_max:g}",
+                                 "early": True})
+    progress = Progress(len(configs))
+    run_all(configs, jobs, lambda k, o: progress(f"{variants[k]['dataset']} {variants[k]['label']} seed "
+                                                 f"{variants[k]['seed']}", o), populations)
+    for config, variant in zip(configs, variants):  # the run cache is the record: curves with the ratio's ESS
+        metrics = json.loads((Path(config["out"]) / "metrics.json").read_text())
+        variant["curve"] = _curve(metrics)
+        if not variant.get("early"):
+            variant["behaviour"] = metrics["behaviour_return"]
     record = {**provenance(command, suite.seeds, time.perf_counter() - started), "suite": suite.__dict__,
-              "variants": variants, "early": early_runs}
+              "variants": [v for v in variants if not v.get("early")],
+              "early": [{k: v for k, v in variant.items() if k != "early"} for variant in variants
+                        if variant.get("early")]}
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "smax_collapse.json", json.dumps(record, indent=2) + "\n")
     plot_collapse(record, out / "smax_collapse.png")
