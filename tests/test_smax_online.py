@@ -102,6 +102,41 @@ def test_annealed_learning_rate_starts_at_lr(tmp_path: Path) -> None:
                                                      _weights(tmp_path / "anneal4" / "policy.pt")))
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_first_minibatch_sees_the_rollout_policy(recurrent: bool) -> None:
+    # One epoch of one minibatch: the policy is evaluated before any step, so its log-probabilities must be the
+    # rollout's (for the recurrent actor: its rows replayed from their first memory, cleared where episodes ended).
+    from inspo.online import train_online
+
+    result = train_online(_tiny(epochs=1, minibatches=1, recurrent=recurrent, steps=8 * 32 * 2, rollout=32))
+    assert [s["update"] for s in result.snapshots] == [0, 2]
+    assert abs(result.snapshots[-1]["approx_kl"]) < 1e-6
+
+
+def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> None:
+    from inspo.data.smax import generate_smax
+    from inspo.evaluation import evaluate
+    from inspo.online import train_online
+    from inspo.policy import load_policy
+
+    out = tmp_path / "3m"
+    result = train_online(_tiny(recurrent=True), out)
+    assert load_policy(out / "policy.pt").checkpoint["policy_kwargs"]["recurrent"] is True
+    first, last = _weights(out / "snapshots" / "0000.pt"), _weights(out / "policy.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(first, last))
+    # Played from the file (inspo evaluate, the data generator): each batch of episodes starts with a fresh
+    # memory, so the same seed gives the same episodes.
+    played = evaluate(out / "policy.pt", episodes=8, seed=0)
+    assert played == evaluate(out / "policy.pt", episodes=8, seed=0) and 0.0 <= played["win_rate"] <= 1.0
+    loaded = load_dataset(save_dataset(generate_smax(MAP, "expert", 8, seed=0, policy=out), tmp_path / "a"), env=MAP)
+    again = load_dataset(save_dataset(generate_smax(MAP, "expert", 8, seed=0, policy=out), tmp_path / "b"), env=MAP)
+    assert loaded.n_episodes == 8 and np.array_equal(loaded.actions, again.actions)
+    assert loaded.manifest["behaviour"]["mean_return"] == pytest.approx(loaded.episode_returns().mean())
+    with pytest.raises(ValueError, match=r"num_envs \(8\) must be divisible by minibatches \(3\)"):
+        train_online(_tiny(recurrent=True, minibatches=3, rollout=3))
+    assert result.snapshots[-1]["update"] == 4
+
+
 def test_online_refuses_bad_config() -> None:
     from inspo.online import train_online
 

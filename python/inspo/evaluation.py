@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inspo.algos.networks import AgentPolicies
+from inspo.algos.networks import AgentPolicies, RecurrentPolicies
 from inspo.config import TrainConfig
 from inspo.envs import EnvInfo, MultiAgentEnv, RecordedEnv, check_known, make
 from inspo.errors import InspoError
@@ -48,7 +48,7 @@ def run_environment(cfg: TrainConfig, manifest: Mapping[str, Any]) -> MultiAgent
                          f"{_WITHOUT_EVALUATION}") from None
 
 
-def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
+def policy_return(policy: AgentPolicies | RecurrentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
                   greedy: bool = False) -> tuple[float, float]:
     """Mean and std of the undiscounted team return of ``policy`` over ``episodes`` episodes (see
     :func:`policy_outcome`)."""
@@ -57,7 +57,7 @@ def policy_return(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed
 
 
 @torch.no_grad()
-def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
+def policy_outcome(policy: AgentPolicies | RecurrentPolicies, env: MultiAgentEnv, episodes: int, seed: int = 0,
                    greedy: bool = False) -> dict[str, Any]:
     """``mean`` and ``std`` of the undiscounted team return of ``policy`` over ``episodes`` episodes, every
     episode's return (``episode_returns``), and ``win_rate`` on environments that play batched episodes with a win
@@ -67,6 +67,8 @@ def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, see
     payoff of the product policy per round, times the number of rounds, with std 0 (and that expectation as the
     one entry of ``episode_returns``).
     """
+    if isinstance(policy, RecurrentPolicies) and not hasattr(env, "rollout"):
+        raise InspoError(f"a recurrent policy plays SMAX's batched episodes, not '{env.info.name}'")
     param = next(policy.parameters())
     to_t = lambda x: torch.as_tensor(x, device=param.device)  # noqa: E731
     payoff = getattr(env, "payoff", None)
@@ -88,6 +90,8 @@ def policy_outcome(policy: AgentPolicies, env: MultiAgentEnv, episodes: int, see
         return torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(probs.shape[:2]).cpu().numpy()
 
     if hasattr(env, "rollout"):  # environments that step whole batches of episodes themselves (SMAX)
+        if isinstance(policy, RecurrentPolicies):  # each batch of episodes starts with a fresh memory
+            act.reset = lambda batch, seed: policy.reset_state()  # type: ignore[attr-defined]
         played = env.rollout(act, episodes, seed)
         return {"mean": float(played.returns.mean()), "std": float(played.returns.std()), "win_rate": played.win_rate,
                 "episode_returns": np.asarray(played.returns, dtype=float).tolist()}

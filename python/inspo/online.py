@@ -2,7 +2,9 @@
 (`expert`, `medium`, `medium-replay`, `mixed` data in `inspo.data.smax`).
 
 - Actor: one categorical policy shared by the allies, with a one-hot agent id next to the observation
-  (`inspo.algos.networks.AgentPolicies(shared=True)`), unavailable actions masked out.
+  (`inspo.algos.networks.AgentPolicies(shared=True)`), unavailable actions masked out; with `recurrent`, a GRU
+  policy (`inspo.algos.networks.RecurrentPolicies`) whose memory starts afresh with each episode, trained on whole
+  rollout rows replayed from the memory they started with.
 - Critic: a centralised value V(world state) (MAPPO); the team reward is shared, so every agent gets the same
   advantage (GAE), and the PPO clipped loss is averaged over agents. Two options of the MAPPO paper (Yu et al.
   2022) for the harder maps: `agent_state` gives the critic each agent's own observation and id beside the world
@@ -36,7 +38,7 @@ from torch import nn
 
 from inspo import checkpoint as ckpt_io
 from inspo import flags, jsonio
-from inspo.algos.networks import AgentPolicies, mlp
+from inspo.algos.networks import AgentPolicies, RecurrentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
 
 __all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
@@ -67,6 +69,8 @@ class OnlineConfig:
     value_norm: bool = field(default=False, metadata={
         "help": "the critic learns returns normalised by their running mean and std"})
     anneal_lr: bool = field(default=False, metadata={"help": "lower the learning rate linearly to 0 over the run"})
+    recurrent: bool = field(default=False, metadata={
+        "help": "a GRU actor with memory of the episode (minibatches of whole rollout rows)"})
     snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
     eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
     target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
@@ -86,6 +90,9 @@ class OnlineConfig:
         if (self.num_envs * self.rollout) % self.minibatches:
             raise ValueError(f"num_envs * rollout ({self.num_envs * self.rollout}) must be divisible by "
                              f"minibatches ({self.minibatches})")
+        if self.recurrent and self.num_envs % self.minibatches:
+            raise ValueError(f"a recurrent actor trains on whole rollout rows: num_envs ({self.num_envs}) must be "
+                             f"divisible by minibatches ({self.minibatches})")
         for name in ("lr", "clip", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"OnlineConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -175,7 +182,8 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
     env = make(cfg.env)
     info = env.info
     n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
-    actor = AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True)
+    actor = (RecurrentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden) if cfg.recurrent
+             else AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True))
     with torch.no_grad():  # a near-uniform first policy: small output-layer weights (usual for PPO)
         *_, out_weight, out_bias = actor.parameters()  # registered last, whatever the layout of the networks
         out_weight.mul_(0.01)
@@ -192,6 +200,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
 
     vec = SMAXVector(env, B, seed=cfg.seed)
     obs, state, avail = vec.reset()
+    memory = actor.initial_state(B) if cfg.recurrent else None  # the recurrent actor's, per episode row
     updates = max(cfg.steps // (B * T), 1)
     out_dir = Path(out) if out is not None else None
     snapshots: list[dict[str, Any]] = []
@@ -231,10 +240,15 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         buf_val = torch.zeros(T, B, n)
         buf_rew = torch.zeros(T, B, n)
         buf_done = torch.zeros(T, B)  # the episode ended at this step (no bootstrap across it)
+        first_memory = memory
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
             with torch.no_grad():
-                probs = torch.softmax(masked_logits(actor, o, a), -1)
+                if memory is not None:
+                    logits, memory = actor.step(o, memory)
+                    probs = torch.softmax(logits.masked_fill(~a, -1e9), -1)
+                else:
+                    probs = torch.softmax(masked_logits(actor, o, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
             values = estimate(s, o)
@@ -245,6 +259,8 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 final_value = estimate(torch.as_tensor(step["final_state"]), torch.as_tensor(step["final_obs"]))
                 reward = reward + cfg.gamma * torch.where(truncated[:, None], final_value, 0.0)
             done = step["terminated"] | step["truncated"]
+            if memory is not None:  # an episode that ended leaves its row to a new one, which starts afresh
+                memory = memory * torch.as_tensor(~done, dtype=memory.dtype)[:, None, None]
             episode_returns += step["reward"]
             finished.extend(episode_returns[done].tolist())
             finished_won.extend(step["won"][done].tolist())
@@ -275,13 +291,20 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         # Without agent_state every agent has the episode's value, advantage and target: one column stands for all.
         cols = slice(None) if cfg.agent_state else slice(0, 1)
         f_adv, f_ret = adv.view(rows, n)[:, cols], norm.normalise(ret).view(rows, n)[:, cols]
-        size = rows // cfg.minibatches
+        # A recurrent actor's minibatches are whole episode rows (all T steps), replayed from their first memory.
+        size = (B if cfg.recurrent else rows) // cfg.minibatches
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
         for _ in range(cfg.epochs):
-            perm = torch.randperm(rows, generator=gen)
+            perm = torch.randperm(B if cfg.recurrent else rows, generator=gen)
             for k in range(cfg.minibatches):
-                idx = perm[k * size:(k + 1) * size]
-                logits = masked_logits(actor, f_obs[idx], f_avail[idx])
+                pick = perm[k * size:(k + 1) * size]
+                if first_memory is not None:
+                    idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
+                    replayed = _replay(actor, buf_obs[:, pick], buf_done[:, pick], first_memory[pick])
+                    logits = replayed.flatten(0, 1).masked_fill(~f_avail[idx], -1e9)
+                else:
+                    idx = pick
+                    logits = masked_logits(actor, f_obs[idx], f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
@@ -318,6 +341,17 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         ckpt_io.atomic_write(out_dir / "policy.pt", lambda fh: fh.write(expert))
     return OnlineResult(snapshots=snapshots, out=None if out_dir is None else str(out_dir),
                         wall_time=time.perf_counter() - started, env_steps=snapshots[-1]["env_steps"])
+
+
+def _replay(actor: RecurrentPolicies, obs: torch.Tensor, done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """Logits ``[T, b, N, A]`` of rollout rows ``obs [T, b, N, obs_dim]`` played again from their first memory,
+    cleared after each step that ended an episode (``done [T, b]``), as during the rollout."""
+    steps = []
+    for t in range(obs.shape[0]):
+        logits, memory = actor.step(obs[t], memory)
+        steps.append(logits)
+        memory = memory * (1.0 - done[t])[:, None, None]
+    return torch.stack(steps)
 
 
 def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) -> None:

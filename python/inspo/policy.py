@@ -2,7 +2,8 @@
 
 A policy checkpoint (``final.pt`` and ``best.pt`` of ``inspo train``, every snapshot of ``inspo online train``) is
 an :mod:`inspo.checkpoint` file holding the dict that :func:`policy_checkpoint` builds: the environment it acts in,
-the config that made it, the :class:`~inspo.algos.networks.AgentPolicies` constructor arguments and weights, plus
+the config that made it, the :class:`~inspo.algos.networks.AgentPolicies` constructor arguments and weights (or
+those of a :class:`~inspo.algos.networks.RecurrentPolicies`, marked ``"recurrent": True`` in ``policy_kwargs``), plus
 any extra entries of its writer (``online``: the snapshot's record). :func:`load_policy` reads one back as a
 :class:`Policy`, which acts on numpy arrays or torch tensors (``policy.act(obs, avail)``); ``inspo.train`` returns
 the trained one in ``TrainResult.policy``.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from inspo import checkpoint as ckpt_io
-from inspo.algos.networks import AgentPolicies
+from inspo.algos.networks import AgentPolicies, RecurrentPolicies
 from inspo.envs.base import MultiAgentEnv, RecordedEnv
 
 __all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots",
@@ -37,16 +38,17 @@ SNAPSHOT_FORMAT = 1
 """Version of ``snapshots.json`` and of the snapshot files' extra metadata (``online``)."""
 
 
-def policy_checkpoint(policy: AgentPolicies, env: MultiAgentEnv | RecordedEnv, *, hidden: int,
+def policy_checkpoint(policy: AgentPolicies | RecurrentPolicies, env: MultiAgentEnv | RecordedEnv, *, hidden: int,
                       config: dict[str, Any], iteration: int, **extra: Any) -> dict[str, Any]:
     """The checkpoint dict of ``policy`` (``hidden`` units per layer) acting in ``env`` (built, or as a dataset
     describes it): what :func:`load_policy` and ``inspo evaluate`` read. ``config`` records what made it, ``extra``
     entries are added as they are."""
     info = env.info
+    kind = {"recurrent": True} if isinstance(policy, RecurrentPolicies) else {"shared": policy.shared}
     return {"format": POLICY_FORMAT, "iteration": iteration, "env": info.name, "env_options": env.options,
             "env_info": asdict(info), "config": config,
             "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,
-                              "hidden": hidden, "shared": policy.shared},
+                              "hidden": hidden, **kind},
             # Copies: the file must hold these weights, not storage shared with parameters that keep training.
             "policy": {k: v.clone() for k, v in policy.state_dict().items()},
             **extra}
@@ -58,7 +60,7 @@ _TRAINING_STATE = ("run", "bc", "learner")
 
 
 def policy_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu",
-                           source: str | os.PathLike = "checkpoint") -> AgentPolicies:
+                           source: str | os.PathLike = "checkpoint") -> AgentPolicies | RecurrentPolicies:
     """The policy of a checkpoint dict built by :func:`policy_checkpoint`; CheckpointError naming ``source`` (the
     file it was read from) when it is not one (e.g. a run's training state ``checkpoint.pt``)."""
     if isinstance(ckpt, dict) and all(key in ckpt for key in _TRAINING_STATE):
@@ -74,7 +76,8 @@ def policy_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu",
         raise ckpt_io.CheckpointError(f"{source}: 'env' must be an environment name and 'env_options' a mapping, "
                                       f"got {ckpt['env']!r} and {ckpt['env_options']!r}")
     try:
-        policy = AgentPolicies(**ckpt["policy_kwargs"])
+        kwargs = dict(ckpt["policy_kwargs"])
+        policy = RecurrentPolicies(**kwargs) if kwargs.pop("recurrent", False) else AgentPolicies(**kwargs)
         policy.load_state_dict(ckpt["policy"])
     except (TypeError, ValueError, RuntimeError) as exc:  # wrong constructor arguments, or weights of other shapes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -86,12 +89,14 @@ def policy_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu",
 class Policy:
     """A trained policy you can call: ``act(obs, avail)`` picks every agent's action.
 
-    ``network`` is the :class:`~inspo.algos.networks.AgentPolicies` (one network per agent, or a shared one);
-    ``checkpoint`` the policy checkpoint dict it came from (``env``, ``env_options``, ``config``, ...). Sampling
-    draws from the policy's own generator, seeded with ``seed``: the same calls give the same actions.
+    ``network`` is the :class:`~inspo.algos.networks.AgentPolicies` (one network per agent, or a shared one) or,
+    for an online actor with memory, the :class:`~inspo.algos.networks.RecurrentPolicies`: its calls of ``act`` are
+    the steps of the same episodes until :meth:`reset`. ``checkpoint`` is the policy checkpoint dict it came from
+    (``env``, ``env_options``, ``config``, ...). Sampling draws from the policy's own generator, seeded with
+    ``seed``: the same calls give the same actions.
     """
 
-    def __init__(self, network: AgentPolicies, checkpoint: dict[str, Any], seed: int = 0) -> None:
+    def __init__(self, network: AgentPolicies | RecurrentPolicies, checkpoint: dict[str, Any], seed: int = 0) -> None:
         self.network, self.checkpoint = network.eval(), checkpoint
         param = next(network.parameters())
         self._device, self._dtype = param.device, param.dtype
@@ -101,6 +106,11 @@ class Policy:
     def env(self) -> str:
         """The environment the policy was trained for (e.g. ``"xor"``, ``"smax:3m"``)."""
         return self.checkpoint["env"]
+
+    def reset(self) -> None:
+        """Start new episodes: a recurrent policy forgets what it saw (nothing to do for a feed-forward one)."""
+        if isinstance(self.network, RecurrentPolicies):
+            self.network.reset_state()
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, avail: np.ndarray | torch.Tensor | None = None,
@@ -112,7 +122,7 @@ class Policy:
         tensor on ``obs``'s device."""
         as_numpy = not isinstance(obs, torch.Tensor)
         x = torch.as_tensor(np.asarray(obs) if as_numpy else obs).to(self._device, self._dtype)
-        n_agents, n_actions = self.network.n_agents, self.network.nets.out_features
+        n_agents = self.network.n_agents
         if x.dim() not in (2, 3) or x.shape[-2] != n_agents:
             raise ValueError(f"obs must have shape [n_agents={n_agents}, obs_dim] or [B, {n_agents}, obs_dim], got "
                              f"{list(x.shape)}")
@@ -122,7 +132,7 @@ class Policy:
                                    device=self._device).bool()
             if mask.shape != logits.shape:
                 raise ValueError(f"avail must have shape {list(logits.shape)} (obs's leading dims, n_actions="
-                                 f"{n_actions}), got {list(mask.shape)}")
+                                 f"{logits.shape[-1]}), got {list(mask.shape)}")
             if not mask.any(-1).all():
                 raise ValueError("avail leaves an agent without any available action; every agent needs one")
             logits = logits.masked_fill(~mask, -math.inf)
@@ -142,7 +152,7 @@ def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", seed: int = 
     return Policy(policy_from_checkpoint(ckpt, device, source=checkpoint), ckpt, seed=seed)
 
 
-def masked_logits(actor: AgentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+def masked_logits(actor: AgentPolicies | RecurrentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     """Every agent's logits ``[..., N, A]`` with unavailable actions masked out."""
     # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
     return actor.all_logits(obs).masked_fill(~avail, -1e9)
@@ -152,13 +162,15 @@ class SampledPolicy:
     """A `BatchPolicy` for `SMAXEnv.rollout`: samples each agent's action from an `AgentPolicies` (masked), with a
     torch generator reseeded per batch of episodes (deterministic rollouts)."""
 
-    def __init__(self, actor: AgentPolicies, description: str = "") -> None:
+    def __init__(self, actor: AgentPolicies | RecurrentPolicies, description: str = "") -> None:
         self.actor, self.description = actor, description
         self._gen = torch.Generator().manual_seed(0)
 
     def reset(self, batch: int, seed: int) -> None:
-        """Reseed for a new batch of episodes."""
+        """Reseed for a new batch of episodes (and start a recurrent actor's memory afresh)."""
         self._gen = torch.Generator().manual_seed(seed)
+        if isinstance(self.actor, RecurrentPolicies):
+            self.actor.reset_state()
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:

@@ -141,6 +141,50 @@ class AgentPolicies(nn.Module):
         return self.nets(x).transpose(0, 1).reshape(*lead, self.n_agents, -1)
 
 
+class RecurrentPolicies(nn.Module):
+    """Categorical policies of N agents with memory: one network shared by the agents (one-hot agent id next to the
+    observation), ``observation -> ReLU layer -> GRU cell -> ReLU layer -> logits``, the GRU's state carrying what
+    an agent saw earlier in the episode. Online MAPPO's actor (``OnlineConfig.recurrent``).
+
+    :meth:`step` is the function (``obs, state -> logits, state``); :meth:`all_logits` plays episodes the way the
+    feed-forward :class:`AgentPolicies` does, keeping the state between calls: :meth:`reset_state` starts new
+    episodes (a call with another batch shape starts them too)."""
+
+    shared = True
+
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int) -> None:
+        super().__init__()
+        self.n_agents, self.n_actions, self.hidden = n_agents, n_actions, hidden
+        self.inp = nn.Linear(obs_dim + n_agents, hidden)
+        self.gru = nn.GRUCell(hidden, hidden)
+        self.fc = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, n_actions)  # registered last: online MAPPO scales the output layer at the start
+        self._state: Tensor | None = None
+
+    def initial_state(self, *lead: int) -> Tensor:
+        """The state at the start of an episode, ``[*lead, N, hidden]`` zeros."""
+        return torch.zeros(*lead, self.n_agents, self.hidden, dtype=self.out.weight.dtype,
+                           device=self.out.weight.device)
+
+    def step(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """``obs [..., N, obs_dim]``, ``state [..., N, hidden]`` -> (logits ``[..., N, A]``, next state)."""
+        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
+        x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
+        state = self.gru(x.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(state)
+        return self.out(torch.relu(self.fc(state))), state
+
+    def reset_state(self) -> None:
+        """Start new episodes at the next call of :meth:`all_logits`."""
+        self._state = None
+
+    def all_logits(self, obs: Tensor) -> Tensor:
+        """Logits ``[..., N, A]`` of the next step of the episodes being played (see the class docstring)."""
+        if self._state is None or self._state.shape[:-1] != obs.shape[:-1]:
+            self._state = self.initial_state(*obs.shape[:-2])
+        logits, self._state = self.step(obs, self._state)
+        return logits
+
+
 class JointCritic(nn.Module):
     """``Q(s, a)`` on the state and every agent's one-hot action: not a monotonic decomposition, since the XOR game
     needs a Q that is not monotonic in each agent's action."""

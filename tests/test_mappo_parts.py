@@ -1,11 +1,13 @@
-"""The parts of online MAPPO (`inspo.online`) that need no environment: the critic's two inputs and the running
-normalisation of its targets."""
+"""The parts of online MAPPO (`inspo.online`) that need no environment: the critic's two inputs, the running
+normalisation of its targets, and the recurrent actor's memory."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from inspo.online import Critic, ReturnNorm
+from inspo.algos.networks import RecurrentPolicies
+from inspo.online import Critic, ReturnNorm, _replay
+from inspo.policy import Policy
 
 
 def test_return_norm_matches_the_moments_of_everything_seen() -> None:
@@ -52,3 +54,38 @@ def test_agent_specific_critic_reads_each_agents_own_observation() -> None:
     # The same observation in two agents' places still gives two values: the one-hot id is an input.
     same = obs[:, :1].expand(5, 3, 4)
     assert not torch.allclose(critic(state, same)[:, 0], critic(state, same)[:, 1])
+
+
+def test_recurrent_actor_remembers_within_episodes_and_forgets_on_reset() -> None:
+    torch.manual_seed(0)
+    actor = RecurrentPolicies(n_agents=2, obs_dim=3, n_actions=4, hidden=8)
+    obs = torch.randn(5, 2, 3)
+    first = actor.all_logits(obs)
+    second = actor.all_logits(obs)  # the same observation, a step later: the memory differs
+    assert first.shape == (5, 2, 4) and not torch.allclose(first, second)
+    torch.testing.assert_close(first, actor.step(obs, actor.initial_state(5))[0])
+    actor.reset_state()
+    assert torch.equal(actor.all_logits(obs), first)
+    assert actor.all_logits(obs[:3]).shape == (3, 2, 4)  # another batch: new episodes, a fresh memory
+    # Policy.reset starts new episodes too: the same calls, the same actions.
+    policy = Policy(actor, {"env": "smax:3m"}, seed=0)
+    policy.reset()
+    played = [policy.act(obs.numpy()) for _ in range(3)]
+    policy.reset()
+    policy.generator.manual_seed(0)
+    assert all(np.array_equal(a, b) for a, b in zip(played, [policy.act(obs.numpy()) for _ in range(3)]))
+
+
+def test_replay_clears_the_memory_where_an_episode_ended() -> None:
+    torch.manual_seed(0)
+    actor = RecurrentPolicies(n_agents=2, obs_dim=3, n_actions=4, hidden=8)
+    obs = torch.randn(4, 3, 2, 3)  # [T, rows, N, obs_dim]
+    done = torch.zeros(4, 3)
+    done[1, 0] = 1.0  # row 0's episode ends at step 1: its step 2 starts a new one
+    memory = torch.randn(3, 2, 8)
+    replayed = _replay(actor, obs, done, memory)
+    with torch.no_grad():
+        fresh = actor.step(obs[2, :1], actor.initial_state(1))[0]
+        carried = actor.step(obs[2, 1:], actor.step(obs[1, 1:], actor.step(obs[0, 1:], memory[1:])[1])[1])[0]
+    torch.testing.assert_close(replayed[2, :1], fresh)
+    torch.testing.assert_close(replayed[2, 1:], carried)
