@@ -244,7 +244,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
             with torch.no_grad():
-                if memory is not None:
+                if cfg.recurrent:
                     logits, memory = actor.step(o, memory)
                     probs = torch.softmax(logits.masked_fill(~a, -1e9), -1)
                 else:
@@ -259,7 +259,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 final_value = estimate(torch.as_tensor(step["final_state"]), torch.as_tensor(step["final_obs"]))
                 reward = reward + cfg.gamma * torch.where(truncated[:, None], final_value, 0.0)
             done = step["terminated"] | step["truncated"]
-            if memory is not None:  # an episode that ended leaves its row to a new one, which starts afresh
+            if cfg.recurrent:  # an episode that ended leaves its row to a new one, which starts afresh
                 memory = memory * torch.as_tensor(~done, dtype=memory.dtype)[:, None, None]
             episode_returns += step["reward"]
             finished.extend(episode_returns[done].tolist())
@@ -298,7 +298,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
             perm = torch.randperm(B if cfg.recurrent else rows, generator=gen)
             for k in range(cfg.minibatches):
                 pick = perm[k * size:(k + 1) * size]
-                if first_memory is not None:
+                if cfg.recurrent:
                     idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
                     replayed = _replay(actor, buf_obs[:, pick], buf_done[:, pick], first_memory[pick])
                     logits = replayed.flatten(0, 1).masked_fill(~f_avail[idx], -1e9)
