@@ -150,8 +150,6 @@ class RecurrentPolicies(nn.Module):
     feed-forward :class:`AgentPolicies` does, keeping the state between calls: :meth:`reset_state` starts new
     episodes (a call with another batch shape starts them too)."""
 
-    shared = True
-
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int) -> None:
         super().__init__()
         self.n_agents, self.n_actions, self.hidden = n_agents, n_actions, hidden
