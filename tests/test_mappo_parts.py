@@ -31,22 +31,24 @@ def test_disabled_return_norm_is_the_identity() -> None:
     assert norm.std == 1.0 and torch.equal(norm.normalise(x), x) and torch.equal(norm.denormalise(x), x)
 
 
-def test_world_state_critic_gives_every_agent_the_same_value() -> None:
+def _critic(agent_state: bool) -> tuple[Critic, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A critic of 3 agents, a batch of 5 states and observations, and its values ``[5, 3]``."""
     torch.manual_seed(0)
-    critic = Critic(n_agents=3, obs_dim=4, state_dim=6, hidden=8, agent_state=False)
+    critic = Critic(n_agents=3, obs_dim=4, state_dim=6, hidden=8, agent_state=agent_state)
     state, obs = torch.randn(5, 6), torch.randn(5, 3, 4)
     values = critic(state, obs)
     assert values.shape == (5, 3)
+    return critic, state, obs, values
+
+
+def test_world_state_critic_gives_every_agent_the_same_value() -> None:
+    critic, state, obs, values = _critic(agent_state=False)
     torch.testing.assert_close(values, critic.net(state).expand(5, 3))
     assert torch.equal(critic(state, torch.zeros_like(obs)), values)  # observations are not its input
 
 
 def test_agent_specific_critic_reads_each_agents_own_observation() -> None:
-    torch.manual_seed(0)
-    critic = Critic(n_agents=3, obs_dim=4, state_dim=6, hidden=8, agent_state=True)
-    state, obs = torch.randn(5, 6), torch.randn(5, 3, 4)
-    values = critic(state, obs)
-    assert values.shape == (5, 3)
+    critic, state, obs, values = _critic(agent_state=True)
     changed = obs.clone()
     changed[:, 1] += 1.0
     moved = critic(state, changed)

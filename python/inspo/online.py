@@ -39,7 +39,7 @@ from torch import nn
 from inspo import checkpoint as ckpt_io
 from inspo import flags, jsonio
 from inspo.algos.networks import AgentPolicies, RecurrentPolicies, mlp
-from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, masked_logits, policy_checkpoint, snapshot_eval_seed
+from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, mask_unavailable, policy_checkpoint, snapshot_eval_seed
 
 __all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
 
@@ -246,9 +246,9 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
             with torch.no_grad():
                 if cfg.recurrent:
                     logits, memory = actor.step(o, memory)
-                    probs = torch.softmax(logits.masked_fill(~a, -1e9), -1)
                 else:
-                    probs = torch.softmax(masked_logits(actor, o, a), -1)
+                    logits = actor.all_logits(o)
+                probs = torch.softmax(mask_unavailable(logits, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
             values = estimate(s, o)
@@ -300,11 +300,11 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                 pick = perm[k * size:(k + 1) * size]
                 if cfg.recurrent:
                     idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
-                    replayed = _replay(actor, buf_obs[:, pick], buf_done[:, pick], first_memory[pick])
-                    logits = replayed.flatten(0, 1).masked_fill(~f_avail[idx], -1e9)
+                    logits = _replay(actor, buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
                 else:
                     idx = pick
-                    logits = masked_logits(actor, f_obs[idx], f_avail[idx])
+                    logits = actor.all_logits(f_obs[idx])
+                logits = mask_unavailable(logits, f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()

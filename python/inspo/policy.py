@@ -29,7 +29,7 @@ from inspo.algos.networks import AgentPolicies, RecurrentPolicies
 from inspo.envs.base import MultiAgentEnv, RecordedEnv
 
 __all__ = ["POLICY_FORMAT", "SNAPSHOT_FORMAT", "Policy", "SampledPolicy", "load_policy", "load_snapshots",
-           "masked_logits", "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
+           "mask_unavailable", "masked_logits", "policy_checkpoint", "policy_from_checkpoint", "snapshot_eval_seed"]
 
 POLICY_FORMAT = 1
 """Version of the policy checkpoint dict (its ``format`` entry)."""
@@ -152,10 +152,15 @@ def load_policy(checkpoint: str | os.PathLike, device: str = "cpu", seed: int = 
     return Policy(policy_from_checkpoint(ckpt, device, source=checkpoint), ckpt, seed=seed)
 
 
+def mask_unavailable(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """``logits [..., N, A]`` with the unavailable actions (``avail`` False) masked out."""
+    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
+    return logits.masked_fill(~avail, -1e9)
+
+
 def masked_logits(actor: AgentPolicies | RecurrentPolicies, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     """Every agent's logits ``[..., N, A]`` with unavailable actions masked out."""
-    # A large negative number instead of -inf: an entropy of a masked distribution would be 0 * -inf = nan.
-    return actor.all_logits(obs).masked_fill(~avail, -1e9)
+    return mask_unavailable(actor.all_logits(obs), avail)
 
 
 class SampledPolicy:

@@ -65,13 +65,15 @@ def reproduce_collapse(out: Path, suite: CollapseSuite = COLLAPSE, policies: Pat
     started = time.perf_counter()
     cache = out / "cache"
     configs: list[dict[str, Any]] = []
-    variants: list[dict[str, Any]] = []  # one per config, in order; "early" marks the short runs
-    for d, name in enumerate(suite.datasets):
+    variants: list[dict[str, Any]] = []  # one per config, in order: the variants, then the early runs
+    bases = []  # per dataset, what its runs share
+    for name in suite.datasets:
         map_name, quality = smax_dataset_name(name)
         data = smax_dataset(map_name, quality, suite.episodes, cache, policies, suite.data_seed)
         runs = cache / "runs" / "collapse" / name
         about = {"dataset": name, "data_win_rate": load_dataset(data, verify=False).manifest["behaviour"]["win_rate"]}
         base = dict(dataset=str(data), bc_steps=suite.bc_steps, eval_episodes=suite.eval_episodes, **suite.settings)
+        bases.append(base)
         for seed in suite.seeds:
             for rho_max in suite.rho_max:
                 configs.append(dict(base, iters=suite.iters, eval_every=suite.eval_every, seed=seed, rho_max=rho_max,
@@ -80,24 +82,23 @@ def reproduce_collapse(out: Path, suite: CollapseSuite = COLLAPSE, policies: Pat
             configs.append(dict(base, iters=suite.iters, eval_every=suite.eval_every, seed=seed, use_rho=False,
                                 out=str(runs / f"no_rho-seed{seed}")))
             variants.append({**about, "seed": seed, "label": "rho off"})
-        if d == 0:
-            for rho_max in (suite.rho_max[0], suite.rho_max[-1]):
-                configs.append(dict(base, iters=suite.early_iters, eval_every=suite.early_every, seed=suite.seeds[0],
-                                    rho_max=rho_max, out=str(runs / f"early-rho_max{rho_max:g}")))
-                variants.append({"dataset": name, "seed": suite.seeds[0], "label": f"rho_max {rho_max:g}",
-                                 "early": True})
+    split = len(configs)
+    first = suite.datasets[0]
+    for rho_max in (suite.rho_max[0], suite.rho_max[-1]):
+        folder = cache / "runs" / "collapse" / first / f"early-rho_max{rho_max:g}"
+        configs.append(dict(bases[0], iters=suite.early_iters, eval_every=suite.early_every, seed=suite.seeds[0],
+                            rho_max=rho_max, out=str(folder)))
+        variants.append({"dataset": first, "seed": suite.seeds[0], "label": f"rho_max {rho_max:g}"})
     progress = Progress(len(configs))
     run_all(configs, jobs, lambda k, o: progress(f"{variants[k]['dataset']} {variants[k]['label']} seed "
                                                  f"{variants[k]['seed']}", o), populations)
-    for config, variant in zip(configs, variants):  # the run cache is the record: curves with the ratio's ESS
+    for k, (config, variant) in enumerate(zip(configs, variants)):  # the run cache is the record: curves with ESS
         metrics = json.loads((Path(config["out"]) / "metrics.json").read_text())
         variant["curve"] = _curve(metrics)
-        if not variant.get("early"):
+        if k < split:
             variant["behaviour"] = metrics["behaviour_return"]
     record = {**provenance(command, suite.seeds, time.perf_counter() - started), "suite": suite.__dict__,
-              "variants": [v for v in variants if not v.get("early")],
-              "early": [{k: v for k, v in variant.items() if k != "early"} for variant in variants
-                        if variant.get("early")]}
+              "variants": variants[:split], "early": variants[split:]}
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "smax_collapse.json", json.dumps(record, indent=2) + "\n")
     plot_collapse(record, out / "smax_collapse.png")
