@@ -25,6 +25,7 @@ from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
 from inspo.flags import parse_list
 from inspo.population_training import train_population
+from inspo.run_record import resumed_cpu_time
 from inspo.training import train
 
 TINY = {"iters": 24, "bc_steps": 10, "batch_size": 32, "hidden": 16, "eval_every": 12, "eval_episode_limit": 2,
@@ -68,7 +69,7 @@ def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return request.param
 
 
-def _leaves(x: Any, path: str = "", skip: tuple[str, ...] = ("/update_time", "/wall_time", "/out")
+def _leaves(x: Any, path: str = "", skip: tuple[str, ...] = ("/update_time", "/wall_time", "/cpu_time", "/out")
             ) -> dict[str, Any]:
     """Every leaf of a nested checkpoint, by path, but those ending in ``skip`` (by default times and the run's
     folder: they differ by nature)."""
@@ -82,7 +83,7 @@ def _leaves(x: Any, path: str = "", skip: tuple[str, ...] = ("/update_time", "/w
 def _assert_close(expected: Any, got: Any, what: str, skip: tuple[str, ...] = ()) -> None:
     """Nested values agree: tensors and floats to ``TOL``, everything else exactly (``skip``: more leaves left
     out)."""
-    skip = ("/update_time", "/wall_time", "/out", *skip)
+    skip = ("/update_time", "/wall_time", "/cpu_time", "/out", *skip)
     expected, got = _leaves(expected, skip=skip), _leaves(got, skip=skip)
     assert expected.keys() == got.keys(), what
     for key, value in expected.items():
@@ -148,6 +149,15 @@ def test_population_members_equal_single_runs(mne_two_rounds: str, tmp_path: Pat
     assert printed["final_return"] == pytest.approx(summary["final_return"]["mean"], rel=0, abs=1e-12)
     if variant == "random-order":  # the members really differ: seeds are not ignored
         assert len({round(f, 8) for f in finals}) > 1
+    # The members trained in one process: each is charged an equal share of its CPU time.
+    shares = {json.loads((tmp_path / "pop" / f"seed_{s}" / "metrics.json").read_text())["cpu_time"] for s in range(3)}
+    assert len(shares) == 1 and shares.pop() > 0
+
+
+def test_resumed_cpu_time_counts_every_member() -> None:
+    assert resumed_cpu_time({"cpu_time": 2.0, "wall_time": 9.0}, members=3) == 6.0
+    # A checkpoint written before CPU time was recorded: its wall time on one thread is the estimate.
+    assert resumed_cpu_time({"wall_time": 9.0}, members=3) == 9.0
 
 
 def test_per_member_hyper_parameters_equal_single_runs(mne_two_rounds: str, tmp_path: Path, kind: str,

@@ -156,10 +156,11 @@ def test_suite_defaults_are_frozen_and_exported() -> None:
 
 
 def _without_timings(record: dict, folder: str) -> dict:
-    """A table's record (or a run's metrics.json) without what two makings of it may not share: dates, wall times,
-    speeds, the output folder and the number of CPUs."""
+    """A table's record (or a run's metrics.json) without what two makings of it may not share: dates, wall and CPU
+    times, speeds, the output folder and the number of CPUs."""
     text = json.dumps(record).replace(folder, "<out>")
-    drop = {"date", "wall_time", "wall_time_s", "cpu_count", "updates_per_second", "command"}
+    drop = {"date", "wall_time", "wall_time_s", "cpu_time", "cpu_time_s", "compute_cpu_hours", "cpu_count",
+            "updates_per_second", "command"}
 
     def strip(value: object) -> object:
         if isinstance(value, dict):

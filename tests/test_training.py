@@ -79,7 +79,7 @@ def test_train_writes_metrics_and_checkpoints(xor_one_round: str, tmp_path: Path
     assert metrics["best_return"] == max(r["return"] for r in metrics["curve"])
     # The data's own mean return: 2/3 for {AA, AB, BA} sampled evenly (payoffs 0, 1, 1).
     assert metrics["behaviour_return"] == pytest.approx(2 / 3, abs=0.1)
-    assert metrics["wall_time"] > 0 and metrics["updates_per_second"] > 0
+    assert metrics["wall_time"] > 0 and metrics["updates_per_second"] > 0 and metrics["cpu_time"] > 0
     assert metrics["checkpoint"] == str(out / "final.pt") and metrics["metrics_path"] == str(out / "metrics.json")
 
     # Matrix games are evaluated exactly, so a reloaded policy must give the recorded numbers to the last bit.

@@ -74,7 +74,8 @@ def _run_summary(result: Any) -> dict[str, Any]:
             "behaviour_return": result.behaviour_return, "optimum": result.optimum,
             "updates_per_second": round(result.updates_per_second, 1),
             **({} if result.final_win_rate is None else {"final_win_rate": result.final_win_rate}),
-            "wall_time_s": round(result.wall_time, 1), "checkpoint": result.checkpoint,
+            "wall_time_s": round(result.wall_time, 1), "cpu_time_s": round(result.cpu_time, 1),
+            "checkpoint": result.checkpoint,
             "metrics": result.metrics_path}
 
 

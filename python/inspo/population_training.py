@@ -53,7 +53,7 @@ from inspo.errors import InspoError
 from inspo.evaluation import run_environment
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
-from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
+from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite, resumed_cpu_time
 from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training import build_learner, stopped_message
 from inspo.training_data import batch, behaviour_columns, diagnostic_rows, to_device
@@ -70,7 +70,8 @@ PREVIOUS = "checkpoint.previous.pt"
 @dataclass
 class PopulationResult:
     """What a population produced: ``members[p]`` is member p's :class:`~inspo.training.TrainResult` (its
-    ``wall_time`` and ``updates_per_second`` are the population's: the members train together), ``configs[p]``
+    ``wall_time`` and ``updates_per_second`` are the population's: the members train together; its ``cpu_time``
+    its share of the population's), ``configs[p]``
     its config. ``updates_per_second`` counts every member's iterations (P per population iteration)."""
 
     members: list[TrainResult]
@@ -282,6 +283,7 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
         pop = make_population(learners)
     runs = [book.run for book in books]
     started = time.perf_counter() - runs[0]["wall_time"]
+    cpu_started = time.process_time() - resumed_cpu_time(runs[0], len(runs))
     checked = max(runs[0]["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
     stop.deferred = True  # from here on a stop waits for the end of the step, whose state is then saved
     for step in range(runs[0]["step"], total):
@@ -331,9 +333,11 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
                 for book, member_stats in zip(books, stats):
                     book.log_row(bc_steps + it, it, shard.reduce_stats(member_stats))
                 bar.update(bc_steps + it, f"iteration {it}")
+        cpu_share = (time.process_time() - cpu_started) / len(runs)
         for run in runs:
             run["step"] = step + 1
             run["wall_time"] = time.perf_counter() - started
+            run["cpu_time"] = cpu_share
         stopping = stop.signal is not None
         if saving and ((step + 1) % config.checkpoint_every == 0 or stopping):
             if pop is not None:  # a checkpoint holds a checked state only

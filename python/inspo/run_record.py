@@ -28,7 +28,7 @@ from inspo.policy import Policy, policy_checkpoint, policy_from_checkpoint
 from inspo.progress import ProgressBar
 from inspo.provenance import package_info
 
-__all__ = ["KEPT", "RunRecord", "TrainResult", "check_finite"]
+__all__ = ["KEPT", "RunRecord", "TrainResult", "check_finite", "resumed_cpu_time"]
 
 KEPT = "the run stopped, and its last checkpoint (if any) holds the last good state"
 
@@ -48,6 +48,7 @@ class TrainResult:
     metrics_path: str | None = None
     wall_time: float = 0.0
     updates_per_second: float = 0.0
+    cpu_time: float = 0.0  # CPU seconds (every thread) of the training loop; see RunRecord.run
     final_win_rate: float | None = None  # environments with a win condition (SMAX); None elsewhere
     policy: Policy | None = field(default=None, repr=False, compare=False)
 
@@ -56,10 +57,20 @@ class TrainResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "policy"}
 
 
+def resumed_cpu_time(run: dict[str, Any], members: int = 1) -> float:
+    """The CPU time the training process had used when ``run`` (one of ``members`` trained together) was saved.
+    Checkpoints written before CPU time was recorded have the wall time alone, its estimate on one thread."""
+    return run["cpu_time"] * members if "cpu_time" in run else run["wall_time"]
+
+
 class RunRecord:
     """The record of the run of ``cfg`` evaluated on ``env``: ``run`` (step, curve, best return, timings, the last
     behaviour-cloning loss, the rows logged) and the files in ``cfg.out`` (none without it). Only the ``lead`` (rank 0
-    of data-parallel training) evaluates and writes; ``bar``, if given, shows each evaluation's return."""
+    of data-parallel training) evaluates and writes; ``bar``, if given, shows each evaluation's return.
+
+    ``run["cpu_time"]`` is the compute the run used: the CPU time of its process over the training loop (evaluations
+    included, every thread; rank 0's under data-parallel training), a population member's share being the
+    population's divided by its members, since they train together in one process."""
 
     def __init__(self, cfg: TrainConfig, env: MultiAgentEnv | RecordedEnv, dataset_sha256: str, lead: bool = True,
                  bar: ProgressBar | None = None) -> None:
@@ -68,7 +79,7 @@ class RunRecord:
         self.out = Path(cfg.out) if cfg.out else None
         self.state_path = self.out / "checkpoint.pt" if self.out else None
         self.run: dict[str, Any] = {"step": 0, "curve": [], "best_return": -math.inf, "update_time": 0.0,
-                                    "wall_time": 0.0, "bc_nll": float("nan")}
+                                    "wall_time": 0.0, "cpu_time": 0.0, "bc_nll": float("nan")}
         self.log: RunLog | None = None
 
     def adopt(self, saved: dict[str, Any], path: Path) -> None:
@@ -146,7 +157,7 @@ class RunRecord:
             final_return=run["curve"][-1].get("return"),
             best_return=run["best_return"] if self.evaluating else None, behaviour_return=behaviour_return,
             optimum=optimum if self.evaluating else None, curve=run["curve"], wall_time=run["wall_time"],
-            final_win_rate=run["curve"][-1].get("win_rate"),
+            cpu_time=run["cpu_time"], final_win_rate=run["curve"][-1].get("win_rate"),
             updates_per_second=cfg.iters / run["update_time"] if learned and run["update_time"] else 0.0,
             policy=final)
         if self.out is not None:

@@ -25,7 +25,7 @@ from inspo.data.format import check_recorded_env
 from inspo.envs import optimum
 from inspo.evaluation import evaluate, policy_outcome, policy_return, run_environment
 from inspo.progress import ProgressBar
-from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite
+from inspo.run_record import KEPT, RunRecord, TrainResult, check_finite, resumed_cpu_time
 from inspo.stopping import StopRequests, TrainingInterrupted, left_behind
 from inspo.training_data import BATCH_FIELDS as _BATCH_FIELDS
 from inspo.training_data import batch, behaviour_columns, diagnostic_rows
@@ -176,6 +176,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
     started = time.perf_counter() - run["wall_time"]
+    cpu_started = time.process_time() - resumed_cpu_time(run)
     checked = max(run["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
     stop.deferred = True  # from here on a stop waits for the end of the step, whose state is then saved
     graphed = None  # cfg.cuda_graph: the iteration as a CUDA graph, which draws its own batch
@@ -222,6 +223,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
                 bar.update(bc_steps + it, f"iteration {it}")
         run["step"] = step + 1
         run["wall_time"] = time.perf_counter() - started
+        run["cpu_time"] = time.process_time() - cpu_started
         stopping = shard.any(stop.signal is not None)  # every rank stops after the same step
         if lead and book.state_path is not None and (run["step"] % cfg.checkpoint_every == 0 or stopping):
             if learner is not None:  # a checkpoint holds a checked state only
