@@ -130,6 +130,8 @@ def test_baselines_on_smax_clone_for_each_datasets_heldout_length(tmp_path: Path
     assert all(r["bc_heldout_nll"] == length["heldout_nll"] for r in record["rows"])
     text = (out / "baselines_smax.md").read_text()
     assert f"cloning length {length['steps']} steps (held-out NLL {length['heldout_nll']:.4f})" in text
+    if importlib.util.find_spec("matplotlib") is not None:  # the learning curves, one colour per method
+        assert (out / "baselines_smax.png").read_bytes().startswith(b"\x89PNG")
     # A partial table of the same study reads everything back, the cloning length included.
     again = reproduce_baselines("smax", [0], out, iters=2, bc_steps="auto", datasets=["3m-random"], episodes=8,
                                 eval_episodes=4, suite=suite, hyper={"3m": {"icq": {"alpha": 0.7}}}, partial=True)

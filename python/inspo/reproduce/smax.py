@@ -293,20 +293,21 @@ def plot_smax(record: dict[str, Any], path: str | Path) -> None:
     """``smax.png`` of ``inspo reproduce smax`` (and the SMAX figures of the baselines and study suites): one panel
     per dataset (map, quality) with the learning curve of each method (mean over seeds; return solid, win rate
     dashed on the right axis; a method evaluated once, behaviour cloning, as a horizontal line) and the data's own
-    return."""
+    return (dotted). A method keeps its colour in every panel, and one legend below the panels names them."""
     Figure = figure_class()
     rows = record["rows"]
     datasets = groups(rows)
     fig, axes = grid(Figure, len(datasets), cols=3, size=(4.8, 3.4))
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    methods = list(dict.fromkeys(r["label"] for r in rows))
+    colours = dict(zip(methods, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]))
     for ax, name in zip(axes, datasets):
         wins = ax.twinx()
         wins.set_ylim(-0.02, 1.02)
         wins.set_ylabel("win rate", fontsize=8)
         mine = [r for r in rows if r["dataset"] == name]
-        for k, row in enumerate(mine):
-            colour = colours[k % len(colours)]
-            for key, axis, style, what in (("curves", ax, "-", "return"), ("win_curves", wins, "--", "win rate")):
+        for row in mine:
+            colour = colours[row["label"]]
+            for key, axis, style in (("curves", ax, "-"), ("win_curves", wins, "--")):
                 curves = [c for c in row[key] if c and all(finite(v) for _, v in c)]
                 if not curves:
                     continue
@@ -314,21 +315,23 @@ def plot_smax(record: dict[str, Any], path: str | Path) -> None:
                 xs = [c[0] for c in curves[0][:length]]
                 ys = np.mean([[v for _, v in c[:length]] for c in curves], axis=0)
                 if length == 1:  # behaviour cloning: one evaluation, drawn across the panel
-                    axis.axhline(ys[0], linestyle=style, color=colour, linewidth=1.4,
-                                 label=f"{row['label']} {what} {ys[0]:.3g}")
+                    axis.axhline(ys[0], linestyle=style, color=colour, linewidth=1.4)
                     continue
                 axis.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if length <= 20 else None,
-                          markersize=3, label=f"{row['label']} {what}")
-        ax.axhline(mine[0]["data_return"], color="gray", linestyle=":", linewidth=1.2,
-                   label=f"data return {mine[0]['data_return']:.3g}")
-        ax.set_title(f"{name} (data win rate {mine[0]['data_win_rate']:.2f})", fontsize=10)
+                          markersize=3)
+        ax.axhline(mine[0]["data_return"], color="gray", linestyle=":", linewidth=1.2)
+        ax.set_title(f"{name} (data return {mine[0]['data_return']:.3g}, win rate {mine[0]['data_win_rate']:.2f})",
+                     fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
-        handles = ax.get_legend_handles_labels()
-        extra = wins.get_legend_handles_labels()
-        ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
-    methods = " and ".join(dict.fromkeys(r["label"] for r in rows))
-    fig.suptitle(f"SMAX: {methods} learning curves, mean over {len(record['seeds'])} seed"
-                 f"{'s' * (len(record['seeds']) > 1)}")
+    from matplotlib.lines import Line2D  # matplotlib is there: figure_class found it
+
+    key = [Line2D([], [], color=colours[m], linewidth=2, label=m) for m in methods] + [
+        Line2D([], [], color="black", linestyle=style, label=what)
+        for style, what in (("-", "return"), ("--", "win rate"), (":", "data return"))]
+    # One row under two or more panels; a lone panel is too narrow for it.
+    fig.legend(handles=key, loc="outside lower center", ncols=len(key) if len(datasets) > 1 else 4, fontsize=8)
+    seeds = len(record["seeds"])
+    fig.suptitle(f"SMAX learning curves, mean over {seeds} seed{'s' * (seeds > 1)}", fontsize=11)
     save_png(fig, Path(path))
