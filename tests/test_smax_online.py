@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,49 @@ def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"num_envs \(8\) must be divisible by minibatches \(3\)"):
         train_online(_tiny(recurrent=True, minibatches=3, rollout=3))
     assert result.snapshots[-1]["update"] == 4
+
+
+@pytest.mark.parametrize("options", [{}, dict(recurrent=True, agent_state=True, value_norm=True, anneal_lr=True)],
+                         ids=["mlp", "gru-all-options"])
+def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture, options: dict) -> None:
+    from inspo import checkpoint as ckpt_io
+    from inspo.cli import main
+    from inspo.online import CHECKPOINT, resumed_config, train_online
+    from inspo.policy import load_snapshots
+
+    whole = policy_dir if not options else train_online(_tiny(**options), tmp_path / "whole").out
+    real_save = ckpt_io.save
+
+    def save_then_die(obj: object, path: Path) -> None:  # the process dies right after the checkpoint of update 2
+        real_save(obj, path)
+        if Path(path).name == CHECKPOINT:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_io, "save", save_then_die)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train_online(_tiny(**options), out)
+    monkeypatch.setattr(ckpt_io, "save", real_save)
+    assert [s["update"] for s in load_snapshots(out)["snapshots"]] == [0, 2]
+    with pytest.raises(FileExistsError, match="already holds an online run: continue it with --resume"):
+        train_online(_tiny(**options), out)  # a fresh start would overwrite it
+    with pytest.raises(ValueError, match="holds a run of another config"):
+        train_online(_tiny(**options, seed=3), out, resume=True)
+    assert main(["online", "train", "--resume", str(out), "--max-minutes", "60"]) == 0
+    capsys.readouterr()
+    assert load_snapshots(out)["config"] == asdict(_tiny(**options, max_minutes=60))  # the new sitting's limit
+
+    drop = ("wall_time", "sha256", "file")
+    expected, got = load_snapshots(Path(whole))["snapshots"], load_snapshots(out)["snapshots"]
+    assert [{k: v for k, v in s.items() if k not in drop} for s in got] == \
+        [{k: v for k, v in s.items() if k not in drop} for s in expected]
+    for a, b in zip(expected, got):
+        assert all(torch.equal(x, y) for x, y in zip(_weights(Path(whole) / a["file"]), _weights(out / b["file"])))
+    with pytest.raises(ValueError, match="finished at update 4: nothing to resume"):
+        resumed_config(out)
+    assert main(["online", "train", "--out", str(tmp_path / "x")]) == 2  # --env is needed for a new run
+    assert "needs --env and --out (or --resume DIR)" in capsys.readouterr().err
 
 
 def test_online_refuses_bad_config() -> None:

@@ -16,11 +16,14 @@
   episodes (return and win rate) and saved as `<out>/snapshots/NNNN.pt`, in the format `inspo.policy.load_policy`
   reads (so `inspo evaluate` works on a snapshot); `<out>/snapshots.json` lists them in training order and
   `<out>/policy.pt` is a copy of the last one (the expert).
+- Resuming: with every snapshot, `<out>/checkpoint.pt` keeps the whole training state (networks, optimiser, return
+  statistics, generators, the episodes in progress), so a run stopped by `max_minutes` or killed continues with
+  `inspo online train --resume <out>` (`train_online(..., resume=True)`) and ends exactly as if never stopped.
 
 Deterministic per seed (CPU, one thread): the episodes' PRNG keys, the action sampling and the minibatches all derive
 from `seed`. `target_win_rate` stops training early once a snapshot reaches it (a deterministic rule);
-`max_minutes` also stops it, after the update during which the time ran out, which is not deterministic in
-length (the snapshots made before are).
+`max_minutes` also stops it (counting the time of this sitting: a resumed run gets it afresh), after the update
+during which the time ran out, which is not deterministic in length (the snapshots made before are).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,10 @@ from inspo import flags, jsonio
 from inspo.algos.networks import AgentPolicies, RecurrentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, mask_unavailable, policy_checkpoint, snapshot_eval_seed
 
-__all__ = ["OnlineConfig", "OnlineResult", "add_parser", "train_online"]
+__all__ = ["CHECKPOINT", "OnlineConfig", "OnlineResult", "add_parser", "resumed_config", "train_online"]
+
+CHECKPOINT = "checkpoint.pt"
+"""The training state in an online run's folder, written with every snapshot."""
 
 
 @dataclass
@@ -170,13 +176,41 @@ def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[st
                              online={"format": SNAPSHOT_FORMAT, **record})
 
 
-def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False) -> OnlineResult:
-    """Train MAPPO on `cfg.env`; with `out`, write the snapshots there (see the module docstring)."""
+def resumed_config(out: str | Path) -> OnlineConfig:
+    """The config of the online run in folder `out`, read from its checkpoint (what `--resume` continues)."""
+    return OnlineConfig(**_saved_state(Path(out))["config"])
+
+
+def _saved_state(out: Path) -> dict[str, Any]:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} holds no online run to resume: {path} is missing")
+    saved = ckpt_io.load(path)
+    if saved.get("done"):
+        raise ValueError(f"the online run in {out} finished at update {saved['update']}: nothing to resume")
+    return saved
+
+
+def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False,
+                 resume: bool = False) -> OnlineResult:
+    """Train MAPPO on `cfg.env`; with `out`, write the snapshots there (see the module docstring). `resume`: continue
+    the run in `out` (the same config; `max_minutes` may differ). A folder that holds a run is refused otherwise."""
     cfg.validate()
     from inspo.envs import make
     from inspo.envs.smax import SMAXVector
 
-    started = time.perf_counter()
+    out_dir = Path(out) if out is not None else None
+    saved = None
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume needs the folder of the run (out)")
+        saved = _saved_state(out_dir)
+        if {**saved["config"], "max_minutes": None} != {**asdict(cfg), "max_minutes": None}:
+            raise ValueError(f"{out_dir} holds a run of another config: resume it with its own (resumed_config)")
+    elif out_dir is not None and any((out_dir / name).exists() for name in (CHECKPOINT, "snapshots", "snapshots.json")):
+        raise FileExistsError(f"{out_dir} already holds an online run: continue it with --resume, or choose another "
+                              "folder")
+    started = sitting = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     env = make(cfg.env)
@@ -202,8 +236,8 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
     obs, state, avail = vec.reset()
     memory = actor.initial_state(B) if cfg.recurrent else None  # the recurrent actor's, per episode row
     updates = max(cfg.steps // (B * T), 1)
-    out_dir = Path(out) if out is not None else None
     snapshots: list[dict[str, Any]] = []
+    digests: dict[str, str] = {}  # the SHA-256 of each snapshot file written
     episode_returns = np.zeros(B)
     finished: list[float] = []  # returns of the training episodes that ended since the last snapshot
     finished_won: list[bool] = []
@@ -228,9 +262,32 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
                   f"  train return {record['train_return'] or 0.0:.3f}", file=sys.stderr, flush=True)
         return record
 
-    snapshot(0, {})
+    def save_state(update: int, done: bool) -> None:
+        """`checkpoint.pt` after `update`, taken right after a snapshot (so no finished episode awaits counting)."""
+        ckpt_io.save({
+            "config": asdict(cfg), "update": update, "done": done, "wall_time": time.perf_counter() - started,
+            "actor": actor.state_dict(), "critic": critic.state_dict(), "optim": optim.state_dict(),
+            "norm": [norm.count, norm.mean, norm.var], "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "vector": vec.state_dict(), "now": [torch.from_numpy(x) for x in (obs, state, avail)], "memory": memory,
+            "episode_returns": torch.from_numpy(episode_returns), "snapshots": snapshots, "losses": losses},
+            out_dir / CHECKPOINT)
+
     losses: dict[str, float] = {}
-    for update in range(1, updates + 1):
+    if saved is None:
+        snapshot(0, {})
+    else:
+        actor.load_state_dict(saved["actor"])
+        critic.load_state_dict(saved["critic"])
+        optim.load_state_dict(saved["optim"])
+        norm.count, norm.mean, norm.var = saved["norm"]
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        vec.load_state_dict(saved["vector"])
+        obs, state, avail = (x.numpy() for x in saved["now"])
+        memory, episode_returns = saved["memory"], saved["episode_returns"].numpy().copy()
+        snapshots, losses = saved["snapshots"], saved["losses"]
+        started -= saved["wall_time"]
+    for update in range(1 if saved is None else saved["update"] + 1, updates + 1):
         # -- collect T steps of B episodes ------------------------------------------------------------------
         buf_obs = torch.zeros(T, B, n, info.obs_dim)
         buf_state = torch.zeros(T, B, info.state_dim)
@@ -327,14 +384,14 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
             raise FloatingPointError(f"non-finite MAPPO losses at update {update}: {stats}")
         losses = stats
 
-        out_of_time = cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes
+        out_of_time = cfg.max_minutes is not None and time.perf_counter() - sitting > 60 * cfg.max_minutes
         if update % cfg.snapshot_every == 0 or update == updates or out_of_time:
             record = snapshot(update, losses)
+            reached = cfg.target_win_rate is not None and record["win_rate"] >= cfg.target_win_rate
             if out_dir is not None:
-                _write_index(out_dir, cfg, snapshots)
-            if cfg.target_win_rate is not None and record["win_rate"] >= cfg.target_win_rate:
-                break
-            if out_of_time:
+                _write_index(out_dir, cfg, snapshots, digests)
+                save_state(update, done=reached or update == updates)
+            if reached or out_of_time:
                 break
     if out_dir is not None:
         expert = (out_dir / snapshots[-1]["file"]).read_bytes()
@@ -354,11 +411,15 @@ def _replay(actor: RecurrentPolicies, obs: torch.Tensor, done: torch.Tensor, mem
     return torch.stack(steps)
 
 
-def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]]) -> None:
-    """`snapshots.json`: the config and every snapshot's record, with the SHA-256 of its file."""
+def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]], digests: dict[str, str]) -> None:
+    """`snapshots.json`: the config and every snapshot's record, with the SHA-256 of its file (`digests`: those
+    read so far, by file, so that a long run reads each file once)."""
     import hashlib
 
-    listed = [{**s, "sha256": hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()} for s in snapshots]
+    for s in snapshots:
+        if s["file"] not in digests:
+            digests[s["file"]] = hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()
+    listed = [{**s, "sha256": digests[s["file"]]} for s in snapshots]
     text = jsonio.dumps({"format": SNAPSHOT_FORMAT, "env": cfg.env, "config": asdict(cfg), "snapshots": listed},
                       indent=2) + "\n"
     ckpt_io.write_text(out / "snapshots.json", text)
@@ -373,8 +434,15 @@ def _cmd_online(args: argparse.Namespace) -> int:
         print(jsonio.dumps({"out": args.dst, **index["exported_from"]}))
         return 0
     torch.set_num_threads(args.threads)
-    cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args), "OnlineConfig")
-    result = train_online(cfg, args.out, progress=True)
+    if args.resume:
+        cfg = resumed_config(args.resume)
+        if args.max_minutes is not None:  # a new sitting may get another time limit; nothing else changes
+            cfg = replace(cfg, max_minutes=args.max_minutes)
+    elif args.env is None or args.out is None:
+        raise ValueError("inspo online train needs --env and --out (or --resume DIR)")
+    else:
+        cfg = flags.from_values(OnlineConfig, flags.values_from_args(OnlineConfig, args), "OnlineConfig")
+    result = train_online(cfg, args.resume or args.out, progress=True, resume=bool(args.resume))
     last = result.snapshots[-1]
     print(jsonio.dumps({"out": result.out, "snapshots": len(result.snapshots), "env_steps": result.env_steps,
                       "wall_time_s": round(result.wall_time, 1), "final_return": last["return"],
@@ -388,8 +456,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     osub = p.add_subparsers(dest="action", required=True)
     q = osub.add_parser("train", help="MAPPO on smax:<map>; writes snapshots with their return and win rate",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.add_flags(q, OnlineConfig, required=("env",))  # one flag per OnlineConfig field
-    q.add_argument("--out", required=True, help="folder of the snapshots (snapshots.json, snapshots/, policy.pt)")
+    flags.add_flags(q, OnlineConfig)  # one flag per OnlineConfig field; --env is needed unless resuming
+    q.add_argument("--out", help="folder of the snapshots (snapshots.json, snapshots/, policy.pt, checkpoint.pt)")
+    q.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored but "
+                                                   "--max-minutes and --threads)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     q = osub.add_parser("export", help="copy the snapshots that the SMAX data qualities use to a small folder "
                                        "(what data/smax_policies/<map> ships)")

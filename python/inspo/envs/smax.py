@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from inspo.envs.base import EnvInfo, MultiAgentEnv, Observation
 from inspo.errors import MissingExtra
@@ -371,6 +372,32 @@ class SMAXVector:
     def _fresh(self) -> tuple:
         """A reset of every row with the next `num_envs` episode keys (rows that do not restart discard theirs)."""
         return self._b.reset(self._b.keys(self.seed, self._started, self.num_envs))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream stands: what `load_state_dict` needs to continue it exactly, as tensors and numbers (what a
+        checkpoint read with `torch.load(weights_only=True)` holds); every game array is kept byte for byte."""
+        if self._carry is None:
+            raise RuntimeError("SMAXVector: call reset() before state_dict()")
+        leaves = self._b.jax.tree.leaves(self._carry)
+        return {"started": self._started, "time": torch.from_numpy(self._time.copy()),
+                "arrays": [{"dtype": a.dtype.str, "shape": list(a.shape),
+                            "bytes": torch.from_numpy(np.frombuffer(a.tobytes(), dtype=np.uint8).copy())}
+                           for a in map(np.asarray, leaves)]}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue the stream that `state_dict` saved (from a vector of the same map and size)."""
+        jax = self._b.jax
+        if self._carry is None:
+            self.reset()  # the layout of the game's state, which the saved arrays fill
+        layout = jax.tree.structure(self._carry)
+        arrays = [np.frombuffer(a["bytes"].numpy().tobytes(), dtype=np.dtype(a["dtype"])).reshape(a["shape"])
+                  for a in saved["arrays"]]
+        time = saved["time"].numpy()
+        if len(arrays) != layout.num_leaves or time.shape != self._time.shape:
+            raise ValueError(f"SMAXVector: the saved stream has {len(arrays)} arrays over {time.shape[0]} rows; "
+                             f"this vector needs {layout.num_leaves} over {self.num_envs}")
+        self._carry = jax.tree.unflatten(layout, [jax.numpy.asarray(a) for a in arrays])
+        self._started, self._time = int(saved["started"]), time.copy()
 
     def reset(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Start every row: (obs [B, N, obs_dim], world state [B, state_dim], avail [B, N, A])."""
