@@ -298,8 +298,10 @@ def plot_smax(record: dict[str, Any], path: str | Path) -> None:
     rows = record["rows"]
     datasets = groups(rows)
     fig, axes = grid(Figure, len(datasets), cols=3, size=(4.8, 3.4))
-    methods = list(dict.fromkeys(r["label"] for r in rows))
-    colours = dict(zip(methods, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]))
+    # Colours by the method's place in METHOD_NAMES, so that partial and complete tables draw it alike.
+    methods = [name for name in METHOD_NAMES.values() if any(r["label"] == name for r in rows)]
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    colours = {name: palette[k % len(palette)] for k, name in enumerate(METHOD_NAMES.values())}
     for ax, name in zip(axes, datasets):
         wins = ax.twinx()
         wins.set_ylim(-0.02, 1.02)
