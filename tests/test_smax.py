@@ -155,6 +155,18 @@ def test_rollout_outcomes_and_determinism(smax: types.ModuleType) -> None:
         env.rollout(lambda obs, avail: np.zeros(3, dtype=np.int64), 2)
 
 
+def test_episode_keys_are_fold_ins_of_the_seed(smax: types.ModuleType) -> None:
+    # The compiled keys are the documented ones (an episode's randomness is fixed by the seed and its index), so
+    # that data and online runs made before they were compiled are made again.
+    import jax
+
+    backend = make(MAP)._backend
+    for seed, first in ((0, 0), (7, 1000), (2**31 - 1, 123_456)):
+        base = jax.random.PRNGKey(seed)
+        expected = np.stack([np.asarray(jax.random.fold_in(base, i)) for i in range(first, first + 8)])
+        np.testing.assert_array_equal(np.asarray(backend.keys(seed, first, 8)), expected)
+
+
 # ---------------------------------------------------------------- datasets
 
 

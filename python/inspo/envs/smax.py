@@ -123,6 +123,8 @@ class _Backend:
         self.select = jax.jit(select)
         """(mask [B], index [B], new, old) -> per row r, `new[index[r]]` where mask else `old[r]` (pytrees of batched
         arrays): the auto-reset of `SMAXVector`, compiled once, instead of dozens of eager jax calls per step."""
+        self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
+        """(key, indices [B]) -> keys [B]: compiled, as eager it costs an auto-reset more than the game's step."""
 
     @functools.cache  # noqa: B019 - one backend per map, kept for the process's life anyway
     def heuristic(self) -> Callable[..., Any]:
@@ -136,9 +138,7 @@ class _Backend:
     def keys(self, seed: int, first: int, count: int) -> Any:
         """PRNG keys of episodes `first .. first + count - 1` of a rollout seeded with `seed`: an episode's
         randomness depends only on the seed and its own index, not on how episodes are batched."""
-        jax = self.jax
-        base = jax.random.PRNGKey(seed)
-        return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first, first + count, dtype=np.uint32))
+        return self._fold_in(self.jax.random.PRNGKey(seed), np.arange(first, first + count, dtype=np.uint32))
 
 
 @functools.cache
@@ -370,7 +370,9 @@ class SMAXVector:
         self._time = np.zeros(self.num_envs, dtype=np.int64)
 
     def _fresh(self) -> tuple:
-        """A reset of every row with the next `num_envs` episode keys (rows that do not restart discard theirs)."""
+        """A reset of every row with the next `num_envs` episode keys (rows that do not restart discard theirs).
+        Always the whole batch: XLA's vectorised float arithmetic may round a row differently in a batch of
+        another size, so starting only the rows that ended would change the episodes."""
         return self._b.reset(self._b.keys(self.seed, self._started, self.num_envs))
 
     def state_dict(self) -> dict[str, Any]:
