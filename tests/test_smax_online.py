@@ -161,7 +161,7 @@ def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatc
         train_online(_tiny(**options), out)
     monkeypatch.setattr(ckpt_io, "save", real_save)
     assert [s["update"] for s in load_snapshots(out)["snapshots"]] == [0, 2]
-    with pytest.raises(FileExistsError, match="already holds an online run: continue it with --resume"):
+    with pytest.raises(FileExistsError, match="already holds a run .*`inspo online train --resume"):
         train_online(_tiny(**options), out)  # a fresh start would overwrite it
     with pytest.raises(ValueError, match="holds a run of another config"):
         train_online(_tiny(**options, seed=3), out, resume=True)

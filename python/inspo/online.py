@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from inspo import checkpoint as ckpt_io
-from inspo import flags, jsonio
+from inspo import flags, jsonio, run_folder
 from inspo.algos.networks import AgentPolicies, RecurrentPolicies, mlp
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, mask_unavailable, policy_checkpoint, snapshot_eval_seed
 
@@ -194,22 +194,26 @@ def _saved_state(out: Path) -> dict[str, Any]:
 def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: bool = False,
                  resume: bool = False) -> OnlineResult:
     """Train MAPPO on `cfg.env`; with `out`, write the snapshots there (see the module docstring). `resume`: continue
-    the run in `out` (the same config; `max_minutes` may differ). A folder that holds a run is refused otherwise."""
+    the run in `out` (the same config; `max_minutes` may differ). The folder is claimed as a training run's is
+    (`inspo.run_folder.claim`): one run at a time, and one that holds a run is refused unless resuming."""
     cfg.validate()
+    if out is None:
+        if resume:
+            raise ValueError("resume needs the folder of the run (out)")
+        return _train(cfg, None, None, progress)
+    with run_folder.claim(out, resume=resume, files=(CHECKPOINT, "snapshots", "snapshots.json"),
+                          command="inspo online train") as out_dir:
+        saved = _saved_state(out_dir) if resume else None
+        if saved is not None and {**saved["config"], "max_minutes": None} != {**asdict(cfg), "max_minutes": None}:
+            raise ValueError(f"{out_dir} holds a run of another config: resume it with its own (resumed_config)")
+        return _train(cfg, out_dir, saved, progress)
+
+
+def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None, progress: bool) -> OnlineResult:
+    """`train_online` in the claimed folder `out_dir`, from the training state `saved` if resuming."""
     from inspo.envs import make
     from inspo.envs.smax import SMAXVector
 
-    out_dir = Path(out) if out is not None else None
-    saved = None
-    if resume:
-        if out_dir is None:
-            raise ValueError("resume needs the folder of the run (out)")
-        saved = _saved_state(out_dir)
-        if {**saved["config"], "max_minutes": None} != {**asdict(cfg), "max_minutes": None}:
-            raise ValueError(f"{out_dir} holds a run of another config: resume it with its own (resumed_config)")
-    elif out_dir is not None and any((out_dir / name).exists() for name in (CHECKPOINT, "snapshots", "snapshots.json")):
-        raise FileExistsError(f"{out_dir} already holds an online run: continue it with --resume, or choose another "
-                              "folder")
     started = sitting = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

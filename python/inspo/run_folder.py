@@ -29,14 +29,14 @@ class RunFolderBusy(RuntimeError):
 
 @contextlib.contextmanager
 def claim(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          files: tuple[str, ...] = RUN_FILES) -> Iterator[Path]:
+          files: tuple[str, ...] = RUN_FILES, command: str = "inspo train") -> Iterator[Path]:
     """Lock ``folder`` (created if missing) for one run, for the duration of the ``with`` block.
 
     Raises :class:`RunFolderBusy` when another process holds it, and ``FileExistsError`` when it already holds a
     run (one of ``files``: a run's, or a population's ``population.json``) and neither ``resume`` (continue that
-    run) nor ``overwrite`` (delete its files now) is given. Stale checkpoint-write temporaries are removed. On
-    leaving, the lock file is removed, and so is the folder if this call created it and nothing was written into
-    it (a run stopped before its first file).
+    run) nor ``overwrite`` (delete its files now) is given; the error names ``command --resume``. Stale
+    checkpoint-write temporaries are removed. On leaving, the lock file is removed, and so is the folder if this
+    call created it and nothing was written into it (a run stopped before its first file).
     """
     path = Path(folder)
     created = not path.exists()
@@ -46,7 +46,7 @@ def claim(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = 
         existing = [name for name in files if (path / name).exists()]
         if existing and not (resume or overwrite):
             raise FileExistsError(f"{path} already holds a run ({', '.join(existing)}); continue it with "
-                                  f"`inspo train --resume {path}`, replace it with --overwrite "
+                                  f"`{command} --resume {path}`, replace it with --overwrite "
                                   f"(overwrite=True), or choose another --out")
         if overwrite and not resume:
             for name in existing:

@@ -377,14 +377,11 @@ class SMAXVector:
 
     def state_dict(self) -> dict[str, Any]:
         """Where the stream stands: what `load_state_dict` needs to continue it exactly, as tensors and numbers (what a
-        checkpoint read with `torch.load(weights_only=True)` holds); every game array is kept byte for byte."""
+        checkpoint read with `torch.load(weights_only=True)` holds); every game array is kept exactly, dtype and all."""
         if self._carry is None:
             raise RuntimeError("SMAXVector: call reset() before state_dict()")
-        leaves = self._b.jax.tree.leaves(self._carry)
         return {"started": self._started, "time": torch.from_numpy(self._time.copy()),
-                "arrays": [{"dtype": a.dtype.str, "shape": list(a.shape),
-                            "bytes": torch.from_numpy(np.frombuffer(a.tobytes(), dtype=np.uint8).copy())}
-                           for a in map(np.asarray, leaves)]}
+                "arrays": [torch.from_numpy(np.array(x)) for x in self._b.jax.tree.leaves(self._carry)]}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Continue the stream that `state_dict` saved (from a vector of the same map and size)."""
@@ -392,9 +389,7 @@ class SMAXVector:
         if self._carry is None:
             self.reset()  # the layout of the game's state, which the saved arrays fill
         layout = jax.tree.structure(self._carry)
-        arrays = [np.frombuffer(a["bytes"].numpy().tobytes(), dtype=np.dtype(a["dtype"])).reshape(a["shape"])
-                  for a in saved["arrays"]]
-        time = saved["time"].numpy()
+        arrays, time = [a.numpy() for a in saved["arrays"]], saved["time"].numpy()
         if len(arrays) != layout.num_leaves or time.shape != self._time.shape:
             raise ValueError(f"SMAXVector: the saved stream has {len(arrays)} arrays over {time.shape[0]} rows; "
                              f"this vector needs {layout.num_leaves} over {self.num_envs}")
