@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from inspo.reproduce import runner
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
 from inspo.reproduce.study import STUDY
 
+RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "bc_length/*.json")
+"""The files of ``<out>/cache`` that ``results/.gitignore`` keeps: what says that a run, search or measurement is
+done."""
 TINY = ["reproduce", "baselines", "--env", "xor", "--datasets", "xor-ab-ba", "--iters", "4", "--bc-steps", "2",
         "--episodes", "50"]
 
@@ -155,9 +159,10 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
                        tune_eval_episodes=2, tune_fields={"icq": ("alpha",)})
     suite = replace(BASELINES, methods=("bc", "icq"),
                     bc_length=BCLengthSettings(max_steps=4, every=2, patience=1, heldout_every=2))
-    out = tmp_path / "study"
+    monkeypatch.chdir(tmp_path)  # --out as a user gives it: relative to the working folder
+    out = Path("study")
     record = reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=protocol, suite=suite,
-                             command="inspo reproduce study --maps 3m")
+                             command="inspo reproduce study --maps 3m", jobs=2)
     search = json.loads((out / "cache" / "tune" / "3m" / "icq" / "tune.json").read_text())
     assert len(search["trials"]) == 2 and search["base_config"]["seed"] == STUDY.tune_seed
     assert search["base_config"]["bc_steps"] == record["bc_lengths"]["3m-random"]["steps"]
@@ -169,7 +174,15 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
     assert "| 3m | MA-ICQ | alpha | 2 |" in tuning and f"alpha={incumbent['alpha']}" in tuning
     assert (out / "smax_study_table.md").is_file()
 
-    # Again, and as a partial table: nothing is tuned or trained again, the table is the same.
+    # The records that the repository keeps name no folder of this machine (local dask workers included) ...
+    records = [p for pattern in RECORDS for p in (out / "cache").glob(pattern)]
+    assert {p.parts[2] for p in records} == {"runs", "tune", "bc_length"}
+    assert not [p for p in records if str(tmp_path) in p.read_text()]
+    # ... and they are all a fresh checkout on another machine needs: with the datasets, checkpoints and trials
+    # gone, the study makes the data again and neither tunes nor trains.
+    for path in sorted((out / "cache").rglob("*"), reverse=True):
+        if path.is_file() and path not in records:
+            path.unlink()
     monkeypatch.setattr("inspo.tune.tune", lambda *a, **k: pytest.fail("tuned again"))
     monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo} again"))
     for partial in (False, True):
@@ -182,3 +195,17 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
         reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)
     assert (out / "smax_study_table.md").read_text().startswith(
         "# The SMAX study: BC, MA-ICQ, OMIGA, CFCQL and InSPO, each tuned with the same budget\n")
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / ".git").exists(), reason="needs the project's git checkout")
+def test_repository_keeps_the_records_of_the_run_cache_and_nothing_else() -> None:
+    root = Path(__file__).parents[1]
+    kept = ["results/cache/runs/baselines/2s3z-expert/icq/seed0/metrics.json",
+            "results/cache/tune/2s3z/icq/tune.json", "results/cache/bc_length/82f92cf47989-685a58f9aeb765fc.json"]
+    left = ["results/cache/runs/baselines/2s3z-expert/icq/seed0/checkpoint.pt",
+            "results/cache/runs/baselines/2s3z-expert/icq/seed0/progress.csv",
+            "results/cache/tune/2s3z/icq/trials/0001/result.json", "results/cache/tune/2s3z/icq/incumbent.json",
+            "results/cache/data/smax/2s3z-expert-n5000-seed0-p82f8ff79ff/obs.npy"]
+    for path in kept + left:
+        found = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root)
+        assert found.returncode == (1 if path in kept else 0), path  # check-ignore: 0 ignored, 1 not

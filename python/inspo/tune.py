@@ -27,7 +27,8 @@ incumbent is the best trial at the highest budget reached.
 
 Output folder (``--out``)::
 
-    tune.json            the search: space, base config, every trial (params, iters, status, return), incumbent
+    tune.json            the search: space, base config, the dataset's manifest SHA-256, every trial (params,
+                         iters, status, return), incumbent
     base_config.json     the base config (what --resume starts from when no --config or --dataset is given)
     incumbent.json       the best configuration, ready for ``inspo train --config incumbent.json``
     trials/NNNN/         config.json (the trial's full config, also ready for ``inspo train --config``)
@@ -53,6 +54,7 @@ from typing import Any
 from inspo import jsonio
 from inspo.cluster import Cluster, add_cluster_flags, cluster_from_args, connect, require_dask
 from inspo.config import TrainConfig, add_config_flags, config_from_args
+from inspo.data import load_dataset
 from inspo.errors import InspoError
 from inspo.flags import flatten
 from inspo.provenance import package_info
@@ -309,7 +311,9 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
         "workers": f"the dask workers of {cluster.where}" if cluster.external else cluster.workers,
         "smac_seed": smac_seed, "fidelity": fid, "population": population,
         "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__}, "package": package_info(),
-        "space": space_to_json(space, base_flat), "base_config": base_dict, "trials": [], "replayed": 0,
+        "space": space_to_json(space, base_flat), "base_config": base_dict,
+        "dataset_sha256": load_dataset(base.dataset, verify=False).manifest["manifest_sha256"],
+        "trials": [], "replayed": 0,
         "incumbent": None, "default": None, "wall_time": None,
     }
     saved = load_search(out) if resume else None

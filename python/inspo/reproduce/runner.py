@@ -191,9 +191,11 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
                 outcomes[k] = outcome
                 on_done(k, outcome)
         return outcomes
-    # Workers may start in other folders (other machines): they get absolute paths.
+    # Workers of an existing cluster may start in other folders (other machines): they get absolute paths. Local
+    # workers share this working folder, so the runs' records keep the paths as given (no folder of this machine).
     tasks = [[{**configs[k], "out": os.path.abspath(configs[k]["out"]),
-               "dataset": os.path.abspath(configs[k]["dataset"])} for k in group] for group in groups]
+               "dataset": os.path.abspath(configs[k]["dataset"])} if cluster.external else configs[k]
+              for k in group] for group in groups]
     for g, _ in run_each(train_group, tasks, cluster):
         for k, task in zip(groups[g], tasks[g]):
             found = cached(configs[k])

@@ -27,6 +27,7 @@ from typing import Any
 from inspo import jsonio
 from inspo.cluster import Cluster
 from inspo.config import TrainConfig
+from inspo.data import load_dataset
 from inspo.reproduce.baselines import BASELINES, BaselinesSuite, reproduce_baselines
 from inspo.reproduce.runner import METHOD_NAMES, markdown_table, write_text
 from inspo.reproduce.smax import auto_bc_length, smax_dataset
@@ -69,16 +70,22 @@ STUDY = StudyProtocol()
 """The protocol of ``inspo reproduce study``."""
 
 
-def _search(folder: Path, base: TrainConfig | None) -> dict[str, Any] | None:
+def _search(folder: Path, base: TrainConfig | None, dataset_sha256: str | None) -> dict[str, Any] | None:
     """The ``tune.json`` of a finished search in ``folder`` (its incumbent set), else None; ValueError if it searched
-    from another base config than ``base`` (None: not known yet, a partial table)."""
+    from another base config than ``base`` (None: not known yet, a partial table) or other data. The dataset is
+    compared by content, not by path: a search made in another working folder or checkout is the same search."""
     try:
         found = json.loads((folder / "tune.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     if not (found.get("incumbent") and len(found["trials"]) >= found["n_trials"]):
         return None
-    if base is not None and found["base_config"] != {**base.to_dict(), "out": None}:
+
+    def pathless(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in ("out", "dataset")}
+
+    if base is not None and (pathless(found["base_config"]) != pathless(base.to_dict())
+                             or found.get("dataset_sha256") != dataset_sha256):
         raise ValueError(f"{folder} holds a finished search from other settings than this study's (another dataset, "
                          f"cloning length or protocol); move it away to search again")
     return found
@@ -94,22 +101,21 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
     data = smax_dataset(map_name, protocol.tune_quality, protocol.episodes, cache, None, build=not partial)
     settings = suite.envs["smax"].settings
     length = None if data is None else auto_bc_length(data, cache, settings, suite.bc_length, measure=not partial)
+    digest = None if data is None else load_dataset(data, verify=False).manifest["manifest_sha256"]
     for method, fields in protocol.tune_fields.items():
         if method not in suite.methods:
             continue
         folder = cache / "tune" / map_name / method
-        # A search resumes only with the same base config, the dataset's path included: an absolute one keeps it
-        # resumable from any working folder.
         base = None if length is None else TrainConfig.from_dict({
-            **settings, "dataset": str(data.absolute()), "algo": method, "seed": protocol.tune_seed,
+            **settings, "dataset": str(data), "algo": method, "seed": protocol.tune_seed,
             "iters": protocol.tune_iters, "bc_steps": length.steps, "eval_episodes": protocol.tune_eval_episodes,
             "eval_every": protocol.tune_iters // protocol.tune_evaluations})
-        found = _search(folder, base)
+        found = _search(folder, base, digest)
         if found is None and not partial and base is not None:
             ranges = {k: v for k, v in protocol.tune_ranges.items() if k in fields}
             tune(base, folder, trials=protocol.tune_trials, workers=jobs, params=list(fields), ranges=ranges,
                  smac_seed=protocol.smac_seed, resume=(folder / "tune.json").is_file(), progress=True)
-            found = _search(folder, base)
+            found = _search(folder, base, digest)
         if found is not None:
             searches[method] = found
     return searches
