@@ -24,7 +24,7 @@ from inspo.cli import main
 from inspo.config import TrainConfig
 from inspo.data import generate_matrix, save_dataset
 from inspo.flags import parse_list
-from inspo.population_training import train_population
+from inspo.population_training import train_members, train_population
 from inspo.run_record import resumed_cpu_time
 from inspo.training import train
 
@@ -270,3 +270,15 @@ def test_nonfinite_loss_names_the_member(mne_two_rounds: str, tmp_path: Path, ki
                       per_member={"lr_critic": [1e-3, 1e5]}, out=str(tmp_path / "nan"))
     with pytest.raises(FloatingPointError, match=r"population member 1 \(seed 5\): non-finite \w+ .* at iteration"):
         train_population(cfg)
+
+
+def test_population_without_evaluation_equals_single_runs(mne_two_rounds: str, tmp_path: Path) -> None:
+    # With eval="none" the curve holds losses alone; the population's progress note must not look for a return.
+    settings = {**TINY, "eval": "none"}
+    members = [TrainConfig(dataset=mne_two_rounds, seed=s, out=str(tmp_path / f"pop_{s}"), **settings) for s in (0, 1)]
+    train_members(members)
+    for seed in (0, 1):
+        train(TrainConfig(dataset=mne_two_rounds, seed=seed, out=str(tmp_path / f"single_{seed}"), **settings))
+        assert_same_state(tmp_path / f"single_{seed}", tmp_path / f"pop_{seed}")
+    curve = json.loads((tmp_path / "pop_0" / "metrics.json").read_text())["curve"]
+    assert curve and all("return" not in point for point in curve)

@@ -328,7 +328,8 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
                 current = policies()
                 for book, policy, member_stats, extra in zip(books, current, stats, diagnostics()):
                     book.record(it, {**shard.reduce_stats(member_stats), **extra}, policy)
-                bar.update(bc_steps + it, f"return {np.mean([r['curve'][-1]['return'] for r in runs]):.4f}")
+                returns = [r["curve"][-1].get("return") for r in runs]  # none with eval="none"
+                bar.update(bc_steps + it, f"iteration {it}" if None in returns else f"return {np.mean(returns):.4f}")
             elif it % config.log_every == 0:
                 for book, member_stats in zip(books, stats):
                     book.log_row(bc_steps + it, it, shard.reduce_stats(member_stats))
