@@ -18,7 +18,7 @@ from inspo.reproduce import runner
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
 from inspo.reproduce.study import STUDY
 
-RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "bc_length/*.json")
+RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "tune/*/*/trials/*/result.json", "bc_length/*.json")
 """The files of ``<out>/cache`` that ``results/.gitignore`` keeps: what says that a run, search or measurement is
 done."""
 TINY = ["reproduce", "baselines", "--env", "xor", "--datasets", "xor-ab-ba", "--iters", "4", "--bc-steps", "2",
@@ -201,10 +201,12 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
 def test_repository_keeps_the_records_of_the_run_cache_and_nothing_else() -> None:
     root = Path(__file__).parents[1]
     kept = ["results/cache/runs/baselines/2s3z-expert/icq/seed0/metrics.json",
-            "results/cache/tune/2s3z/icq/tune.json", "results/cache/bc_length/82f92cf47989-685a58f9aeb765fc.json"]
+            "results/cache/tune/2s3z/icq/tune.json", "results/cache/tune/2s3z/icq/trials/0001/result.json",
+            "results/cache/bc_length/82f92cf47989-685a58f9aeb765fc.json"]
     left = ["results/cache/runs/baselines/2s3z-expert/icq/seed0/checkpoint.pt",
             "results/cache/runs/baselines/2s3z-expert/icq/seed0/progress.csv",
-            "results/cache/tune/2s3z/icq/trials/0001/result.json", "results/cache/tune/2s3z/icq/incumbent.json",
+            "results/cache/tune/2s3z/icq/trials/0001/config.json", "results/cache/tune/2s3z/icq/incumbent.json",
+            "results/cache/tune/2s3z/icq/smac3/inspo-tune/0/runhistory.json",
             "results/cache/data/smax/2s3z-expert-n5000-seed0-p82f8ff79ff/obs.npy"]
     for path in kept + left:
         found = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root)

@@ -242,6 +242,18 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Pat
         tune(base, out, trials=n, params=["lr_policy", "hidden"], resume=True, overwrite=True)
 
 
+def test_a_search_does_not_resume_on_other_data_at_the_same_path(tmp_path: Path) -> None:
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    data = tmp_path / "data"
+    save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 300, seed=0), data)
+    base = TrainConfig(dataset=str(data), **SMALL)
+    tune(base, tmp_path / "search", trials=2, params=["lr_policy"])
+    recorded = json.loads((tmp_path / "search" / "tune.json").read_text())["dataset_sha256"]
+    save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 300, seed=1), data, overwrite=True)  # e.g. made elsewhere
+    with pytest.raises(ValueError, match=f"dataset_sha256: '{recorded}' in the search, '[0-9a-f]{{64}}' now"):
+        tune(base, tmp_path / "search", trials=3, params=["lr_policy"], resume=True)
+
+
 def test_multi_fidelity_search_over_the_iteration_budget(xor_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
     base = TrainConfig(dataset=str(xor_data), **{**SMALL, "iters": 90, "eval_every": 30})

@@ -19,8 +19,9 @@ from typing import Any
 
 __all__ = ["SAME_SEARCH", "check_same_search", "finished_trials", "load_search", "trial_key"]
 
-SAME_SEARCH = ("space", "base_config", "objective", "seeds", "smac_seed", "fidelity")
-"""The settings of ``tune.json`` that a resumed search must share with the one it continues."""
+SAME_SEARCH = ("space", "base_config", "dataset_sha256", "objective", "seeds", "smac_seed", "fidelity")
+"""The settings of ``tune.json`` that a resumed search must share with the one it continues (the base config names
+the dataset's path; ``dataset_sha256`` its content)."""
 
 
 def load_search(out: Path) -> dict[str, Any]:
@@ -45,7 +46,8 @@ def check_same_search(saved: dict[str, Any], now: dict[str, Any], out: Path) -> 
     """ValueError naming every setting of :data:`SAME_SEARCH` in which ``now`` differs from ``saved``."""
     diffs: list[str] = []
     for key in SAME_SEARCH:
-        diffs += _differences(key, saved.get(key), now.get(key))
+        if key in saved:  # a search recorded by an older inspo lacks the newer settings: those are not compared
+            diffs += _differences(key, saved[key], now.get(key))
     if diffs:
         raise ValueError(f"cannot resume the search in {out}: it is not the same search; " + "; ".join(diffs)
                          + ". Give the same settings (or none: --resume reads them from tune.json), or start a new "
