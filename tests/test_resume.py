@@ -7,6 +7,7 @@ the signal lands at a known step, past the last complete checkpoint, whatever th
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -131,6 +132,9 @@ def test_resume_refuses_a_replaced_dataset(tmp_path) -> None:
     assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["dataset_sha256"] == started_on
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["dataset_sha256"] == started_on and set(metrics["package"]) == {"version", "commit"}
+    # The machine too: SMAX data and timings depend on it (docs/design.md 4.4).
+    assert metrics["machine"]["cpu"] and metrics["machine"]["logical_cpus"] == os.cpu_count()
+    assert metrics["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 100, seed=1), data, overwrite=True)
     now = load_dataset(data).manifest["manifest_sha256"]
     with pytest.raises(ValueError, match=f"another dataset: .*{started_on}.*{now}"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -56,3 +57,16 @@ def package_info() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             pass
     return {"version": version, "commit": commit}
+
+
+@functools.cache
+def machine_info() -> dict[str, Any]:
+    """What a result records of the machine that made it: the CPU's model name (``/proc/cpuinfo``, else
+    ``platform.processor()``), its logical CPU count and the platform. SMAX data and timings depend on it."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform()}

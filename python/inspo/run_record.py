@@ -26,7 +26,7 @@ from inspo.evaluation import policy_outcome
 from inspo.loggers import RunLog
 from inspo.policy import Policy, policy_checkpoint, policy_from_checkpoint
 from inspo.progress import ProgressBar
-from inspo.provenance import package_info
+from inspo.provenance import machine_info, package_info
 
 __all__ = ["KEPT", "RunRecord", "TrainResult", "check_finite", "resumed_cpu_time"]
 
@@ -174,7 +174,9 @@ class RunRecord:
         jsonio.write(self.out / "metrics.json", {"config": self.cfg.to_dict(), "env": env_name,
                                                  "evaluated": self.evaluating, **result.record(),
                                                  "bc_nll": self.run["bc_nll"], "dataset_sha256": self.dataset_sha256,
-                                                 "package": package_info()})
+                                                 "package": package_info(),
+                                                 "machine": {**machine_info(), "torch_cpu_capability":
+                                                             torch.backends.cpu.get_cpu_capability()}})
 
 
 def check_same_dataset(recorded: str | None, current: str, state_path: Path, dataset: str) -> None:

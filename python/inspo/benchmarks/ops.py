@@ -29,7 +29,7 @@ import torch
 
 import inspo.ops as ops
 import inspo.reference as ref
-from inspo import jsonio
+from inspo import jsonio, provenance
 from inspo.checkpoint import write_text
 from inspo.provenance import package_info, portable_path
 
@@ -173,16 +173,9 @@ def softmax_case(B: int, N: int, A: int, dtype: torch.dtype, mode: str, device: 
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__, "package": package_info(),
-        "threads": torch.get_num_threads(),
+        **provenance.machine_info(), "python": platform.python_version(), "torch": torch.__version__,
+        "package": package_info(), "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "loadavg_start": os.getloadavg(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
