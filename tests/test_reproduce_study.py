@@ -178,8 +178,8 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
     records = [p for pattern in RECORDS for p in (out / "cache").glob(pattern)]
     assert {p.parts[2] for p in records} == {"runs", "tune", "bc_length"}
     assert not [p for p in records if str(tmp_path) in p.read_text()]
-    # ... and they are all a fresh checkout on another machine needs: with the datasets, checkpoints and trials
-    # gone, the study makes the data again and neither tunes nor trains.
+    # ... and they are all a fresh checkout on another machine needs: with the datasets, checkpoints and SMAC3's
+    # history gone, the study makes the data again and neither tunes nor trains.
     for path in sorted((out / "cache").rglob("*"), reverse=True):
         if path.is_file() and path not in records:
             path.unlink()

@@ -4,7 +4,9 @@ a table (``<name>.md``, ``.json`` and ``.png``).
 The run cache lives in ``<out>/cache/``: a run whose folder already holds the ``metrics.json`` of a finished run with
 the same settings (configuration, dataset content and inspo version) is read back, not trained again; any other run
 is trained again in its folder: an unfinished run with the same settings resumes from its ``checkpoint.pt``, and
-what an outdated run left there is replaced.
+what an outdated run left there is replaced. The ``metrics.json`` files name no folder of the machine (but on an
+existing dask cluster's workers, below): the repository keeps those of ``results/cache/`` (``results/.gitignore``),
+so that a suite made in sittings on several machines resumes from a fresh clone.
 
 Runs that differ only in their seed (and the hyper-parameters a population member may set,
 :data:`~inspo.config.MEMBER_FIELDS`) train together as one population (:func:`train_group`,
