@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -217,6 +218,11 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Pat
     with pytest.raises(FileExistsError, match="--resume to continue it"):
         tune(base, out, trials=n, params=["lr_policy", "hidden"])
 
+    # What a repository keeps of a search (results/.gitignore) is enough to resume it: tune.json and the finished
+    # trials' result.json, without SMAC3's history or the trials' configs.
+    shutil.rmtree(out / "smac3")
+    for path in out.glob("trials/*/config.json"):
+        path.unlink()
     calls.clear()
     assert main(["tune", "--resume", "--out", str(out)]) == 0  # every setting from tune.json
     printed = json.loads(capsys.readouterr().out)
