@@ -22,6 +22,7 @@ from inspo.reproduce.runner import (
     cache_note,
     cached_dataset,
     hyper,
+    machines,
     markdown_table,
     pm,
     provenance,
@@ -272,6 +273,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
               "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
               "hyper": hyper or {}, "partial": partial, "missing": missing,
               "compute_cpu_hours": round(sum(r["cpu_time_s"]["mean"] * len(r["seeds_done"]) for r in rows) / 3600, 2),
+              "machines": machines(outcomes),
               "bc_lengths": {d: f.to_dict() for d, f in lengths.items()}, "rows": rows}
     publish(out, name or f"baselines_{env}", _markdown(record, spec, configs[0], outcomes, cache, ready, episodes,
                                                        eval_episodes, suite.data_seed), record, plot_baselines)
@@ -327,6 +329,7 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
                             [[r["label"], pm(r["final"]), pm(r["best"]), seeds_done(r),
                               f"{r['cpu_time_s']['mean']:.0f}"] for r in mine]))
     sections_text = "\n\n".join(sections)
+    made_on = ", ".join(f"{cpu} ({count} runs)" for cpu, count in record["machines"].items())
     missing = record["missing"]
     missing_text = (f"\n\n## Not made yet ({len(missing)})\n\n" + "\n".join(f"- {m}" for m in missing)
                     if missing else "")
@@ -335,7 +338,7 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
 Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
 {record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache)}; the runs in the table took \
 {record['compute_cpu_hours']} CPU-hours of training and evaluation: CPU time of the training process, a \
-population's shared by its members).
+population's shared by its members; made on {made_on}).
 
 - Return: mean ± std (ddof=1) over seeds {list(seeds)} of the final policy and of the best evaluated policy after \
 the learner started (iteration 0, the policy before any update, is left out of *best*); evaluation: {evaluation}.

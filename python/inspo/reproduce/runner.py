@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -47,9 +48,8 @@ from inspo.provenance import package_info
 from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
-           "markdown_table", "pm", "population_groups", "provenance", "publish", "run_all", "settings", "stats",
-           "train_group", "train_one",
-           "write_text"]
+           "machines", "markdown_table", "pm", "population_groups", "provenance", "publish", "run_all", "settings",
+           "stats", "train_group", "train_one", "write_text"]
 
 METHOD_NAMES = {"bc": "BC", "icq": "MA-ICQ", "omiga": "OMIGA", "cfcql": "CFCQL", "inspo": "InSPO"}
 """How the tables name each ``TrainConfig.algo``."""
@@ -66,6 +66,7 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
             "cpu_time": result.get("cpu_time", result["wall_time"]),
             "curve": [[c["iteration"], c["return"]] for c in result["curve"]],
             "final_win_rate": result.get("final_win_rate"),
+            "machine": result.get("machine", {}).get("cpu"),  # None: made before runs recorded their machine
             "win_curve": [[c["iteration"], c.get("win_rate")] for c in result["curve"]], "cached": from_cache}
 
 
@@ -270,6 +271,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def machines(outcomes: Sequence[dict[str, Any] | None]) -> dict[str, int]:
+    """How many of the finished runs each CPU model made (``"not recorded"`` for runs older than the record)."""
+    return dict(Counter(o["machine"] or "not recorded" for o in outcomes if o is not None))
 
 
 def cache_note(outcomes: Sequence[dict[str, Any] | None], cache: Path) -> str:
