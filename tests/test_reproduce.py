@@ -13,6 +13,7 @@ import pytest
 import inspo
 from _nested import approx_nested
 from inspo.cli import main
+from inspo.provenance import machine_info
 from inspo.reproduce import runner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -84,6 +85,8 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     # {AB, BA} data always score 1: their data return is known exactly.
     assert record["rows"][-1]["data_return"] == 1.0
     assert "## xor-ab-ba" in printed and "| InSPO |" in printed
+    # Runs trained here and runs read from the cache name the same machine: this one.
+    assert record["machines"] == {machine_info()["cpu"]: 15} and f"made on {machine_info()['cpu']} (15 runs)" in printed
 
     # The second time every run comes from the run cache: nothing is trained, the numbers are the same.
     monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo} again"))
@@ -91,6 +94,7 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "15 of 15 runs read from the run cache" in capsys.readouterr().out
     again = json.loads((out / "baselines_xor.json").read_text())
     assert [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]]
+    assert again["machines"] == record["machines"]
 
 
 def test_cache_misses_a_changed_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
