@@ -219,8 +219,9 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(xor_data: Pat
         tune(base, out, trials=n, params=["lr_policy", "hidden"])
 
     # What a repository keeps of a search (results/.gitignore) is enough to resume it: tune.json and the finished
-    # trials' result.json, without SMAC3's history or the trials' configs.
+    # trials' result.json, without SMAC3's history, the base config or the trials' configs.
     shutil.rmtree(out / "smac3")
+    (out / "base_config.json").unlink()
     for path in out.glob("trials/*/config.json"):
         path.unlink()
     calls.clear()

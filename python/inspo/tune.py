@@ -29,7 +29,8 @@ Output folder (``--out``)::
 
     tune.json            the search: space, base config, the dataset's manifest SHA-256, every trial (params,
                          iters, status, return), incumbent
-    base_config.json     the base config (what --resume starts from when no --config or --dataset is given)
+    base_config.json     the base config (what --resume starts from when no --config or --dataset is given;
+                         written again from tune.json where a kept search lacks it)
     incumbent.json       the best configuration, ready for ``inspo train --config incumbent.json``
     trials/NNNN/         config.json (the trial's full config, also ready for ``inspo train --config``)
                          and result.json (status, return, per-seed results with learning curves, error if any)
@@ -409,7 +410,10 @@ def _resumed_settings(args: argparse.Namespace, out: Path) -> None:
     alone continues it (what was given is checked against it by :func:`inspo.tune_resume.check_same_search`)."""
     saved = load_search(out)
     if not args.dataset and not args.config:
-        args.config = str(out / "base_config.json")
+        path = out / "base_config.json"
+        if not path.is_file():  # a search kept as its records alone (a repository's results/.gitignore)
+            jsonio.write(path, saved["base_config"])
+        args.config = str(path)
     if args.params is None and not args.range:
         args.params = ",".join(saved["space"])
         args.range = list(space_from_json(saved["space"]).items())
