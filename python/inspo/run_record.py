@@ -50,6 +50,7 @@ class TrainResult:
     updates_per_second: float = 0.0
     cpu_time: float = 0.0  # CPU seconds (every thread) of the training loop; see RunRecord.run
     final_win_rate: float | None = None  # environments with a win condition (SMAX); None elsewhere
+    machine: dict[str, Any] = field(default_factory=dict)  # provenance.machine_info and torch's CPU capability
     policy: Policy | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
@@ -159,7 +160,7 @@ class RunRecord:
             optimum=optimum if self.evaluating else None, curve=run["curve"], wall_time=run["wall_time"],
             cpu_time=run["cpu_time"], final_win_rate=run["curve"][-1].get("win_rate"),
             updates_per_second=cfg.iters / run["update_time"] if learned and run["update_time"] else 0.0,
-            policy=final)
+            machine={**machine_info(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}, policy=final)
         if self.out is not None:
             result.checkpoint = str(self.out / "final.pt")
             result.metrics_path = str(self.out / "metrics.json")
@@ -174,9 +175,7 @@ class RunRecord:
         jsonio.write(self.out / "metrics.json", {"config": self.cfg.to_dict(), "env": env_name,
                                                  "evaluated": self.evaluating, **result.record(),
                                                  "bc_nll": self.run["bc_nll"], "dataset_sha256": self.dataset_sha256,
-                                                 "package": package_info(),
-                                                 "machine": {**machine_info(), "torch_cpu_capability":
-                                                             torch.backends.cpu.get_cpu_capability()}})
+                                                 "package": package_info()})
 
 
 def check_same_dataset(recorded: str | None, current: str, state_path: Path, dataset: str) -> None:

@@ -44,7 +44,7 @@ from inspo.data import DatasetError, load_dataset, save_dataset
 from inspo.errors import InspoError
 from inspo.population_training import PREVIOUS, train_members
 from inspo.progress import ProgressBar
-from inspo.provenance import machine_info, package_info
+from inspo.provenance import package_info
 from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
@@ -66,9 +66,7 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
             "cpu_time": result.get("cpu_time", result["wall_time"]),
             "curve": [[c["iteration"], c["return"]] for c in result["curve"]],
             "final_win_rate": result.get("final_win_rate"),
-            # A run trained here was made on this machine; a cached run names its own (None: made before runs
-            # recorded their machine).
-            "machine": result.get("machine", {}).get("cpu") if from_cache else machine_info()["cpu"],
+            "machine": result.get("machine", {}).get("cpu"),  # None: made before runs recorded their machine
             "win_curve": [[c["iteration"], c.get("win_rate")] for c in result["curve"]], "cached": from_cache}
 
 
