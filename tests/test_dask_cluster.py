@@ -228,7 +228,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(xor_data: Path, tmp_path
     _interrupted_run(config, monkeypatch, after_saves=3)
     assert runner.cached(config) is None
     got = runner.train_one(config)
-    assert calls[-1] == {"resume": True, "overwrite": False}
+    assert calls[-1] == {"resume": True, "overwrite": False, "clones": None}
     same = ("final", "best", "behaviour", "optimum", "curve", "final_win_rate", "win_curve", "cached")
     assert {k: got[k] for k in same} == {k: expected[k] for k in same}
 
@@ -236,14 +236,14 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(xor_data: Path, tmp_path
     other = {**base, "out": str(tmp_path / "other-budget")}
     _interrupted_run(other, monkeypatch, after_saves=1)
     runner.train_one({**other, "iters": 30})
-    assert calls[-1] == {"resume": False, "overwrite": True}
+    assert calls[-1] == {"resume": False, "overwrite": True, "clones": None}
     assert json.loads((Path(other["out"]) / "metrics.json").read_text())["config"]["iters"] == 30
     unknown = {**base, "out": str(tmp_path / "unknown-version")}
     _interrupted_run(unknown, monkeypatch, after_saves=1)
     state = Path(unknown["out"]) / "checkpoint.pt"
     checkpoint.save({k: v for k, v in checkpoint.load(state).items() if k != "version"}, state)
     runner.train_one(unknown)
-    assert calls[-1] == {"resume": False, "overwrite": True}
+    assert calls[-1] == {"resume": False, "overwrite": True, "clones": None}
 
 
 @pytest.mark.parametrize("after_saves, together", [(4, True), (3, False)])
@@ -264,7 +264,7 @@ def test_an_interrupted_population_resumes_as_its_runs_would(xor_data: Path, tmp
     monkeypatch.setattr(runner, "train_members", lambda cfgs, **kw: populations.append(kw) or real_members(cfgs, **kw))
     monkeypatch.setattr(runner, "train", lambda cfg, **kw: singles.append(kw) or real_train(cfg, **kw))
     got = runner.train_group(configs)
-    resumed = {"resume": True, "overwrite": False}
+    resumed = {"resume": True, "overwrite": False, "clones": None}
     assert (populations, singles) == (([resumed], []) if together else ([], [resumed, resumed]))
     same = ("final", "best", "behaviour", "optimum", "curve", "final_win_rate", "win_curve", "cached")
     assert [{k: g[k] for k in same} for g in got] == approx_nested([{k: e[k] for k in same} for e in expected])

@@ -87,6 +87,8 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "## xor-ab-ba" in printed and "| InSPO |" in printed
     # Runs trained here and runs read from the cache name the same machine: this one.
     assert record["machines"] == {machine_info()["cpu"]: 15} and f"made on {machine_info()['cpu']} (15 runs)" in printed
+    # One behaviour clone per dataset, made by the first method and reused by the other four (inspo.clones).
+    assert len(list((out / "cache" / "clones").glob("*.pt"))) == len(datasets)
 
     # The second time every run comes from the run cache: nothing is trained, the numbers are the same.
     monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo} again"))

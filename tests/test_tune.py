@@ -126,6 +126,8 @@ def test_tiny_search_finds_a_config_at_least_as_good_as_the_default(xor_data: Pa
         assert result["status"] == "success" and result["runs"][0]["curve"]
     assert summary["incumbent"]["return"] == max(t["return"] for t in summary["trials"])
     assert len({(t["params"]["lr_policy"], t["params"]["alpha"]) for t in summary["trials"]}) > 1
+    # The trials clone the data's policy once per cloning setting (lr_policy; alpha acts after the cloning).
+    assert len(list((out / "clones").glob("*.pt"))) == len({t["params"]["lr_policy"] for t in summary["trials"]})
 
     # The incumbent, trained by `inspo train --config`, against the default config on the same budget.
     run = tmp_path / "incumbent-run"

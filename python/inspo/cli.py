@@ -41,7 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             check_out_dir(cfg.out)
     run = train_population if cfg.is_population() else train
     try:
-        result = run(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite)
+        result = run(cfg, progress=True, resume=bool(args.resume), overwrite=args.overwrite, clones=args.clones)
     except TrainingInterrupted as exc:
         _fail("inspo train", str(exc))
         return EXIT_INTERRUPTED
@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR (other flags ignored)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, a folder that holds a run is refused)")
+    p.add_argument("--clones", metavar="DIR",
+                   help="folder of behaviour clones: a run that clones the data's policy as one there did starts from "
+                        "that clone (the same run, without the cloning time); a run that clones keeps its clone there")
     add_config_flags(p, population=True)
     p.set_defaults(func=_cmd_train)
 

@@ -45,6 +45,7 @@ from inspo.algos.bc import BehaviourCloning
 from inspo.algos.learner import Learner
 from inspo.algos.parallel import Shard
 from inspo.algos.population import LearnerPopulation, make_bc_population, make_population
+from inspo.clones import Clones, clone_key, clone_state, start_from
 from inspo.config import MEMBER_FIELDS, TrainConfig
 from inspo.data import load_dataset
 from inspo.data.format import check_recorded_env
@@ -94,10 +95,11 @@ class PopulationResult:
 
 
 def train_population(config: TrainConfig, progress: bool = False, resume: bool = False,
-                     overwrite: bool = False) -> PopulationResult:
+                     overwrite: bool = False, clones: str | os.PathLike | None = None) -> PopulationResult:
     """Train the members of ``config`` (a config with ``seeds`` or ``per_member``) together; see the module
     docstring. ``resume`` and ``overwrite`` act as in :func:`inspo.training.train`, on the population's folder and
-    every member's: a folder that holds a run is refused without one of them, and a busy one at once."""
+    every member's: a folder that holds a run is refused without one of them, and a busy one at once. ``clones``:
+    a folder of behaviour clones that a fresh population starts from or saves to (:mod:`inspo.clones`)."""
     config.validate()
     if not config.is_population():
         raise ValueError("train_population needs config.seeds or config.per_member; train a single run with "
@@ -105,16 +107,17 @@ def train_population(config: TrainConfig, progress: bool = False, resume: bool =
     if resume and overwrite:
         raise ValueError("resume=True continues the population in config.out and overwrite=True deletes it; pass one")
     before = left_behind(config.out, resume)
-    return _guarded(config.members(), config, progress, resume, overwrite, before)
+    return _guarded(config.members(), config, progress, resume, overwrite, before, clones)
 
 
 def train_members(members: Sequence[TrainConfig], progress: bool = False, resume: bool = False,
-                  overwrite: bool = False) -> PopulationResult:
+                  overwrite: bool = False, clones: str | os.PathLike | None = None) -> PopulationResult:
     """Train the single-run configs ``members`` as one population: member p is exactly ``inspo.train(members[p])``
     and its folder (its own ``out``, or none) ends as that run's (``checkpoint.pt``, ``best.pt``, ``final.pt``,
     ``metrics.json``, its logs); no ``population.json`` is written. ``resume``: every member continues from its own
     ``checkpoint.pt`` (or ``checkpoint.previous.pt``: the last step that every member saved); ``overwrite``: what
-    the members' folders held is replaced. The members must be able to train together (:func:`check_members`)."""
+    the members' folders held is replaced; ``clones`` as in :func:`train_population`. The members must be able to
+    train together (:func:`check_members`)."""
     members = list(members)
     check_members(members)
     if resume and overwrite:
@@ -123,7 +126,7 @@ def train_members(members: Sequence[TrainConfig], progress: bool = False, resume
     before = ("nothing was saved (no out)" if out is None
               else f"the members' folders ({out}, ...) are unchanged" if resume
               else f"no run was written to the members' folders ({out}, ...)")
-    return _guarded(members, None, progress, resume, overwrite, before)
+    return _guarded(members, None, progress, resume, overwrite, before, clones)
 
 
 _MAY_DIFFER = ("seed", "out", *MEMBER_FIELDS)
@@ -157,7 +160,7 @@ def check_members(members: Sequence[TrainConfig]) -> None:
 
 
 def _guarded(members: list[TrainConfig], population: TrainConfig | None, progress: bool, resume: bool,
-             overwrite: bool, before: str) -> PopulationResult:
+             overwrite: bool, before: str, clones: str | os.PathLike | None) -> PopulationResult:
     """Train ``members`` with the threads of their config, stop requests deferred to the end of a step, and their
     folders (and ``population.out``, the population's own) claimed."""
     threads = torch.get_num_threads()
@@ -166,7 +169,7 @@ def _guarded(members: list[TrainConfig], population: TrainConfig | None, progres
     try:
         with (StopRequests(before) as stop, _claim_folders(population, members, resume, overwrite),
               contextlib.ExitStack() as closing):
-            return _train_population(members, population, progress, resume, stop, closing)
+            return _train_population(members, population, progress, resume, stop, closing, clones)
     finally:
         torch.set_num_threads(threads)
 
@@ -186,7 +189,8 @@ def _claim_folders(population: TrainConfig | None, members: list[TrainConfig], r
 
 
 def _train_population(members: list[TrainConfig], population: TrainConfig | None, progress: bool, resume: bool,
-                      stop: StopRequests, closing: contextlib.ExitStack) -> PopulationResult:
+                      stop: StopRequests, closing: contextlib.ExitStack,
+                      clones: str | os.PathLike | None) -> PopulationResult:
     """Train ``members`` together; ``population``: the config they are the members of, whose folder gets
     ``population.json`` (None for :func:`train_members`)."""
     config = members[0]  # what every member shares (check_members; TrainConfig.members)
@@ -282,6 +286,15 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
             learner.load_state_dict(state["learner"])
         pop = make_population(learners)
     runs = [book.run for book in books]
+    # As in a single run (inspo.training): only a population that starts afresh reuses or keeps its clone.
+    cache = Clones(clones) if clones is not None and bc_steps > 0 and runs[0]["step"] == 0 else None
+    key = clone_key(members, sha256) if cache is not None else None
+    bc_rows: list[list[tuple[int, float]]] = [[] for _ in members]
+    found = cache.load(key) if cache is not None else None
+    if found is not None:
+        rng[:] = [start_from(clone, bc, g, book) for clone, bc, g, book in zip(found, bcs, gens, books)]
+        bc_pop.reload()
+        cache = None
     started = time.perf_counter() - runs[0]["wall_time"]
     cpu_started = time.process_time() - resumed_cpu_time(runs[0], len(runs))
     checked = max(runs[0]["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
@@ -295,14 +308,19 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
             if bad:
                 raise FloatingPointError(f"population member {bad[0]} (seed {members[bad[0]].seed}): non-finite "
                                          f"bc_nll ({values[bad[0]]}) at behaviour-cloning step {step}; {KEPT}")
+            if (step + 1) % config.log_every == 0:
+                for book, rows, value in zip(books, bc_rows, values):
+                    book.log_row(step + 1, 0, {"bc_nll": value})
+                    rows.append((step + 1, value))
+            if step % 100 == 0:
+                bar.update(step + 1, f"bc nll {np.mean(values):.4f}")
             if step == bc_steps - 1:
                 for run, value in zip(runs, values):
                     run["bc_nll"] = value
-            if step % 100 == 0:
-                bar.update(step + 1, f"bc nll {np.mean(values):.4f}")
-            if (step + 1) % config.log_every == 0:
-                for book, value in zip(books, values):
-                    book.log_row(step + 1, 0, {"bc_nll": value})
+                if cache is not None:
+                    bc_pop.sync()
+                    cache.save(key, [clone_state(bc, g, state, value, rows)
+                                     for bc, g, state, value, rows in zip(bcs, gens, rng, values, bc_rows)])
         else:
             it = step - bc_steps + 1
             if pop is None:

@@ -19,6 +19,7 @@ from inspo.algos.graph import GraphedIteration
 from inspo.algos.learner import Learner
 from inspo.algos.networks import AgentPolicies
 from inspo.algos.parallel import Shard
+from inspo.clones import Clones, clone_key, clone_state, start_from
 from inspo.config import TrainConfig
 from inspo.data import load_dataset
 from inspo.data.format import check_recorded_env
@@ -36,7 +37,7 @@ __all__ = ["TrainResult", "TrainingInterrupted", "evaluate", "policy_outcome", "
 
 
 def train(config: TrainConfig, progress: bool = False, resume: bool = False,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, clones: str | os.PathLike | None = None) -> TrainResult:
     """Train ``config.algo`` on ``config.dataset``; write metrics and checkpoints to ``config.out`` if set.
 
     A run with ``out`` saves its full state to ``out/checkpoint.pt`` every ``config.checkpoint_every`` steps and
@@ -45,6 +46,10 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
     checkpoint made with another config (``out`` aside: the folder may be spelled differently or have moved) or on
     another dataset (its manifest SHA-256 is recorded). SIGINT/SIGTERM before the first step raise
     :class:`TrainingInterrupted` at once, and no file is written.
+
+    ``clones``: a folder of behaviour clones (:mod:`inspo.clones`). A fresh run whose clone is there starts from it
+    instead of cloning (and ends exactly as if it had cloned); one that clones from its first step saves its clone
+    there. Not with ``config.ddp``.
 
     The run holds ``out`` for itself (see :mod:`inspo.run_folder`): a second run on the same folder fails at once,
     and a folder that already holds a run is refused (``FileExistsError``) unless ``resume`` continues it or
@@ -68,7 +73,7 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
     try:
         with (StopRequests(before) as stop, _data_parallel(config) as shard,
               _claim_run_folder(config, shard, resume, overwrite), contextlib.ExitStack() as closing):
-            return _train(config, progress, resume, shard, stop, closing)
+            return _train(config, progress, resume, shard, stop, closing, clones)
     finally:
         torch.set_num_threads(threads)
 
@@ -122,7 +127,7 @@ def _data_parallel(cfg: TrainConfig) -> Iterator[Shard]:
 
 
 def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: StopRequests,
-           closing: contextlib.ExitStack) -> TrainResult:
+           closing: contextlib.ExitStack, clones: str | os.PathLike | None) -> TrainResult:
     device = shard.device
     lead = shard.rank == 0  # the rank that evaluates, reports and writes files
     dtype = getattr(torch, cfg.dtype)
@@ -175,6 +180,14 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
     if saved is not None and saved["learner"] is not None:
         learner = start_learner()
         learner.load_state_dict(saved["learner"])
+    # A clone is reused or kept only by a run that starts afresh: a resumed one has logged part of its rows before.
+    cache = Clones(clones) if clones is not None and bc_steps > 0 and not cfg.ddp and run["step"] == 0 else None
+    key = clone_key([cfg], ds.manifest["manifest_sha256"]) if cache is not None else None
+    bc_rows: list[tuple[int, float]] = []
+    found = cache.load(key) if cache is not None else None
+    if found is not None:
+        torch.set_rng_state(start_from(found[0], bc, gen, book))
+        cache = None
     started = time.perf_counter() - run["wall_time"]
     cpu_started = time.process_time() - resumed_cpu_time(run)
     checked = max(run["step"] - bc_steps, 0)  # the last iteration whose losses were checked finite
@@ -190,12 +203,15 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
                 shard.require_finite(bc_nll=loss)  # collective: every rank stops together
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{exc} at behaviour-cloning step {step}; {KEPT}") from None
-            if step == bc_steps - 1:
-                run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
-            if step % 100 == 0:
-                bar.update(step + 1, f"bc nll {float(loss):.4f}")
             if (step + 1) % cfg.log_every == 0:
                 book.log_row(step + 1, 0, {"bc_nll": float(loss)})
+                bc_rows.append((step + 1, float(loss)))
+            if step % 100 == 0:
+                bar.update(step + 1, f"bc nll {float(loss):.4f}")
+            if step == bc_steps - 1:
+                run["bc_nll"] = shard.reduce_stats({"bc_nll": loss})["bc_nll"]
+                if cache is not None:
+                    cache.save(key, [clone_state(bc, gen, torch.get_rng_state(), run["bc_nll"], bc_rows)])
         else:
             it = step - bc_steps + 1
             if learner is None:

@@ -104,11 +104,13 @@ class _Objective:
     """SMAC3's target function: train the base config (``base``: its fields by flat name) with a trial's values
     (and, multi-fidelity, its iteration budget); cost = -return. A trial in ``replay`` (a resumed search's finished
     trials) is answered with its recorded result. Picklable, so dask workers can run it; it writes nothing (the
-    main process records each trial when SMAC3 is told the result)."""
+    main process records each trial when SMAC3 is told the result; ``clones``: the folder of behaviour clones the
+    trials start from and keep, since every trial clones the same way)."""
 
     def __init__(self, base: dict[str, Any], space: Space, seeds: list[int], objective: str,
-                 replay: dict[str, dict[str, Any]]) -> None:
+                 replay: dict[str, dict[str, Any]], clones: str) -> None:
         self.base, self.space, self.seeds, self.objective, self.replay = base, space, seeds, objective, replay
+        self.clones = clones
 
     @property
     def __code__(self) -> Any:  # SMAC3 fingerprints its target function by the bytecode
@@ -140,7 +142,7 @@ class _Objective:
         results = []
         for cfg in self.configs(params, iters):
             try:
-                results.append(train(cfg))
+                results.append(train(cfg, clones=self.clones))
             except TrainingInterrupted as exc:  # SMAC3 would record an Exception as a crashed trial and go on
                 raise KeyboardInterrupt(str(exc)) from None
         return self.score(params, results)
@@ -271,14 +273,15 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
          params: list[str] | None = None, ranges: Space | None = None, seeds: int = 1,
          objective: str = "final", smac_seed: int = 0, overwrite: bool = False, resume: bool = False,
          fidelity: str | None = None, min_iters: int | None = None, progress: bool = False,
-         verbose: bool = False, population: int = 1) -> TuneResult:
+         verbose: bool = False, population: int = 1, clones: str | Path | None = None) -> TuneResult:
     """Search hyper-parameters of ``base`` with SMAC3 (``trials`` trainings, ``workers`` local processes in parallel
     through dask, or on the :class:`~inspo.cluster.Cluster` given),
     maximising the evaluation return; write the folder described in the module docstring to ``out``.
     ``resume``: continue the search in ``out`` (same settings, see :mod:`inspo.tune_resume`); ``fidelity="iters"``:
     a multi-fidelity search over iteration budgets from ``min_iters`` (default ``iters / 9``) to ``base.iters``;
     ``population`` > 1: trials proposed in rounds and trained as populations of that many
-    (:mod:`inspo.tune_population`)."""
+    (:mod:`inspo.tune_population`). The trials clone the data's policy once and start from that clone
+    (:mod:`inspo.clones`), kept in ``clones`` (default: ``<out>/clones``)."""
     if trials < 2:
         raise ValueError(f"--trials must be >= 2 (the default config and at least one proposal), got {trials}")
     if (isinstance(workers, int) and workers < 1) or seeds < 1 or population < 1:
@@ -327,8 +330,9 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
     replay = finished_trials(out) if resume else {}
     started = time.perf_counter()
     # Workers on other machines start in other folders: they get the dataset's absolute path.
+    clones = Path(clones) if clones is not None else out / "clones"
     fn = _Objective({**base_flat, "dataset": str(Path(base.dataset).absolute())} if cluster.external else base_flat,
-                    space, seed_list, objective, replay)
+                    space, seed_list, objective, replay, str(clones.absolute() if cluster.external else clones))
     jsonio.write(out / "tune.json", summary)
     jsonio.write(out / "base_config.json", base_dict)
     recorder = _Recorder(out, summary, fn, trials, progress)

@@ -39,7 +39,7 @@ def train_trials(objective: Any, trials: list[Trial]) -> list[dict[str, Any]]:
     started = time.perf_counter()
     configs = [objective.configs(params, iters) for params, iters in trials]
     try:
-        result = train_members([cfg for runs in configs for cfg in runs])
+        result = train_members([cfg for runs in configs for cfg in runs], clones=objective.clones)
     except TrainingInterrupted as exc:  # as a trial alone: the search stops, what was told is kept
         raise KeyboardInterrupt(str(exc)) from None
     except Exception:  # e.g. a member's non-finite loss stops every member: train the trials alone

@@ -242,7 +242,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
                                      every, eval_episodes, suite, hyper)
     progress = Progress(len(configs))
     outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
-                       train=not partial)
+                       train=not partial, clones=cache / "clones")
 
     rows, missing = [], [f"{d} (no dataset or cloning length yet)" for d in datasets if d not in paths]
     for dataset in ready:

@@ -106,7 +106,8 @@ def reproduce_bridge(data_root: Path, datasets: Sequence[str], seeds: Sequence[i
                                            **suite.settings).to_dict())
                 keys.append((name, method, seed))
     progress = Progress(len(configs))
-    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations)
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
+                       clones=cache / "clones")
 
     optimum = bridge_optimum(suite.eval_limit)
     rows = []

@@ -91,7 +91,8 @@ def reproduce_collapse(out: Path, suite: CollapseSuite = COLLAPSE, policies: Pat
         variants.append({"dataset": first, "seed": suite.seeds[0], "label": f"rho_max {rho_max:g}"})
     progress = Progress(len(configs))
     run_all(configs, jobs, lambda k, o: progress(f"{variants[k]['dataset']} {variants[k]['label']} seed "
-                                                 f"{variants[k]['seed']}", o), populations)
+                                                 f"{variants[k]['seed']}", o), populations,
+            clones=cache / "clones")
     for k, (config, variant) in enumerate(zip(configs, variants)):  # the run cache is the record: curves with ESS
         metrics = json.loads((Path(config["out"]) / "metrics.json").read_text())
         variant["curve"] = _curve(metrics)

@@ -114,7 +114,8 @@ def reproduce_matrix(seeds: Sequence[int], iters: int, bc_steps: int, episodes: 
             keys.append((case, seed))
     progress = Progress(len(configs))
     outcomes = run_all(configs, jobs, lambda k, o: progress(
-        f"{keys[k][0].game} {keys[k][0].data} {keys[k][0].setting} seed {keys[k][1]}", o), populations)
+        f"{keys[k][0].game} {keys[k][0].data} {keys[k][0].setting} seed {keys[k][1]}", o), populations,
+        clones=cache / "clones")
 
     rows = []
     for c, case in enumerate(suite.cases):

@@ -22,6 +22,7 @@ whichever machines did the rest.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -70,14 +71,15 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
             "win_curve": [[c["iteration"], c.get("win_rate")] for c in result["curve"]], "cached": from_cache}
 
 
-def train_one(config: dict[str, Any]) -> dict[str, Any]:
+def train_one(config: dict[str, Any], clones: str | None = None) -> dict[str, Any]:
     """Train one config (in this process or as a task on a dask worker) and keep what the tables need. A run of
     this config and inspo version that stopped part-way (its worker died, the command was interrupted) resumes from
     its ``checkpoint.pt``; anything else in its folder is outdated (:func:`cached` found no finished run with these
-    settings there) and is replaced."""
+    settings there) and is replaced. ``clones``: the folder of behaviour clones to start from and keep
+    (:mod:`inspo.clones`)."""
     cfg = TrainConfig.from_dict(config)
     resume = _resumable(cfg)
-    return _outcome(asdict(train(cfg, resume=resume, overwrite=not resume)), from_cache=False)
+    return _outcome(asdict(train(cfg, resume=resume, overwrite=not resume, clones=clones)), from_cache=False)
 
 
 def _resumable(cfg: TrainConfig) -> bool:
@@ -98,26 +100,27 @@ def _resume_step(cfg: TrainConfig) -> int | None:
         return None
 
 
-def train_group(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def train_group(configs: list[dict[str, Any]], clones: str | None = None) -> list[dict[str, Any]]:
     """Train the configs of a group (:func:`population_groups`) as one population (in this process or as a task on
     a dask worker) and keep what the tables need of each, as :func:`train_one` would: every run's folder ends as its
     single run's. A group whose runs are all fresh trains from the start; one whose runs all stopped at the same
     checkpointed step (a population that was interrupted) resumes together from there; any other group (some runs
     resumable, some not, or resumable at different steps) trains its runs one by one with :func:`train_one`, each
-    resuming where it can: the simplest rule that keeps every run what it would be alone."""
+    resuming where it can: the simplest rule that keeps every run what it would be alone. ``clones`` as in
+    :func:`train_one`."""
     if len(configs) == 1:
-        return [train_one(configs[0])]
+        return [train_one(configs[0], clones)]
     cfgs = [TrainConfig.from_dict(c) for c in configs]
     steps = {_resume_step(cfg) for cfg in cfgs}
     if len(steps) > 1:
         outcomes = []
         for config in configs:
-            outcomes.append(train_one(config))
+            outcomes.append(train_one(config, clones))
             # What an interrupted population kept of the run; the finished run's folder ends as a single run's.
             (Path(config["out"]) / PREVIOUS).unlink(missing_ok=True)
         return outcomes
     resume = steps != {None}
-    result = train_members(cfgs, resume=resume, overwrite=not resume)
+    result = train_members(cfgs, resume=resume, overwrite=not resume, clones=clones)
     return [_outcome(asdict(r), from_cache=False) for r in result.members]
 
 
@@ -168,12 +171,14 @@ def cached_dataset(path: Path, build: Callable[[], Any], make: bool = True) -> P
 # -- running many training runs -----------------------------------------------------------------------------------
 def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
             on_done: Callable[[int, dict[str, Any]], None], populations: bool = True,
-            train: bool = True) -> list[dict[str, Any] | None]:
+            train: bool = True, clones: Path | None = None) -> list[dict[str, Any] | None]:
     """Run every config (``jobs``: that many local processes, or the :class:`~inspo.cluster.Cluster` to run on),
     reading finished ones from the run cache instead; ``on_done(index, outcome)`` is called as each one is done.
     ``populations``: the configs that differ only in seed (and member hyper-parameters) train together, one task
     per group (:func:`population_groups`, :func:`train_group`); else one task per config. ``train=False``: only
-    read the run cache, the outcome of a run not found there is None (a partial table)."""
+    read the run cache, the outcome of a run not found there is None (a partial table). ``clones``: a folder of
+    behaviour clones (:mod:`inspo.clones`) that the runs start from and keep, so that the methods trained on the
+    same data with the same seed clone once."""
     cluster = jobs if isinstance(jobs, Cluster) else Cluster(workers=jobs)
     outcomes: list[dict[str, Any] | None] = [None for _ in configs]
     todo = []
@@ -188,18 +193,20 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
         return outcomes
     pending = [configs[k] for k in todo]
     groups = [[todo[i] for i in g] for g in population_groups(pending)] if populations else [[k] for k in todo]
+    # Workers of an existing cluster may start in other folders (other machines): they get absolute paths. Local
+    # workers share this working folder, so the runs' records keep the paths as given (no folder of this machine).
+    where = None if clones is None else os.path.abspath(clones) if cluster.external else str(clones)
+    task = functools.partial(train_group, clones=where)
     if not cluster.parallel:
-        for g, group_outcomes in run_each(train_group, [[configs[k] for k in group] for group in groups], cluster):
+        for g, group_outcomes in run_each(task, [[configs[k] for k in group] for group in groups], cluster):
             for k, outcome in zip(groups[g], group_outcomes):
                 outcomes[k] = outcome
                 on_done(k, outcome)
         return outcomes
-    # Workers of an existing cluster may start in other folders (other machines): they get absolute paths. Local
-    # workers share this working folder, so the runs' records keep the paths as given (no folder of this machine).
     tasks = [[{**configs[k], "out": os.path.abspath(configs[k]["out"]),
                "dataset": os.path.abspath(configs[k]["dataset"])} if cluster.external else configs[k]
               for k in group] for group in groups]
-    for g, _ in run_each(train_group, tasks, cluster):
+    for g, _ in run_each(task, tasks, cluster):
         for k, task in zip(groups[g], tasks[g]):
             found = cached(configs[k])
             if found is None:

@@ -207,7 +207,8 @@ def reproduce_smax(maps: Sequence[str], qualities: Sequence[str], seeds: Sequenc
         raise ValueError(f"no SMAX dataset can be made: {', '.join(missing)} need online-trained policies "
                          f"(`inspo online train`, then --policies DIR)")
     progress = Progress(len(configs))
-    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations)
+    outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
+                       clones=cache / "clones")
 
     rows = []
     for map_name in maps:

@@ -114,7 +114,8 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
         if found is None and not partial and base is not None:
             ranges = {k: v for k, v in protocol.tune_ranges.items() if k in fields}
             tune(base, folder, trials=protocol.tune_trials, workers=jobs, params=list(fields), ranges=ranges,
-                 smac_seed=protocol.smac_seed, resume=(folder / "tune.json").is_file(), progress=True)
+                 smac_seed=protocol.smac_seed, resume=(folder / "tune.json").is_file(), progress=True,
+                 clones=cache / "clones")
             found = _search(folder, base, digest)
         if found is not None:
             searches[method] = found
