@@ -3,7 +3,7 @@
 Every run starts by cloning the data's policy mu (``bc_steps`` steps, :class:`~inspo.algos.bc.BehaviourCloning`),
 and that phase depends on the data and on a few settings only, not on the method that follows. A study that trains
 MA-ICQ, OMIGA, CFCQL, InSPO and BC on the same data with the same seed therefore makes the same clone five times
-(up to a quarter of a run where the cloning is long). Given a folder (``clones=`` of :func:`inspo.train` and
+(a sixth of a run's CPU time where the cloning is long). Given a folder (``clones=`` of :func:`inspo.train` and
 :func:`inspo.population_training.train_members`), a run saves its clone there when the cloning ends, and a later
 run with the same key loads it instead of cloning: the clone's networks and optimiser, the generator and global RNG
 states after the last cloning step, and the rows it logged. The run then goes on exactly as if it had cloned
