@@ -196,9 +196,9 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
     # Workers of an existing cluster may start in other folders (other machines): they get absolute paths. Local
     # workers share this working folder, so the runs' records keep the paths as given (no folder of this machine).
     where = None if clones is None else os.path.abspath(clones) if cluster.external else str(clones)
-    task = functools.partial(train_group, clones=where)
+    train_task = functools.partial(train_group, clones=where)
     if not cluster.parallel:
-        for g, group_outcomes in run_each(task, [[configs[k] for k in group] for group in groups], cluster):
+        for g, group_outcomes in run_each(train_task, [[configs[k] for k in group] for group in groups], cluster):
             for k, outcome in zip(groups[g], group_outcomes):
                 outcomes[k] = outcome
                 on_done(k, outcome)
@@ -206,7 +206,7 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
     tasks = [[{**configs[k], "out": os.path.abspath(configs[k]["out"]),
                "dataset": os.path.abspath(configs[k]["dataset"])} if cluster.external else configs[k]
               for k in group] for group in groups]
-    for g, _ in run_each(task, tasks, cluster):
+    for g, _ in run_each(train_task, tasks, cluster):
         for k, task in zip(groups[g], tasks[g]):
             found = cached(configs[k])
             if found is None:
