@@ -38,6 +38,7 @@ from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, QMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.optim import adam
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
@@ -55,7 +56,7 @@ class CFCQL(Learner):
         self.mixer = QMixer(state_dim, n, cfg.hidden).to(device)
         self.q_target = self.target(self.q)
         self.mixer_target = self.target(self.mixer)
-        self.opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
+        self.opt = adam([*self.q.parameters(), *self.mixer.parameters()], cfg.lr_critic)
         self.pi = AgentPolicies(n, obs_dim, n_actions, cfg.hidden, cfg.shared_policy).to(device).requires_grad_(False)
         self.sync_policy()
 

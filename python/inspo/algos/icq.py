@@ -42,6 +42,7 @@ from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.optim import adam
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
@@ -56,12 +57,12 @@ class ICQ(Learner):
         super().__init__(cfg, mu, state_dim, device, generator, shard)
         n = self.n_agents
         self.pi = copy.deepcopy(mu)
-        self.pi_opt = torch.optim.Adam(self.pi.parameters(), lr=cfg.lr_policy)
+        self.pi_opt = adam(self.pi.parameters(), cfg.lr_policy)
         self.q = AgentUtilities(n, self.obs_dim, self.n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
         self.q_target = self.target(self.q)
         self.mixer_target = self.target(self.mixer)
-        self.critic_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
+        self.critic_opt = adam([*self.q.parameters(), *self.mixer.parameters()], cfg.lr_critic)
 
     # -- 1. critic: in-sample implicit-constraint target -------------------------------------------------------
     def critic_step(self, b: Batch) -> Tensor:

@@ -39,6 +39,7 @@ from inspo.algos.batch import Batch
 from inspo.algos.learner import Learner
 from inspo.algos.mixers import AgentUtilities, LinearMixer
 from inspo.algos.networks import AgentPolicies
+from inspo.algos.optim import adam
 from inspo.algos.parallel import Shard
 from inspo.config import TrainConfig
 
@@ -53,15 +54,15 @@ class OMIGA(Learner):
         super().__init__(cfg, mu, state_dim, device, generator, shard)
         n, obs_dim = self.n_agents, self.obs_dim
         self.pi = copy.deepcopy(mu)
-        self.pi_opt = torch.optim.Adam(self.pi.parameters(), lr=cfg.lr_policy)
+        self.pi_opt = adam(self.pi.parameters(), cfg.lr_policy)
         self.q = AgentUtilities(n, obs_dim, self.n_actions, cfg.hidden, cfg.shared_policy).to(device)
         self.v = AgentUtilities(n, obs_dim, 1, cfg.hidden, cfg.shared_policy).to(device)
         self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
         self.q_target = self.target(self.q)
         self.v_target = self.target(self.v)
         self.mixer_target = self.target(self.mixer)
-        self.q_opt = torch.optim.Adam([*self.q.parameters(), *self.mixer.parameters()], lr=cfg.lr_critic)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr_critic)
+        self.q_opt = adam([*self.q.parameters(), *self.mixer.parameters()], cfg.lr_critic)
+        self.v_opt = adam(self.v.parameters(), cfg.lr_critic)
 
     @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
