@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from _pausing import paused_train
 from inspo import checkpoint
 from inspo.algos.bc import BehaviourCloning
 from inspo.cli import main
@@ -103,12 +106,27 @@ def test_a_population_from_its_saved_clone_is_the_population_that_cloned(data: s
     assert len(list(clones.glob("*.pt"))) == 2
 
 
-def test_a_resumed_run_neither_reuses_nor_keeps_a_clone(data: str, tmp_path: Path) -> None:
+def test_a_run_resumed_during_its_cloning_neither_reuses_nor_keeps_a_clone(data: str, tmp_path: Path) -> None:
     clones = tmp_path / "clones"
-    cfg = TrainConfig(dataset=data, algo="icq", out=str(tmp_path / "run"), **TINY)
-    train(cfg)
-    train(replace(cfg, iters=18), resume=False, overwrite=True, clones=clones)
-    assert len(list(clones.glob("*.pt"))) == 1
+    cfg = TrainConfig(dataset=data, algo="omiga", **TINY)
+    train(replace(cfg, algo="icq", out=str(tmp_path / "icq")), clones=clones)  # the clone a fresh OMIGA run would take
+    train(replace(cfg, out=str(tmp_path / "whole")))
+    flags = ["--dataset", data, "--algo", "omiga"]
+    for k, v in TINY.items():
+        flags += [f"--{k.replace('_', '-')}", str(v)]
+    # Killed in its checkpoint write at step 21 of its 30 cloning steps: it resumes from step 14, after its row 10.
+    proc = paused_train(3, *flags, "--out", str(tmp_path / "killed"))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["run"]["step"] == 14
+    shutil.copytree(tmp_path / "killed", tmp_path / "killed-2")
+    # With a clone it could take, it clones on from its checkpoint, as the run that was never killed ...
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--clones", str(clones)]) == 0
+    assert_identical(tmp_path / "whole", tmp_path / "killed")
+    # ... and without one it keeps none: its rows before the kill are in its log only.
+    assert main(["train", "--resume", str(tmp_path / "killed-2"), "--clones", str(tmp_path / "new")]) == 0
+    assert_identical(tmp_path / "whole", tmp_path / "killed-2")
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_key_holds_what_the_cloning_reads() -> None:
@@ -131,7 +149,8 @@ def test_an_unreadable_clone_is_made_again(data: str, tmp_path: Path) -> None:
     train(replace(cfg, out=str(tmp_path / "first")), clones=clones)
     (saved,) = clones.glob("*.pt")
     saved.write_bytes(b"not a checkpoint")
-    assert Clones(clones).load(clone_key([cfg], "any")) is None
+    sha256 = json.loads((Path(data) / "manifest.json").read_text())["manifest_sha256"]
+    assert Clones(clones).load(clone_key([cfg], sha256)) is None
     train(replace(cfg, out=str(tmp_path / "second")), clones=clones)
     assert_identical(tmp_path / "first", tmp_path / "second")
     assert checkpoint.load(saved)["members"][0]["bc_nll"] > 0
