@@ -103,7 +103,12 @@ def connect(cluster: Cluster, verbose: bool = False) -> Iterator[Any]:
         log.setLevel(logging.ERROR)
     try:
         # Non-daemonic workers, so that a task may start processes of its own (as SMAC3's own cluster has them).
-        with dask.config.set({"distributed.worker.daemon": False}), contextlib.ExitStack() as stack:
+        # Without dask's MALLOC_TRIM_THRESHOLD_=65536 for its workers: glibc would hand the memory of every freed
+        # tensor back to the kernel and fault it in again on the next step, and a training step takes 1.8 times as
+        # long (measured on OMIGA, 2s3z, a population of 5: 92 ms instead of 51 ms).
+        settings = {"distributed.worker.daemon": False,
+                    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+        with dask.config.set(settings), contextlib.ExitStack() as stack:
             if cluster.external:
                 client = stack.enter_context(_existing(cluster))
             else:
