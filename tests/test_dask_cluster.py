@@ -276,7 +276,8 @@ def test_an_interrupted_population_resumes_as_its_runs_would(xor_data: Path, tmp
 def test_local_workers_start_without_dasks_malloc_trim_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     # dask's nannies give their workers MALLOC_TRIM_THRESHOLD_=65536, under which a training step is 1.8x slower.
     pytest.importorskip("distributed", reason=DASK_MISSING)
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS"):  # what dask's nannies would take from here
+        monkeypatch.delenv(name, raising=False)
     with connect(Cluster(workers=2)) as client:
         # The environment each worker process started with, which is what glibc read.
         started = client.run(lambda: open("/proc/self/environ", "rb").read().split(b"\0"))
