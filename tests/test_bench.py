@@ -3,6 +3,8 @@ the roofline columns."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,23 @@ def test_bench_train_times_populations(tmp_path: Path) -> None:
     assert pop["case"] == "bridge" and pop["members"] == 3
     assert pop["ratio"] == pytest.approx(pop["sequential"]["median_s"] / pop["stacked"]["median_s"])
     assert f"| bridge | 3 | {pop['sequential']['updates_per_s']:.1f} |" in (tmp_path / "train_cpu.md").read_text()
+
+
+def test_bench_workers_writes_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed", reason="dask.distributed is the optional extra 'cluster'")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    rc = main(["bench", "workers", "--cases", "n2", "--rows", "1000", "--repeats", "2", "--warmup", "1",
+               "--repeat-seconds", "0.05", "--out", str(tmp_path)])
+    assert rc == 0
+    (result,) = json.loads((tmp_path / "workers_cpu.json").read_text())["results"]
+    places = result["places"]
+    assert list(places) == ["this process", "inspo's local dask worker", "dask's default worker"]
+    assert places["this process"]["x_this_process"] == 1.0 and all(p["median_s"] > 0 for p in places.values())
+    if platform.libc_ver()[0] == "glibc":  # the trim threshold is glibc's: its workers fault memory in at every update
+        assert places["dask's default worker"]["faults_per_update"] > 10 * places["inspo's local dask worker"][
+            "faults_per_update"]
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # the nanny's variables did not stay in this process
+    assert (tmp_path / "workers_cpu.md").read_text().startswith("# InSPO updates in this process and in dask workers")
 
 
 def test_bench_needs_a_known_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,13 @@
 """Benchmarks against the pure-PyTorch path (``inspo bench``): :mod:`inspo.benchmarks.ops` times the kernels,
-:mod:`inspo.benchmarks.train` InSPO updates per second end to end. Modules are imported only when a benchmark runs."""
+:mod:`inspo.benchmarks.train` InSPO updates per second end to end, :mod:`inspo.benchmarks.workers` the same updates
+in dask's worker processes. Modules are imported only when a benchmark runs."""
 from __future__ import annotations
 
 import argparse
 import importlib
 
-BENCHMARKS = {"ops": "the fused kernels against their references", "train": "InSPO updates/s, fused vs PyTorch"}
+BENCHMARKS = {"ops": "the fused kernels against their references", "train": "InSPO updates/s, fused vs PyTorch",
+              "workers": "InSPO updates in this process and in dask workers"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
