@@ -84,6 +84,15 @@ def test_bench_needs_a_known_benchmark(capsys: pytest.CaptureFixture[str]) -> No
     assert "invalid choice: 'kernels'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("which", ["train", "workers"])
+@pytest.mark.parametrize("case", ["n0", "mpe", "nx"])
+def test_bench_needs_a_known_case(which: str, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", which, "--cases", "smax", case])
+    assert exc.value.code == 2
+    assert f"unknown case '{case}': expected bridge, smax or n<N>" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("order", ["random", "simultaneous"])
 @pytest.mark.parametrize("backend", ["fused", "torch"])
 def test_flop_count_is_what_an_update_multiplies(backend: str, order: str) -> None:

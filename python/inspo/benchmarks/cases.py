@@ -2,6 +2,8 @@
 shipped Bridge dataset, and SMAX-sized synthetic data with any number of agents, as the trainer holds them."""
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from inspo.benchmarks.ops import CHECKOUT
@@ -43,6 +45,13 @@ def bridge_data(device: torch.device) -> tuple[dict, dict]:
     data = _to_device(ds, device, torch.float32)
     spec = ds.manifest["env"]["spec"]
     return data, {k: spec[k] for k in ("n_agents", "obs_dim", "state_dim", "n_actions")}
+
+
+def case_name(value: str) -> str:
+    """``value`` if it names a case (``bridge``, ``smax`` or ``n<N>`` with N >= 1), for argparse's ``type=``."""
+    if value in ("bridge", "smax") or (value[:1] == "n" and value[1:].isdigit() and int(value[1:]) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown case {value!r}: expected bridge, smax or n<N> (N agents, N >= 1)")
 
 
 def case_setup(case: str, rows: int, device: torch.device) -> tuple[dict, dict, dict]:

@@ -57,7 +57,7 @@ from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
 from inspo.benchmarks import roofline
-from inspo.benchmarks.cases import BATCH_FIELDS, case_setup
+from inspo.benchmarks.cases import BATCH_FIELDS, case_name, case_setup
 from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.benchmarks.population import measure_population
 from inspo.benchmarks.train_report import BACKENDS, markdown
@@ -72,7 +72,7 @@ CURRENT = SimpleNamespace(BehaviourCloning=BehaviourCloning, InSPO=InSPO)
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=None,
+    p.add_argument("--cases", nargs="+", type=case_name, default=None,
                    help=f"bridge, smax, n<N> (default: bridge smax and n{{{','.join(map(str, SCALING))}}})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="5 repeats, scaling series N = 2, 8, 32")

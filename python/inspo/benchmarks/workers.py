@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from inspo.benchmarks.cases import case_setup
+from inspo.benchmarks.cases import case_name, case_setup
 from inspo.benchmarks.ops import RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.benchmarks.population import Member
 from inspo.cluster import Cluster, connect, require_dask
@@ -47,20 +47,24 @@ _LEARNERS: dict[tuple[str, int], Member] = {}  # per process: a place builds its
 def time_updates(case: str, rows: int, warmup: int, seconds: float) -> dict[str, float]:
     """Update this process's learner of ``case`` for about ``seconds`` (built, and updated ``warmup`` times, on the
     first call): seconds and minor page faults per update, and the system share of the process's CPU time."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    if (case, rows) not in _LEARNERS:
-        device = torch.device("cpu")
-        member = Member(0, *case_setup(case, rows, device), device)
-        for _ in range(warmup):
+    try:
+        if (case, rows) not in _LEARNERS:
+            device = torch.device("cpu")
+            member = Member(0, *case_setup(case, rows, device), device)
+            for _ in range(warmup):
+                member.learner.update(member.batch())
+            _LEARNERS[case, rows] = member
+        member = _LEARNERS[case, rows]
+        before, start, count = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
+        while count == 0 or time.perf_counter() - start < seconds:
             member.learner.update(member.batch())
-        _LEARNERS[case, rows] = member
-    member = _LEARNERS[case, rows]
-    before, start, count = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
-    while count == 0 or time.perf_counter() - start < seconds:
-        member.learner.update(member.batch())
-        count += 1
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
+            count += 1
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        torch.set_num_threads(threads)
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     return {"s_per_update": elapsed / count, "faults_per_update": (after.ru_minflt - before.ru_minflt) / count,
             "system_share": system / max(user + system, 1e-9)}
@@ -139,7 +143,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None, prog: str = "inspo bench workers") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=["smax"], help="bridge, smax or n<N> (inspo bench train's cases)")
+    p.add_argument("--cases", nargs="+", type=case_name, default=["smax"],
+                   help="bridge, smax or n<N> (inspo bench train's cases)")
     p.add_argument("--rows", type=int, default=20000, help="transitions of the synthetic datasets")
     p.add_argument("--warmup", type=int, default=5, help="updates of each place's learner before the first repeat")
     p.add_argument("--repeats", type=int, default=5)
