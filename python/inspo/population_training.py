@@ -1,12 +1,13 @@
 """Training a population: the P member runs of a config with ``seeds`` or ``per_member``
 (:meth:`~inspo.config.TrainConfig.members`) in one process, on one copy of the dataset.
 
-Member p is exactly the single run of ``members()[p]`` (``inspo train`` with that config): its networks are built
-under ``torch.manual_seed(seed_p)`` and from the global RNG state its single run would have at that point (each
-member keeps its own, swapped in around what draws from it), its batches and its learner's draws come from its own
-generator, and its folder ``<out>/seed_<s>`` (or ``<out>/member_<p>``) holds what the single run writes there:
-``checkpoint.pt``, ``best.pt``, ``final.pt``, ``metrics.json`` and its logs; ``inspo evaluate`` reads them and
-``inspo train --resume <member folder>`` continues that member alone. The members' iterations run through
+Member p is the single run of ``members()[p]`` (``inspo train`` with that config), bit for bit where the members
+update one after another and to rounding where they are stacked (InSPO's and behaviour cloning's members): its
+networks are built under ``torch.manual_seed(seed_p)`` and from the global RNG state its single run would have at
+that point (each member keeps its own, swapped in around what draws from it), its batches and its learner's draws
+come from its own generator, and its folder ``<out>/seed_<s>`` (or ``<out>/member_<p>``) holds what the single run
+writes there: ``checkpoint.pt``, ``best.pt``, ``final.pt``, ``metrics.json`` and its logs; ``inspo evaluate`` reads
+them and ``inspo train --resume <member folder>`` continues that member alone. The members' iterations run through
 :func:`~inspo.algos.population.make_population` (and behaviour cloning through
 :func:`~inspo.algos.population.make_bc_population`).
 
