@@ -1,4 +1,5 @@
-"""Adam as InSPO's learners use it: PyTorch's fused kernel, on whole networks or one member of a stack at a time."""
+"""Adam as the learners use it: for InSPO's, PyTorch's fused kernel, on whole networks or one member of a stack at a
+time; for the baselines', ``torch.optim.Adam`` with its ``foreach`` implementation (:func:`adam`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
