@@ -273,7 +273,8 @@ def test_an_interrupted_population_resumes_as_its_runs_would(xor_data: Path, tmp
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a process's environment from /proc")
-def test_local_workers_start_without_dasks_malloc_trim_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_workers_start_without_dasks_malloc_trim_threshold(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # dask's nannies give their workers MALLOC_TRIM_THRESHOLD_=65536, under which a training step is 1.8x slower.
     pytest.importorskip("distributed", reason=DASK_MISSING)
     for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS"):  # what dask's nannies would take from here
@@ -285,6 +286,19 @@ def test_local_workers_start_without_dasks_malloc_trim_threshold(monkeypatch: py
     for variables in started.values():
         assert b"OMP_NUM_THREADS=1" in variables  # the rest of dask's settings stay
         assert not [v for v in variables if v.startswith(b"MALLOC_TRIM_THRESHOLD_=")]
+    assert "MALLOC_TRIM_THRESHOLD_" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a process's environment from /proc")
+def test_existing_workers_with_dasks_malloc_trim_threshold_are_named(dask_cluster: DaskCluster,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # `dask worker` starts its workers through nannies, with dask's default MALLOC_TRIM_THRESHOLD_=65536.
+    with connect(Cluster(scheduler_file=str(dask_cluster.scheduler_file))):
+        pass
+    err = capsys.readouterr().err
+    for address in dask_cluster.client.scheduler_info()["workers"]:
+        assert f"{address} (65536)" in err
+    assert "started with MALLOC_TRIM_THRESHOLD_ set" in err
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -84,6 +84,31 @@ def _package_version() -> str:
     return package_version()
 
 
+def _malloc_trim_threshold() -> str | None:
+    """The ``MALLOC_TRIM_THRESHOLD_`` this worker process started with (what glibc read), None if it had none or
+    the start environment cannot be read (no ``/proc``). ``os.environ`` is no witness: dask's nannies take the
+    variable out of it once the worker has started."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            variables = fh.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = b"MALLOC_TRIM_THRESHOLD_="
+    return next((v[len(prefix):].decode() for v in variables if v.startswith(prefix)), None)
+
+
+def _warn_if_workers_trim(client: Any, where: str) -> None:
+    """Tell (on stderr) of the workers that started with ``MALLOC_TRIM_THRESHOLD_`` set, which makes training
+    steps slower (see :func:`connect`); the runs' results are the same."""
+    trimming = {addr: value for addr, value in client.run(_malloc_trim_threshold).items() if value is not None}
+    if trimming:
+        listed = ", ".join(f"{addr} ({value})" for addr, value in sorted(trimming.items()))
+        print(f"inspo: the dask workers {listed} of {where} started with MALLOC_TRIM_THRESHOLD_ set, as dask's "
+              f"nannies start them by default; under it training steps take about 1.5 times as long. Start the "
+              f"workers with a dask config that sets it to null under distributed.nanny.pre-spawn-environ "
+              f"(README, Experiments on a cluster)", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def connect(cluster: Cluster, verbose: bool = False) -> Iterator[Any]:
     """A ``dask.distributed.Client`` on ``cluster`` (which must be :attr:`~Cluster.parallel`), closed on leaving:
@@ -117,6 +142,7 @@ def connect(cluster: Cluster, verbose: bool = False) -> Iterator[Any]:
                     n_workers=cluster.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, memory_limit=0))
                 client = stack.enter_context(Client(local))
+            _warn_if_workers_trim(client, cluster.where)
             yield client
     finally:
         log.setLevel(level)
