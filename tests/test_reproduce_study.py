@@ -172,6 +172,8 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
     assert json.loads((out / "smax_study_hyper.json").read_text()) == {"3m": {"icq": incumbent}}
     icq = next(r for r in record["rows"] if r["method"] == "icq")
     assert icq["config"]["alpha"] == incumbent["alpha"] and record["hyper"] == {"3m": {"icq": incumbent}}
+    # Every critic of the study reads the standardised world state, in the searches and in the table.
+    assert search["base_config"]["normalize_state"] and all(r["config"]["normalize_state"] for r in record["rows"])
     tuning = (out / "smax_study_tuning.md").read_text()
     assert "| 3m | MA-ICQ | alpha | 2 |" in tuning and f"alpha={incumbent['alpha']}" in tuning
     assert (out / "smax_study_table.md").is_file()
@@ -192,9 +194,9 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
                                 suite=suite, partial=partial)
         assert [r["final"] for r in again["rows"]] == [r["final"] for r in record["rows"]] and not again["missing"]
     # A finished search from another protocol is not taken for this one's.
-    other = replace(protocol, tune_iters=3)
-    with pytest.raises(ValueError, match="holds a finished search from other settings than this study's"):
-        reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)
+    for other in (replace(protocol, tune_iters=3), replace(protocol, normalize_state=False)):
+        with pytest.raises(ValueError, match="holds a finished search from other settings than this study's"):
+            reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)
     assert (out / "smax_study_table.md").read_text().startswith(
         "# The SMAX study: BC, MA-ICQ, OMIGA, CFCQL and InSPO, each tuned with the same budget\n")
 

@@ -152,6 +152,10 @@ class TrainConfig:
     use_rho: bool = True
     local_critic_steps: int = 1
     shared_policy: bool = False
+    normalize_state: bool = field(default=False, metadata={
+        "help": "standardise the global state, which only the critics and mixers read, per feature by the "
+                "dataset's mean and std (features on very different scales, e.g. SMAX's positions and health, "
+                "can make a value-decomposition critic diverge); the policies act on observations and are unchanged"})
     icq: ICQConfig = field(default_factory=ICQConfig)
     cfcql: CFCQLConfig = field(default_factory=CFCQLConfig)
     backend: str = field(default="fused", metadata={"choices": BACKENDS})

@@ -206,7 +206,7 @@ def _train_population(members: list[TrainConfig], population: TrainConfig | None
         check_recorded_env(ds.manifest)
         ds.validate(env)
     info = env.info
-    data = to_device(ds, device, dtype)
+    data = to_device(ds, device, dtype, config.normalize_state)
     n_rows = data["obs"].shape[0]
     bc_steps = config.bc_steps
     total = bc_steps + (config.iters if config.algo in LEARNERS else 0)

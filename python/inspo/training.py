@@ -140,7 +140,7 @@ def _train(cfg: TrainConfig, progress: bool, resume: bool, shard: Shard, stop: S
         check_recorded_env(ds.manifest)
         ds.validate(env)
     info = env.info
-    data = _to_device(ds, device, dtype)
+    data = _to_device(ds, device, dtype, cfg.normalize_state)
     n_rows = data["obs"].shape[0]
     bc_steps = cfg.bc_steps
     total = bc_steps + (cfg.iters if cfg.algo in LEARNERS else 0)

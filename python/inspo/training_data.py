@@ -9,23 +9,37 @@ from torch import Tensor
 from inspo.algos.batch import Batch, behaviour_log_probs
 from inspo.algos.networks import AgentPolicies
 
-__all__ = ["BATCH_FIELDS", "batch", "behaviour_columns", "diagnostic_rows", "next_actions", "to_device"]
+__all__ = ["BATCH_FIELDS", "batch", "behaviour_columns", "diagnostic_rows", "next_actions", "state_scaling",
+           "to_device"]
 
 BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "next_state", "logmu_all", "next_obs",
                 "next_avail", "next_actions", "has_next")
 """The columns of a :class:`~inspo.algos.batch.Batch` indexed by row (``logp_mu`` is agent-major)."""
 
 
-def to_device(ds, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+def to_device(ds, device: torch.device, dtype: torch.dtype, normalize_state: bool = False) -> dict[str, Tensor]:
     """The columns of dataset ``ds`` on ``device``, floats in ``dtype`` (copies: the arrays are read-only memory
-    maps), with :func:`next_actions`."""
+    maps), with :func:`next_actions`; with ``normalize_state``, ``state`` and ``next_state`` standardised by
+    :func:`state_scaling`."""
     f = lambda x, dt=dtype: torch.tensor(np.asarray(x), device=device, dtype=dt)  # noqa: E731
+    state, next_state = np.asarray(ds.state), np.asarray(ds.next_state)
+    if normalize_state:
+        mean, std = state_scaling(state)
+        state, next_state = (state - mean) / std, (next_state - mean) / std
     return {
-        "obs": f(ds.obs), "state": f(ds.state), "avail": f(ds.avail, torch.bool),
+        "obs": f(ds.obs), "state": f(state), "avail": f(ds.avail, torch.bool),
         "actions": f(ds.actions, torch.int64), "reward": f(ds.reward), "terminated": f(ds.terminated),
-        "next_state": f(ds.next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
+        "next_state": f(next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
         **{name: torch.tensor(x, device=device) for name, x in next_actions(ds).items()},
     }
+
+
+def state_scaling(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the rows of ``state`` ``[T, state_dim]``, in float64; a feature
+    that never varies gets std 1, so that it becomes 0 instead of dividing by zero."""
+    values = np.asarray(state, dtype=np.float64)
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    return mean, np.where(std > 1e-8 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
 
 def next_actions(ds) -> dict[str, np.ndarray]:

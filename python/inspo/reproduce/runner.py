@@ -270,7 +270,10 @@ _HYPER = ("alpha", "beta", "gamma", "lr_policy", "lr_critic", "batch_size", "hid
 
 def hyper(config: dict[str, Any]) -> str:
     """The training hyper-parameters that shape a result, as ``name=value`` pairs for a table's header."""
-    return ", ".join(f"{name}={config[name]}" for name in _HYPER)
+    pairs = [f"{name}={config[name]}" for name in _HYPER]
+    if config.get("normalize_state"):  # named only where set: the tables made without it read as before
+        pairs.append("normalize_state=True")
+    return ", ".join(pairs)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

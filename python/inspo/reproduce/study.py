@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class StudyProtocol:
     """The settings of the SMAX study (``docs/design.md`` section 10.3)."""
 
     maps: tuple[str, ...] = ("2s3z", "3s_vs_5z", "5m_vs_6m", "6h_vs_8z")
+    # Every method's critic reads SMAX's world state standardised by the dataset (positions and health in map units
+    # made CFCQL's mixer diverge: docs/design.md section 10.3).
+    normalize_state: bool = True
     qualities: tuple[str, ...] = ("expert", "medium", "medium-replay", "mixed")
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # reported; the tuning uses tune_seed
     episodes: int = 5000  # per dataset, as in the paper
@@ -81,14 +84,21 @@ def _search(folder: Path, base: TrainConfig | None, dataset_sha256: str | None) 
     if not (found.get("incumbent") and len(found["trials"]) >= found["n_trials"]):
         return None
 
-    def pathless(config: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in config.items() if k not in ("out", "dataset")}
+    def pathless(config: dict[str, Any]) -> dict[str, Any]:  # a field added since the search takes its default
+        return {k: v for k, v in TrainConfig.from_dict(config).to_dict().items() if k not in ("out", "dataset")}
 
     if base is not None and (pathless(found["base_config"]) != pathless(base.to_dict())
                              or found.get("dataset_sha256") != dataset_sha256):
         raise ValueError(f"{folder} holds a finished search from other settings than this study's (another dataset, "
                          f"cloning length or protocol); move it away to search again")
     return found
+
+
+def _protocol_suite(suite: BaselinesSuite, protocol: StudyProtocol) -> BaselinesSuite:
+    """``suite`` with the protocol's own settings added to its SMAX runs' (the searches' and the table's)."""
+    smax = suite.envs["smax"]
+    settings = {**smax.settings, "normalize_state": protocol.normalize_state}
+    return replace(suite, envs={**suite.envs, "smax": replace(smax, settings=settings)})
 
 
 def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: int | Cluster = 1,
@@ -98,6 +108,7 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
     from inspo.tune import tune
 
     searches: dict[str, dict[str, Any]] = {}
+    suite = _protocol_suite(suite, protocol)
     data = smax_dataset(map_name, protocol.tune_quality, protocol.episodes, cache, None, build=not partial)
     settings = suite.envs["smax"].settings
     length = None if data is None else auto_bc_length(data, cache, settings, suite.bc_length, measure=not partial)
@@ -152,6 +163,7 @@ def reproduce_study(out: Path, maps: Sequence[str] = STUDY.maps, qualities: Sequ
     ``qualities``; write the files of the module docstring to ``out``; return the table's record. ``suite``: the
     methods and how cloning lengths are measured (:data:`~inspo.reproduce.baselines.BASELINES`)."""
     cache = out / "cache"
+    suite = _protocol_suite(suite, protocol)
     searches = {m: tune_map(m, cache, protocol, jobs, partial, suite) for m in maps}
     hyper = {m: {method: found["incumbent"]["params"] for method, found in methods.items()}
              for m, methods in searches.items() if methods}
