@@ -3,6 +3,7 @@ actions, and the behaviour log-probabilities of a cloned mu; batches of it."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -20,25 +21,26 @@ BATCH_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "nex
 def to_device(ds, device: torch.device, dtype: torch.dtype, normalize_state: bool = False) -> dict[str, Tensor]:
     """The columns of dataset ``ds`` on ``device``, floats in ``dtype`` (copies: the arrays are read-only memory
     maps), with :func:`next_actions`; with ``normalize_state``, ``state`` and ``next_state`` standardised by
-    :func:`state_scaling`."""
+    :func:`state_scaling` of ``state``."""
     f = lambda x, dt=dtype: torch.tensor(np.asarray(x), device=device, dtype=dt)  # noqa: E731
-    state, next_state = np.asarray(ds.state), np.asarray(ds.next_state)
-    if normalize_state:
-        mean, std = state_scaling(state)
-        state, next_state = (state - mean) / std, (next_state - mean) / std
-    return {
-        "obs": f(ds.obs), "state": f(state), "avail": f(ds.avail, torch.bool),
+    data = {
+        "obs": f(ds.obs), "state": f(ds.state), "avail": f(ds.avail, torch.bool),
         "actions": f(ds.actions, torch.int64), "reward": f(ds.reward), "terminated": f(ds.terminated),
-        "next_state": f(next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
+        "next_state": f(ds.next_state), "next_obs": f(ds.next_obs), "next_avail": f(ds.next_avail, torch.bool),
         **{name: torch.tensor(x, device=device) for name, x in next_actions(ds).items()},
     }
+    if normalize_state:
+        mean, std = (f(v) for v in state_scaling(ds.state))
+        for name in ("state", "next_state"):
+            data[name].sub_(mean).div_(std)
+    return data
 
 
-def state_scaling(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation of the rows of ``state`` ``[T, state_dim]``, in float64; a feature
+def state_scaling(state: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (float64) of the rows of ``state`` ``[T, state_dim]``; a feature
     that never varies gets std 1, so that it becomes 0 instead of dividing by zero."""
-    values = np.asarray(state, dtype=np.float64)
-    mean, std = values.mean(axis=0), values.std(axis=0)
+    values = np.asarray(state)
+    mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
     return mean, np.where(std > 1e-8 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
 

@@ -47,15 +47,15 @@ class StudyProtocol:
     """The settings of the SMAX study (``docs/design.md`` section 10.3)."""
 
     maps: tuple[str, ...] = ("2s3z", "3s_vs_5z", "5m_vs_6m", "6h_vs_8z")
-    # Every method's critic reads SMAX's world state standardised by the dataset (positions and health in map units
-    # made CFCQL's mixer diverge: docs/design.md section 10.3).
-    normalize_state: bool = True
     qualities: tuple[str, ...] = ("expert", "medium", "medium-replay", "mixed")
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # reported; the tuning uses tune_seed
     episodes: int = 5000  # per dataset, as in the paper
     iters: int = 40000  # x 256 transitions: about the 10M transitions CFCQL's runs consume
     eval_episodes: int = 128
     evaluations: int = 20  # per run: every 2000 iterations
+    # Every method's critic reads SMAX's world state standardised by the dataset (positions and health in map units
+    # made CFCQL's mixer diverge: docs/design.md section 10.3).
+    normalize_state: bool = True
     # Tuning: the same budget for every method but BC (which has nothing left to tune once its length is set).
     tune_quality: str = "mixed"
     tune_seed: int = 100
