@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import inspo
+from _nested import flat_tensors
 from inspo import checkpoint
 from inspo.algos import LEARNERS
 from inspo.algos.batch import Batch, behaviour_log_probs
@@ -134,16 +135,6 @@ def _make(algo: str, mu: AgentPolicies, state_dim: int, seed: int, backend: str 
     return learner
 
 
-def _flat(state) -> list[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for key in sorted(state, key=str) for t in _flat(state[key])]
-    if isinstance(state, (list, tuple)):
-        return [t for item in state for t in _flat(item)]
-    return [] if state is None or isinstance(state, str) else [torch.tensor(float(state))]
-
-
 @pytest.mark.parametrize("algo", [*BASELINES, "inspo"])
 def test_state_dict_round_trip_reproduces_the_next_update(algo: str) -> None:
     batches, mu, state_dim = _batches(4, seed=0)
@@ -161,7 +152,7 @@ def test_state_dict_round_trip_reproduces_the_next_update(algo: str) -> None:
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
-    for a, b in zip(_flat(first.state_dict()), _flat(second.state_dict()), strict=True):
+    for a, b in zip(flat_tensors(first.state_dict()), flat_tensors(second.state_dict()), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(first.pi.state_dict().values(), second.pi.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -178,7 +169,7 @@ def test_fused_and_pytorch_backends_agree(algo: str) -> None:
     for fused, ref in zip(runs["fused"][0], runs["torch"][0], strict=True):
         for key in fused:
             torch.testing.assert_close(fused[key], ref[key], rtol=1e-12, atol=1e-12, msg=key)
-    for a, b in zip(_flat(runs["fused"][1]), _flat(runs["torch"][1]), strict=True):
+    for a, b in zip(flat_tensors(runs["fused"][1]), flat_tensors(runs["torch"][1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -229,7 +220,7 @@ def test_interrupted_run_resumes_to_identical_parameters(data_dir: Path, tmp_pat
     assert resumed.final_return == full.final_return
     assert [r["return"] for r in resumed.curve] == [r["return"] for r in full.curve]
     ends = [checkpoint.load(Path(run) / "checkpoint.pt")["learner"] for run in (tmp_path / "full", tmp_path / "cut")]
-    for a, b in zip(_flat(ends[0]), _flat(ends[1]), strict=True):
+    for a, b in zip(flat_tensors(ends[0]), flat_tensors(ends[1]), strict=True):
         assert torch.equal(a, b)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import inspo
+from _nested import flat_tensors
 from inspo import checkpoint
 from inspo.config import TrainConfig
 from inspo.data import load_dataset, save_dataset
@@ -60,21 +61,7 @@ def test_state_and_next_state_are_standardised_by_the_states_statistics(bridge) 
 
 
 def _learner(out: Path) -> list[torch.Tensor]:
-    state = checkpoint.load(out / "checkpoint.pt")["learner"]
-    flat: list[torch.Tensor] = []
-
-    def walk(value) -> None:
-        if isinstance(value, torch.Tensor):
-            flat.append(value)
-        elif isinstance(value, dict):
-            for key in sorted(value, key=str):
-                walk(value[key])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(state)
-    return flat
+    return flat_tensors(checkpoint.load(out / "checkpoint.pt")["learner"])
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
