@@ -141,17 +141,18 @@ def _tuning_markdown(searches: dict[str, dict[str, dict[str, Any]]], protocol: S
             rows.append([map_name, METHOD_NAMES[method], ", ".join(found["space"]), str(len(found["trials"])),
                          "n/a" if default is None else f"{default['return']:.3f}", f"{best['return']:.3f}",
                          ", ".join(f"{k}={v}" for k, v in best["params"].items()),
-                         f"{found['wall_time'] / 60:.0f}"])
+                         f"{sum(t['time'] for t in found['trials']) / 60:.0f}"])
     return f"""# The SMAX study's tuning
 
 Made by `{command}`. Per map and method, SMAC3 (seed {protocol.smac_seed}) on the map's `{protocol.tune_quality}` \
 dataset with training seed {protocol.tune_seed} (not a reported seed): {protocol.tune_trials} trials of \
 {protocol.tune_iters} iterations after the dataset's held-out cloning length, scored by the final return over \
 {protocol.tune_eval_episodes} sampled episodes; the defaults are one of the trials. Searches: \
-`<out>/cache/tune/<map>/<method>/tune.json`.
+`<out>/cache/tune/<map>/<method>/tune.json`. CPU-minutes: the trials' times added up (each trial has a core), \
+so a search resumed over several sittings counts them all.
 
 {markdown_table(["map", "method", "searched", "trials", "default's return", "incumbent's return", "incumbent",
-                 "minutes"], rows)}
+                 "CPU-minutes"], rows)}
 """
 
 
