@@ -17,7 +17,7 @@ from inspo.cli import main
 from inspo.provenance import machine_info
 from inspo.reproduce import runner
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
-from inspo.reproduce.study import STUDY
+from inspo.reproduce.study import STUDY, _tuning_markdown
 
 RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "tune/*/*/trials/*/result.json", "bc_length/*.json")
 """The files of ``<out>/cache`` that ``results/.gitignore`` keeps: what says that a run, search or measurement is
@@ -202,8 +202,6 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
 
 
 def test_tuning_summary_counts_the_trials_of_every_sitting() -> None:
-    from inspo.reproduce.study import _tuning_markdown
-
     # A search resumed in a second sitting: its wall_time is that sitting's (one trial), its trials hold them all.
     trials = [{"trial": i, "return": 1.0, "params": {"alpha": 0.2}, "time": 300.0} for i in range(4)]
     found = {"space": {"alpha": {}}, "trials": trials, "wall_time": 300.0, "replayed": 3,
