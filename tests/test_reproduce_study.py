@@ -204,7 +204,7 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
 def test_tuning_summary_counts_the_trials_of_every_sitting() -> None:
     # A search resumed in a second sitting: its wall_time is that sitting's (one trial), its trials hold them all.
     trials = [{"trial": i, "return": 1.0, "params": {"alpha": 0.2}, "time": 300.0} for i in range(4)]
-    found = {"space": {"alpha": {}}, "trials": trials, "wall_time": 300.0, "replayed": 3,
+    found = {"space": {"alpha": {}}, "trials": trials, "wall_time": 300.0,
              "incumbent": {"return": 1.5, "params": {"alpha": 0.3}}, "default": {"return": 1.0}}
     text = _tuning_markdown({"2s3z": {"inspo": found}}, STUDY, "inspo reproduce study")
     assert "| 2s3z | InSPO | alpha | 4 | 1.000 | 1.500 | alpha=0.3 | 20 |" in text
