@@ -324,6 +324,24 @@ def test_trials_trained_as_populations_cost_what_they_cost_alone(xor_data: Path,
         assert t["return"] == approx_nested(sum(alone) / 2), t  # stacked members: float32 in other kernels
 
 
+def test_trials_of_a_population_share_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import inspo.population_training
+    import inspo.tune_population
+
+    clock = iter([100.0, 112.0])  # the population starts at 100 s and ends at 112 s
+    monkeypatch.setattr(inspo.tune_population.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(inspo.population_training, "train_members",
+                        lambda members, **_: types.SimpleNamespace(members=members))
+    objective = types.SimpleNamespace(clones=None, configs=lambda params, iters: [params["lr_policy"]],
+                                      score=lambda params, members: (-members[0], {}))
+    trials = [({"lr_policy": lr}, 10) for lr in (1e-3, 2e-3, 3e-3)]
+    outcomes = inspo.tune_population.train_trials(objective, trials)
+    assert [o["time"] for o in outcomes] == [4.0, 4.0, 4.0]  # 12 s in all, not 12 s per trial
+    assert [o["cost"] for o in outcomes] == [-1e-3, -2e-3, -3e-3]
+
+
 def test_a_round_of_trials_trains_in_populations_of_like_trials() -> None:
     from inspo.tune_population import _populations
 

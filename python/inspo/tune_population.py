@@ -31,8 +31,10 @@ Trial = tuple[dict[str, Any], int]
 
 def train_trials(objective: Any, trials: list[Trial]) -> list[dict[str, Any]]:
     """Train ``trials`` as one population (in this process or as a task on a dask worker); for each, in order,
-    ``{"cost", "info", "time"}`` or, for a trial that failed, ``{"error", "traceback", "time"}``. ``objective``: the
-    search's ``inspo.tune._Objective`` (its ``configs`` and ``score``, and ``trial`` for a trial alone)."""
+    ``{"cost", "info", "time"}`` or, for a trial that failed, ``{"error", "traceback", "time"}``. ``time`` is the
+    trial's share of the population's time (its trials have the same budget and seeds), so that a search's trial
+    times add up to the time it spent. ``objective``: the search's ``inspo.tune._Objective`` (its ``configs`` and
+    ``score``, and ``trial`` for a trial alone)."""
     from inspo.population_training import train_members
     from inspo.training import TrainingInterrupted
 
@@ -44,11 +46,11 @@ def train_trials(objective: Any, trials: list[Trial]) -> list[dict[str, Any]]:
         raise KeyboardInterrupt(str(exc)) from None
     except Exception:  # e.g. a member's non-finite loss stops every member: train the trials alone
         return [_alone(objective, params, iters) for params, iters in trials]
-    spent = time.perf_counter() - started
+    share = (time.perf_counter() - started) / len(trials)
     outcomes, first = [], 0
     for (params, _), runs in zip(trials, configs):
         cost, info = objective.score(params, result.members[first:first + len(runs)])
-        outcomes.append({"cost": cost, "info": info, "time": spent})
+        outcomes.append({"cost": cost, "info": info, "time": share})
         first += len(runs)
     return outcomes
 
