@@ -112,6 +112,23 @@ def test_cache_misses_a_changed_setting(tmp_path: Path, capsys: pytest.CaptureFi
     assert [r["dataset"] for r in rows] == ["xor-ab-ba"] * 5 and {r["config"]["iters"] for r in rows} == {5}
 
 
+def test_a_finished_run_on_other_data_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "results"
+    args = [*TINY_XOR, "--datasets", "xor-ab-ba", "--out", str(out)]
+    assert main(args) == 0
+    # As if another machine type had made this run on its own version of the data (docs/design.md 4.4).
+    record = out / "cache" / "runs" / "baselines" / "xor-ab-ba" / "icq" / "seed0" / "metrics.json"
+    other = {**json.loads(record.read_text()), "dataset_sha256": "ab" * 32}
+    record.write_text(json.dumps(other))
+    capsys.readouterr()
+    monkeypatch.setattr(runner, "train", lambda cfg, **_: pytest.fail(f"trained {cfg.algo}"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{record.parent} holds a finished run on other data (manifest SHA-256 abababababab...)" in err
+    assert "Traceback" not in err and json.loads(record.read_text()) == other
+
+
 @pytest.mark.parametrize("args, message", [
     (["--env", "starcraft"], "invalid choice: 'starcraft'"),
     ([], "--env (one of xor, mne, bridge, all) is required by the baselines suite"),

@@ -1,12 +1,13 @@
 """What every suite of ``inspo reproduce`` shares: the run cache, the job runner, per-seed statistics, and publishing
 a table (``<name>.md``, ``.json`` and ``.png``).
 
-The run cache lives in ``<out>/cache/``: a run whose folder already holds the ``metrics.json`` of a finished run with
-the same settings (configuration, dataset content and inspo version) is read back, not trained again; any other run
-is trained again in its folder: an unfinished run with the same settings resumes from its ``checkpoint.pt``, and
-what an outdated run left there is replaced. The ``metrics.json`` files name no folder of the machine (but on an
-existing dask cluster's workers, below): the repository keeps those of ``results/cache/`` (``results/.gitignore``),
-so that a suite made in sittings on several machines resumes from a fresh clone.
+The run cache lives in ``<out>/cache/``: a run whose folder already holds the ``metrics.json`` of a finished run
+with the same settings (configuration, dataset content and inspo version) is read back, not trained again; any other
+run is trained again in its folder: an unfinished run with the same settings resumes from its ``checkpoint.pt``, and
+what an outdated run left there is replaced, but for a finished run on other data (another dataset content), which
+stops the command before anything trains: its result holds for its data. The ``metrics.json`` files name no folder
+of the machine (but on an existing dask cluster's workers, below): the repository keeps those of ``results/cache/``
+(``results/.gitignore``), so that a suite made in sittings on several machines resumes from a fresh clone.
 
 Runs that differ only in their seed (and the hyper-parameters a population member may set,
 :data:`~inspo.config.MEMBER_FIELDS`) train together as one population (:func:`train_group`,
@@ -144,6 +145,21 @@ def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | 
             "version": version}
 
 
+def _refuse_other_data(config: dict[str, Any]) -> None:
+    """InspoError if ``config["out"]`` holds a finished run on other data than ``config["dataset"]``: its result
+    holds for that data, which may be made again on another machine type (SMAX, ``docs/design.md`` 4.4), so it is
+    not replaced unasked, unlike a run of other settings on the same data."""
+    try:
+        made = json.loads((Path(config["out"]) / "metrics.json").read_text())["dataset_sha256"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    digest = load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"]
+    if made != digest:
+        raise InspoError(f"{config['out']} holds a finished run on other data (manifest SHA-256 {made[:12]}...) than "
+                         f"{config['dataset']} ({digest[:12]}...): to keep it, give --out another folder; to train "
+                         f"it again on this data, move it away")
+
+
 def cached(config: dict[str, Any]) -> dict[str, Any] | None:
     """The outcome of the finished run in ``config["out"]`` if it was made with the same settings, else None."""
     try:
@@ -191,6 +207,8 @@ def run_all(configs: Sequence[dict[str, Any]], jobs: int | Cluster,
             on_done(k, found)
     if not train:
         return outcomes
+    for k in todo:
+        _refuse_other_data(configs[k])
     pending = [configs[k] for k in todo]
     groups = [[todo[i] for i in g] for g in population_groups(pending)] if populations else [[k] for k in todo]
     # Workers of an existing cluster may start in other folders (other machines): they get absolute paths. Local
