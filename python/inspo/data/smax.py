@@ -108,8 +108,19 @@ def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
     return _HEURISTIC_EVALS[key]
 
 
+def _recorded_path(path: Path) -> str:
+    """How a manifest names a policy file or folder: a shipped one by where an installed wheel keeps it, from any
+    install (a checkout's ``data/``, a ``dist-packages``), so that the data's digest does not depend on the install;
+    any other by its portable path."""
+    try:
+        relative = path.resolve().relative_to(SHIPPED_DATA.resolve())
+    except ValueError:
+        return portable_path(path)
+    return f"site-packages/inspo/_shipped/{relative.as_posix()}"
+
+
 def _snapshot_note(folder: Path, snap: dict[str, Any]) -> dict[str, Any]:
-    return {"file": portable_path(folder / snap["file"]), "sha256": snap["sha256"], "index": snap["index"],
+    return {"file": _recorded_path(folder / snap["file"]), "sha256": snap["sha256"], "index": snap["index"],
             "update": snap["update"], "env_steps": snap["env_steps"], "eval_return": snap["return"],
             "eval_win_rate": snap["win_rate"]}
 
@@ -170,7 +181,7 @@ def generate_smax(env_name: str, quality: str, episodes: int, seed: int, *, epis
         sources = [(player(snap), count) for snap, count in zip(plan, _split(episodes, len(plan)))]
         medium = choice["medium"]
         behaviour.update(
-            kind="smax-online", policy=SMAX_QUALITIES[quality], policy_folder=portable_path(folder),
+            kind="smax-online", policy=SMAX_QUALITIES[quality], policy_folder=_recorded_path(folder),
             checkpoints=[None if snap is None else _snapshot_note(folder, snap) for snap in plan],
             medium={"source": "heuristic" if medium is None else "snapshot",
                     "snapshot": None if medium is None else _snapshot_note(folder, medium),
