@@ -68,8 +68,16 @@ def _outcome(result: dict[str, Any], from_cache: bool) -> dict[str, Any]:
             "cpu_time": result.get("cpu_time", result["wall_time"]),
             "curve": [[c["iteration"], c["return"]] for c in result["curve"]],
             "final_win_rate": result.get("final_win_rate"),
-            "machine": result.get("machine", {}).get("cpu"),  # None: made before runs recorded their machine
+            "machine": _machine(result.get("machine", {})),
             "win_curve": [[c["iteration"], c.get("win_rate")] for c in result["curve"]], "cached": from_cache}
+
+
+def _machine(machine: dict[str, Any]) -> str | None:
+    """A run's machine as a table names it: the CPU model and the instruction set torch used, which tells apart
+    machines that report the same model but make other SMAX data (``docs/design.md`` 4.4); None for a run made
+    before runs recorded their machine."""
+    cpu, isa = machine.get("cpu"), machine.get("torch_cpu_capability")
+    return cpu if cpu is None or isa is None else f"{cpu} ({isa})"
 
 
 def train_one(config: dict[str, Any], clones: str | None = None) -> dict[str, Any]:
@@ -302,7 +310,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def machines(outcomes: Sequence[dict[str, Any] | None]) -> dict[str, int]:
-    """How many of the finished runs each CPU model made (``"not recorded"`` for runs older than the record)."""
+    """How many of the finished runs each machine made (:func:`_machine`; ``"not recorded"`` for runs older than
+    the record)."""
     return dict(Counter(o["machine"] or "not recorded" for o in outcomes if o is not None))
 
 
