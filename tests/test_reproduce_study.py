@@ -59,11 +59,15 @@ def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Pat
     # The other methods' rows are those of the full table.
     for got, want in zip(record["rows"][:4], full["rows"][:4], strict=True):
         assert got["final"] == want["final"] and got["seeds_done"] == [0, 1]
+    # The data are there, no run is.
+    shutil.rmtree(out / "cache" / "runs")
+    assert main([*TINY, "--seeds", "2", "--partial", "--out", str(out)]) == 2
+    assert "no run of this table is in the run cache" in capsys.readouterr().err
 
 
 def test_partial_table_of_an_empty_cache_makes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*TINY, "--seeds", "1", "--partial", "--out", str(tmp_path / "results")]) == 2
-    assert "no run of this table is in the run cache" in capsys.readouterr().err
+    assert "none of this table's datasets (with its cloning length) is in" in capsys.readouterr().err
     assert not (tmp_path / "results" / "baselines_xor.md").exists()
     assert not (tmp_path / "results" / "cache" / "data").exists()  # no dataset generated either
 
@@ -121,7 +125,7 @@ def test_study_protocol_is_fixed(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert main(["reproduce", "study", *flag, "--out", str(tmp_path)]) == 2
         assert "the study's budget, cloning, episodes and evaluation are its protocol" in capsys.readouterr().err
     assert main(["reproduce", "study", "--maps", "2s3z", "--partial", "--out", str(tmp_path)]) == 2
-    assert "no run of this table is in the run cache" in capsys.readouterr().err
+    assert "a partial table reads the run cache's records only for data made here" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None or importlib.util.find_spec("jaxmarl") is None,

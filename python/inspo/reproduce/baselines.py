@@ -265,6 +265,10 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
                          "curves": [o["curve"] for _, o in runs],
                          "win_curves": [o["win_curve"] for _, o in runs] if env == "smax" else None,
                          "config": {k: v for k, v in runs[0][0].items() if k not in ("seed", "out")}})
+    if not rows and partial and not paths:
+        raise ValueError(f"none of this table's datasets (with its cloning length) is in {cache} yet: a partial table "
+                         f"reads the run cache's records only for data made here, since they are matched by content "
+                         f"(run the command without --partial to make the data)")
     if not rows:
         raise ValueError("no run of this table is in the run cache " + str(cache) + " yet: nothing to tabulate"
                          if partial else "no run to tabulate")
