@@ -331,7 +331,7 @@ def test_trials_of_a_population_share_its_time(monkeypatch: pytest.MonkeyPatch) 
     import inspo.tune_population
 
     clock = iter([100.0, 112.0])  # the population starts at 100 s and ends at 112 s
-    monkeypatch.setattr(inspo.tune_population.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(inspo.tune_population, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     monkeypatch.setattr(inspo.population_training, "train_members",
                         lambda members, **_: types.SimpleNamespace(members=members))
     objective = types.SimpleNamespace(clones=None, configs=lambda params, iters: [params["lr_policy"]],
