@@ -69,4 +69,4 @@ def test_wheel_outside_the_checkout_runs_the_main_job_and_generates_smax_data(tm
                  "0", "--out", str(tmp_path / "here")]) == 0
     manifest = load_dataset(work / "smax_expert", verify=False).manifest
     assert manifest == load_dataset(tmp_path / "here", verify=False).manifest
-    assert manifest["behaviour"]["policy_folder"] == "site-packages/inspo/_shipped/smax_policies/2s3z"
+    assert manifest["behaviour"]["policy_folder"] == "data/smax_policies/2s3z"

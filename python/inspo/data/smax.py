@@ -109,14 +109,14 @@ def _heuristic_eval(env: Any, meta: dict[str, Any]) -> tuple[float, float]:
 
 
 def _recorded_path(path: Path) -> str:
-    """How a manifest names a policy file or folder: a shipped one by where an installed wheel keeps it, from any
-    install (a checkout's ``data/``, a ``dist-packages``), so that the data's digest does not depend on the install;
-    any other by its portable path."""
+    """How a manifest names a policy file or folder: a shipped one by its path in the repository
+    (``data/smax_policies/...``), whichever install read it (a checkout's ``data/``, a wheel's package data), so that
+    the data's digest does not depend on the install; any other by its portable path."""
     try:
         relative = path.resolve().relative_to(SHIPPED_DATA.resolve())
     except ValueError:
         return portable_path(path)
-    return f"site-packages/inspo/_shipped/{relative.as_posix()}"
+    return f"data/{relative.as_posix()}"
 
 
 def _snapshot_note(folder: Path, snap: dict[str, Any]) -> dict[str, Any]:
