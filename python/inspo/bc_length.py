@@ -190,6 +190,13 @@ def heldout_bc_length(dataset: str | os.PathLike[str] | Dataset, settings: BCLen
                     settings=asdict(s))
 
 
+def record_path(folder: str | os.PathLike[str], key: dict[str, Any]) -> Path:
+    """Where :func:`cached_bc_length` keeps the measurement of ``key`` (the dataset's digest, the settings, the inspo
+    version) in ``folder``."""
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(folder) / f"{key['dataset_sha256'][:12]}-{name}.json"
+
+
 def cached_bc_length(dataset: str | os.PathLike[str], folder: str | os.PathLike[str],
                      settings: BCLengthSettings, measure: bool = True) -> BCLength | None:
     """:func:`heldout_bc_length` of ``dataset``, read from ``folder`` if it was measured there before with the same
@@ -197,8 +204,7 @@ def cached_bc_length(dataset: str | os.PathLike[str], folder: str | os.PathLike[
     None instead)."""
     digest = load_dataset(dataset, verify=False).manifest["manifest_sha256"]
     key = {"dataset_sha256": digest, "settings": asdict(settings), "version": package_info()["version"]}
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(folder) / f"{digest[:12]}-{name}.json"
+    path = record_path(folder, key)
     try:
         saved = json.loads(path.read_text())
         if saved["key"] == key:
