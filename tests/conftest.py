@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from inspo.provenance import machine_info
+
 ALBERDICE = Path(__file__).resolve().parent.parent / "data" / "alberdice"
 
 
@@ -13,6 +15,13 @@ ALBERDICE = Path(__file__).resolve().parent.parent / "data" / "alberdice"
 def shared_data() -> Path:
     """The public AlberDICE PyMARL buffers shipped in `data/alberdice` (checked against its SHA256SUMS on import)."""
     return ALBERDICE
+
+
+@pytest.fixture(scope="session")
+def this_machine() -> str:
+    """How the reproduce tables name this machine: its CPU and the instruction set torch uses, which tell the two
+    machine types apart that make different SMAX data (``docs/design.md`` 4.4)."""
+    return f"{machine_info()['cpu']} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 @pytest.fixture

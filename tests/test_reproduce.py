@@ -9,15 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import inspo
 from _nested import approx_nested
 from inspo.cli import main
-from inspo.provenance import machine_info
 from inspo.reproduce import runner
-
-MACHINE = f"{machine_info()['cpu']} ({torch.backends.cpu.get_cpu_capability()})"  # as tables name this one
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_XOR = ["reproduce", "baselines", "--env", "xor", "--seeds", "1", "--iters", "4", "--bc-steps", "2",
@@ -68,7 +64,7 @@ def test_cli_reproduce_bridge_writes_tables(shared_data: Path, tmp_path: Path,
 
 
 def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                     monkeypatch: pytest.MonkeyPatch, this_machine: str) -> None:
     out = tmp_path / "results"
     assert main([*TINY_XOR, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -89,7 +85,7 @@ def test_cli_reproduce_baselines_xor(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert record["rows"][-1]["data_return"] == 1.0
     assert "## xor-ab-ba" in printed and "| InSPO |" in printed
     # Runs trained here and runs read from the cache name the same machine: this one.
-    assert record["machines"] == {MACHINE: 15} and f"made on {MACHINE} (15 runs)" in printed
+    assert record["machines"] == {this_machine: 15} and f"made on {this_machine} (15 runs)" in printed
     # One behaviour clone per dataset, made by the first method and reused by the other four (inspo.clones).
     assert len(list((out / "cache" / "clones").glob("*.pt"))) == len(datasets)
 

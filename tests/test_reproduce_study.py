@@ -11,16 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from inspo.bc_length import BCLengthSettings
 from inspo.cli import main
-from inspo.provenance import machine_info
 from inspo.reproduce import runner
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
 from inspo.reproduce.study import STUDY, _tuning_markdown
-
-MACHINE = f"{machine_info()['cpu']} ({torch.backends.cpu.get_cpu_capability()})"  # as tables name this one
 
 RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "tune/*/*/trials/*/result.json", "bc_length/*.json")
 """The files of ``<out>/cache`` that ``results/.gitignore`` keeps: what says that a run, search or measurement is
@@ -37,7 +33,8 @@ def _no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   this_machine: str) -> None:
     out = tmp_path / "results"
     assert main([*TINY, "--seeds", "2", "--out", str(out)]) == 0
     full = json.loads((out / "baselines_xor.json").read_text())
@@ -51,7 +48,7 @@ def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Pat
     assert record["partial"] and record["missing"] == ["xor-ab-ba inspo seed 1"]
     assert "## Not made yet (1)\n\n- xor-ab-ba inspo seed 1" in text
     assert "9 of 10 runs read from the run cache" in text and "partial table: 1 runs not made yet" in text
-    assert f"made on {MACHINE} (9 runs)" in text and record["machines"] == {MACHINE: 9}
+    assert f"made on {this_machine} (9 runs)" in text and record["machines"] == {this_machine: 9}
     inspo_row = next(r for r in record["rows"] if r["method"] == "inspo")
     assert inspo_row["seeds_done"] == [0] and "| InSPO |" in text and "| 1 of 2 |" in text
     full_inspo = next(r for r in full["rows"] if r["method"] == "inspo")

@@ -153,15 +153,27 @@ def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | 
             "version": version}
 
 
+def _saved_run(out: str) -> dict[str, Any] | None:
+    """The ``metrics.json`` of the finished run in ``out``, or None (never run, stopped while writing, not a run)."""
+    try:
+        saved = json.loads((Path(out) / "metrics.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _dataset_digest(config: dict[str, Any]) -> str:
+    return load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"]
+
+
 def _refuse_other_data(config: dict[str, Any]) -> None:
     """InspoError if ``config["out"]`` holds a finished run on other data than ``config["dataset"]``: its result
     holds for that data, which may be made again on another machine type (SMAX, ``docs/design.md`` 4.4), so it is
     not replaced unasked, unlike a run of other settings on the same data."""
-    try:
-        made = json.loads((Path(config["out"]) / "metrics.json").read_text())["dataset_sha256"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+    made = (_saved_run(config["out"]) or {}).get("dataset_sha256")
+    if made is None:
         return
-    digest = load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"]
+    digest = _dataset_digest(config)
     if made != digest:
         raise InspoError(f"{config['out']} holds a finished run on other data (manifest SHA-256 {made[:12]}...) than "
                          f"{config['dataset']} ({digest[:12]}...): to keep it, give --out another folder; to train "
@@ -170,13 +182,14 @@ def _refuse_other_data(config: dict[str, Any]) -> None:
 
 def cached(config: dict[str, Any]) -> dict[str, Any] | None:
     """The outcome of the finished run in ``config["out"]`` if it was made with the same settings, else None."""
+    saved = _saved_run(config["out"])
+    if saved is None:
+        return None
     try:
-        saved = json.loads((Path(config["out"]) / "metrics.json").read_text())
         made = settings(saved["config"], saved["dataset_sha256"], saved["package"]["version"])
-        wanted = settings(config, load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"],
-                          package_info()["version"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return None  # never run, stopped while writing, not a run, or made by code that recorded less
+        wanted = settings(config, _dataset_digest(config), package_info()["version"])
+    except (KeyError, TypeError):
+        return None  # made by code that recorded less
     except ValueError:  # a field TrainConfig no longer has (made by other code), or no readable dataset
         return None
     return _outcome(saved, from_cache=True) if made == wanted else None
