@@ -46,11 +46,16 @@ def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Pat
     text = capsys.readouterr().out
     record = json.loads((out / "baselines_xor.json").read_text())
     assert record["partial"] and record["missing"] == ["xor-ab-ba inspo seed 1"]
-    assert "## Not made yet (1)\n\n- xor-ab-ba inspo seed 1" in text
+    assert "## Not made yet (1)\n\n- xor-ab-ba inspo: seed 1" in text
     assert "9 of 10 runs read from the run cache" in text and "partial table: 1 runs not made yet" in text
     assert f"made on {this_machine} (9 runs)" in text and record["machines"] == {this_machine: 9}
     inspo_row = next(r for r in record["rows"] if r["method"] == "inspo")
     assert inspo_row["seeds_done"] == [0] and "| InSPO |" in text and "| 1 of 2 |" in text
+    # Each learner's mean return at the evaluated iterations (BC trains no learner): here InSPO's one seed's.
+    curves = text.split("Mean return over the seeds, by iteration:")[1].split("## Not made yet")[0]
+    at = {int(it): value for it, value in inspo_row["curves"][0]}
+    assert "| iteration | 0 | 1 | 2 | 3 | 4 |" in curves and "| BC |" not in curves
+    assert "| InSPO | " + " | ".join(f"{at[it]:.3f}" for it in range(5)) + " |" in curves
     full_inspo = next(r for r in full["rows"] if r["method"] == "inspo")
     assert inspo_row["final"]["values"] == full_inspo["final"]["values"][:1]
     # The other methods' rows are those of the full table.

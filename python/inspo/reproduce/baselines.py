@@ -314,6 +314,7 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
         mine = [r for r in rows if r["dataset"] == name]
         if not mine:
             continue
+        curves = _curve_table(mine)
         optimum = mine[0]["optimum"]
         if env == "smax":
             length = record["bc_lengths"].get(name)
@@ -325,17 +326,17 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
                                  "CPU time per run (s)"],
                                 [[r["label"], pm(r["final"]), pm(r["final_win"]), pm(r["best"]),
                                   pm(r["best_win"]), seeds_done(r), f"{r['cpu_time_s']['mean']:.0f}"]
-                                 for r in mine]))
+                                 for r in mine]) + curves)
             continue
         sections.append(f"## {name}\n\ndata return {mine[0]['data_return']:.3f}, optimum "
                         f"{'n/a' if optimum is None else f'{optimum:.4f}'}\n\n" + markdown_table(
                             ["method", "final return", "best return", "seeds", "CPU time per run (s)"],
                             [[r["label"], pm(r["final"]), pm(r["best"]), seeds_done(r),
-                              f"{r['cpu_time_s']['mean']:.0f}"] for r in mine]))
+                              f"{r['cpu_time_s']['mean']:.0f}"] for r in mine]) + curves)
     sections_text = "\n\n".join(sections)
     made_on = ", ".join(f"{cpu} ({count} runs)" for cpu, count in record["machines"].items())
     missing = record["missing"]
-    missing_text = (f"\n\n## Not made yet ({len(missing)})\n\n" + "\n".join(f"- {m}" for m in missing)
+    missing_text = (f"\n\n## Not made yet ({len(missing)})\n\n" + "\n".join(f"- {m}" for m in _grouped(missing))
                     if missing else "")
     return f"""# {record['title']}
 
@@ -354,6 +355,31 @@ temperature {config['cfcql']['policy_temp']}){f"; tuned over them: {tuned}" if t
 
 {sections_text}{missing_text}
 """
+
+
+def _curve_table(rows: Sequence[dict[str, Any]], columns: int = 5) -> str:
+    """The mean return over the seeds of each method of one dataset at iteration 0 and at ``columns`` more of the
+    iterations that every run evaluated, evenly spread up to the last, to show whether the runs converged; empty when
+    no learner was evaluated after the start (BC alone)."""
+    learners = [(r["label"], [dict((int(it), value) for it, value in curve) for curve in r["curves"]])
+                for r in rows if all(len(curve) > 1 for curve in r["curves"])]
+    if not learners:
+        return ""
+    common = sorted(set.intersection(*(set(points) for _, runs in learners for points in runs)))
+    marks = sorted({common[round(k * (len(common) - 1) / columns)] for k in range(columns + 1)})
+    table = [[label] + [f"{sum(p[it] for p in runs) / len(runs):.3f}" for it in marks] for label, runs in learners]
+    return ("\n\nMean return over the seeds, by iteration:\n\n"
+            + markdown_table(["iteration"] + [f"{it:,}" for it in marks], table))
+
+
+def _grouped(missing: Sequence[str]) -> list[str]:
+    """``missing``'s ``<dataset> <method> seed <k>`` entries as one line per dataset and method, in their order."""
+    seeds: dict[str, list[str]] = {}
+    for entry in missing:
+        run, _, seed = entry.rpartition(" seed ")
+        seeds.setdefault(run if run else entry, []).extend([seed] if run else [])
+    return [f"{run}: seed{'s' * (len(found) > 1)} {', '.join(found)}" if found else run
+            for run, found in seeds.items()]
 
 
 def plot_baselines(record: dict[str, Any], path: str | Path) -> None:
