@@ -361,7 +361,7 @@ def _curve_table(rows: Sequence[dict[str, Any]], columns: int = 5) -> str:
     """The mean return over the seeds of each method of one dataset at iteration 0 and at ``columns`` more of the
     iterations that every run evaluated, evenly spread up to the last, to show whether the runs converged; empty when
     no learner was evaluated after the start (BC alone)."""
-    learners = [(r["label"], [dict((int(it), value) for it, value in curve) for curve in r["curves"]])
+    learners = [(r["label"], [{int(it): value for it, value in curve} for curve in r["curves"]])
                 for r in rows if all(len(curve) > 1 for curve in r["curves"])]
     if not learners:
         return ""

@@ -188,9 +188,7 @@ def cached(config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         made = settings(saved["config"], saved["dataset_sha256"], saved["package"]["version"])
         wanted = settings(config, _dataset_digest(config), package_info()["version"])
-    except (KeyError, TypeError):
-        return None  # made by code that recorded less
-    except ValueError:  # a field TrainConfig no longer has (made by other code), or no readable dataset
+    except (KeyError, TypeError, ValueError):  # made by other code (fields missing or no longer known), or no data
         return None
     return _outcome(saved, from_cache=True) if made == wanted else None
 
