@@ -13,6 +13,7 @@ from inspo.data import (
     MATRIX_PRESETS,
     Dataset,
     DatasetError,
+    dataset_digest,
     generate_matrix,
     import_pymarl,
     load_dataset,
@@ -142,6 +143,16 @@ def test_round_trip(small: Dataset, saved: Path) -> None:
     entry = manifest["files"]["obs.npy"]
     assert entry["shape"] == [20, 2, 4] and entry["dtype"] == "<f4"
     assert entry["bytes"] == (saved / "obs.npy").stat().st_size
+
+
+def test_dataset_digest_keys_the_content(small: Dataset, saved: Path, tmp_path: Path) -> None:
+    assert dataset_digest(saved) == load_dataset(saved).manifest["manifest_sha256"] == manifest_digest(
+        json.loads((saved / "manifest.json").read_text()))
+    assert dataset_digest(save_dataset(small, tmp_path / "again")) == dataset_digest(saved)
+    other = generate_matrix("xor", "xor-uniform", episodes=20, seed=4)
+    assert dataset_digest(save_dataset(other, tmp_path / "other")) != dataset_digest(saved)
+    with pytest.raises(DatasetError, match="manifest.json is missing"):
+        dataset_digest(tmp_path)
 
 
 def test_round_trip_imported_bridge(shared_data: Path, tmp_path: Path) -> None:

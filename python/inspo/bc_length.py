@@ -36,7 +36,7 @@ import torch
 from inspo import jsonio
 from inspo.algos.bc import BehaviourCloning
 from inspo.config import TrainConfig
-from inspo.data import Dataset, load_dataset
+from inspo.data import Dataset, dataset_digest, load_dataset
 from inspo.provenance import package_info
 
 __all__ = ["BCLength", "BCLengthSettings", "cached_bc_length", "heldout_bc_length", "heldout_split"]
@@ -202,7 +202,7 @@ def cached_bc_length(dataset: str | os.PathLike[str], folder: str | os.PathLike[
     """:func:`heldout_bc_length` of ``dataset``, read from ``folder`` if it was measured there before with the same
     dataset content (manifest SHA-256), settings and inspo version, else measured and saved there (``measure=False``:
     None instead)."""
-    digest = load_dataset(dataset, verify=False).manifest["manifest_sha256"]
+    digest = dataset_digest(dataset)
     key = {"dataset_sha256": digest, "settings": asdict(settings), "version": package_info()["version"]}
     path = record_path(folder, key)
     try:

@@ -55,7 +55,7 @@ from typing import Any
 from inspo import jsonio
 from inspo.cluster import Cluster, add_cluster_flags, cluster_from_args, connect, require_dask
 from inspo.config import TrainConfig, add_config_flags, config_from_args
-from inspo.data import load_dataset
+from inspo.data import dataset_digest, load_dataset
 from inspo.errors import InspoError
 from inspo.flags import flatten
 from inspo.provenance import package_info
@@ -316,7 +316,7 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
         "smac_seed": smac_seed, "fidelity": fid, "population": population,
         "smac": {"version": version("smac"), "seed": smac_seed, "facade": Facade.__name__}, "package": package_info(),
         "space": space_to_json(space, base_flat), "base_config": base_dict,
-        "dataset_sha256": load_dataset(base.dataset, verify=False).manifest["manifest_sha256"],
+        "dataset_sha256": dataset_digest(base.dataset),
         "trials": [], "replayed": 0,
         "incumbent": None, "default": None, "wall_time": None,
     }
@@ -432,8 +432,6 @@ def _resumed_settings(args: argparse.Namespace, out: Path) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from inspo.data import load_dataset
-
     out = Path(args.out or "runs/tune")
     if args.resume:
         _resumed_settings(args, out)

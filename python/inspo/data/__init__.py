@@ -2,7 +2,16 @@
 the uniform random one for any environment."""
 from __future__ import annotations
 
-from inspo.data.format import FIELDS, FORMAT_VERSION, SHIPPED_DATA, Dataset, DatasetError, load_dataset, save_dataset
+from inspo.data.format import (
+    FIELDS,
+    FORMAT_VERSION,
+    SHIPPED_DATA,
+    Dataset,
+    DatasetError,
+    dataset_digest,
+    load_dataset,
+    save_dataset,
+)
 from inspo.data.generate import MATRIX_PRESETS, generate_matrix
 from inspo.data.pymarl import import_pymarl
 from inspo.data.smax import SMAX_QUALITIES, generate_smax
@@ -17,6 +26,7 @@ __all__ = [
     "SMAX_QUALITIES",
     "Dataset",
     "DatasetError",
+    "dataset_digest",
     "export_vault",
     "generate_matrix",
     "generate_smax",

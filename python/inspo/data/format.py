@@ -331,6 +331,12 @@ def load_dataset(path: str | os.PathLike[str], env: EnvLike | None = None, *, ve
     return ds
 
 
+def dataset_digest(path: str | os.PathLike[str]) -> str:
+    """The ``manifest_sha256`` of the dataset at ``path`` (as :func:`load_dataset` takes it, with its cheap checks):
+    the content key by which runs, searches, cloning lengths and caches name their data."""
+    return load_dataset(path, verify=False).manifest["manifest_sha256"]
+
+
 def _check_file(file: Path, entry: Mapping[str, Any]) -> None:
     """Size, shape and dtype of one `.npy` file against its manifest entry, reading only the header."""
     size = file.stat().st_size

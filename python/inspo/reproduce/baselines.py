@@ -249,7 +249,9 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
         for method in suite.methods:
             mine = [(cfg, key, o) for cfg, key, o in zip(configs, keys, outcomes) if key[:2] == (dataset, method)]
             runs = [(cfg, o) for cfg, _, o in mine if o is not None]
-            missing += [f"{dataset} {method} seed {key[2]}" for _, key, o in mine if o is None]
+            not_made = [str(key[2]) for _, key, o in mine if o is None]
+            if not_made:
+                missing.append(f"{dataset} {method}: seed{'s' * (len(not_made) > 1)} {', '.join(not_made)}")
             if not runs:
                 continue
             rows.append({"dataset": dataset, "method": method, "label": METHOD_NAMES[method],
@@ -336,8 +338,7 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
     sections_text = "\n\n".join(sections)
     made_on = ", ".join(f"{cpu} ({count} runs)" for cpu, count in record["machines"].items())
     missing = record["missing"]
-    missing_text = (f"\n\n## Not made yet ({len(missing)})\n\n" + "\n".join(f"- {m}" for m in _grouped(missing))
-                    if missing else "")
+    missing_text = "\n\n## Not made yet\n\n" + "\n".join(f"- {m}" for m in missing) if missing else ""
     return f"""# {record['title']}
 
 Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
@@ -370,16 +371,6 @@ def _curve_table(rows: Sequence[dict[str, Any]], columns: int = 5) -> str:
     table = [[label] + [f"{sum(p[it] for p in runs) / len(runs):.3f}" for it in marks] for label, runs in learners]
     return ("\n\nMean return over the seeds, by iteration:\n\n"
             + markdown_table(["iteration"] + [f"{it:,}" for it in marks], table))
-
-
-def _grouped(missing: Sequence[str]) -> list[str]:
-    """``missing``'s ``<dataset> <method> seed <k>`` entries as one line per dataset and method, in their order."""
-    seeds: dict[str, list[str]] = {}
-    for entry in missing:
-        run, _, seed = entry.rpartition(" seed ")
-        seeds.setdefault(run if run else entry, []).extend([seed] if run else [])
-    return [f"{run}: seed{'s' * (len(found) > 1)} {', '.join(found)}" if found else run
-            for run, found in seeds.items()]
 
 
 def plot_baselines(record: dict[str, Any], path: str | Path) -> None:

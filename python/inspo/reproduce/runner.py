@@ -42,7 +42,7 @@ from inspo.checkpoint import CheckpointError, write_text
 from inspo.checkpoint import load as load_checkpoint
 from inspo.cluster import Cluster, run_each
 from inspo.config import MEMBER_FIELDS, TrainConfig
-from inspo.data import DatasetError, load_dataset, save_dataset
+from inspo.data import DatasetError, dataset_digest, load_dataset, save_dataset
 from inspo.errors import InspoError
 from inspo.population_training import PREVIOUS, train_members
 from inspo.progress import ProgressBar
@@ -103,7 +103,7 @@ def _resume_step(cfg: TrainConfig) -> int | None:
         saved = load_checkpoint(Path(cfg.out) / "checkpoint.pt")
         same = replace(TrainConfig.from_dict(saved["config"]), out=cfg.out) == cfg
         ours = (same and saved.get("version") == package_info()["version"]
-                and saved["dataset_sha256"] == load_dataset(cfg.dataset, verify=False).manifest["manifest_sha256"])
+                and saved["dataset_sha256"] == dataset_digest(cfg.dataset))
         return int(saved["run"]["step"]) if ours else None
     except (CheckpointError, OSError, KeyError, TypeError, ValueError):  # none, corrupt, or made by other code
         return None
@@ -162,10 +162,6 @@ def _saved_run(out: str) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
-def _dataset_digest(config: dict[str, Any]) -> str:
-    return load_dataset(config["dataset"], verify=False).manifest["manifest_sha256"]
-
-
 def _refuse_other_data(config: dict[str, Any]) -> None:
     """InspoError if ``config["out"]`` holds a finished run on other data than ``config["dataset"]``: its result
     holds for that data, which may be made again on another machine type (SMAX, ``docs/design.md`` 4.4), so it is
@@ -173,7 +169,7 @@ def _refuse_other_data(config: dict[str, Any]) -> None:
     made = (_saved_run(config["out"]) or {}).get("dataset_sha256")
     if made is None:
         return
-    digest = _dataset_digest(config)
+    digest = dataset_digest(config["dataset"])
     if made != digest:
         raise InspoError(f"{config['out']} holds a finished run on other data (manifest SHA-256 {made[:12]}...) than "
                          f"{config['dataset']} ({digest[:12]}...): to keep it, give --out another folder; to train "
@@ -187,7 +183,7 @@ def cached(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         made = settings(saved["config"], saved["dataset_sha256"], saved["package"]["version"])
-        wanted = settings(config, _dataset_digest(config), package_info()["version"])
+        wanted = settings(config, dataset_digest(config["dataset"]), package_info()["version"])
     except (KeyError, TypeError, ValueError):  # made by other code (fields missing or no longer known), or no data
         return None
     return _outcome(saved, from_cache=True) if made == wanted else None

@@ -27,7 +27,7 @@ from typing import Any
 from inspo import jsonio
 from inspo.cluster import Cluster
 from inspo.config import TrainConfig
-from inspo.data import load_dataset
+from inspo.data import dataset_digest
 from inspo.reproduce.baselines import BASELINES, BaselinesSuite, reproduce_baselines
 from inspo.reproduce.runner import METHOD_NAMES, markdown_table, write_text
 from inspo.reproduce.smax import auto_bc_length, smax_dataset
@@ -112,7 +112,7 @@ def tune_map(map_name: str, cache: Path, protocol: StudyProtocol = STUDY, jobs: 
     data = smax_dataset(map_name, protocol.tune_quality, protocol.episodes, cache, None, build=not partial)
     settings = suite.envs["smax"].settings
     length = None if data is None else auto_bc_length(data, cache, settings, suite.bc_length, measure=not partial)
-    digest = None if data is None else load_dataset(data, verify=False).manifest["manifest_sha256"]
+    digest = None if data is None else dataset_digest(data)
     for method, fields in protocol.tune_fields.items():
         if method not in suite.methods:
             continue
