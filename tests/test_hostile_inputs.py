@@ -139,6 +139,8 @@ CONFIGS: dict[str, tuple[Any, str]] = {
     "flat nested field a boolean": ({"cql_alpha": False}, "config.cfcql.cql_alpha must be a number"),
     "env_options a list": ({"env_options": [1]}, "config.env_options must be a mapping"),
     "threads a float": ({"threads": 1.0}, "config.threads must be an integer"),
+    "critic_alpha negative": ({"critic_alpha": -0.5}, "config.critic_alpha must be >= 0 with critic_alpha + beta > 0"),
+    "critic_alpha for icq": ({"algo": "icq", "critic_alpha": 1.0}, "config.critic_alpha is InSPO's"),
 }
 
 
@@ -159,6 +161,7 @@ def test_bad_config_file_is_one_clear_error(case: str, dataset: Path, tmp_path: 
     (["--env-option", "episode_limit=true"], "episode_limit must be a positive integer, got True"),
     (["--iters", "5.5"], "argument --iters: invalid int value: '5.5'"),
     (["--z-max", "0"], "config.z_max must be > 0"),
+    (["--critic-alpha", "0"], "critic_alpha + beta > 0 (the critic's temperature), got 0.0 + 0.0"),
     (["--config", "no/such/file.json"], "config file no/such/file.json does not exist"),
 ])
 def test_bad_train_flags_are_one_clear_error(argv: list[str], needle: str, dataset: Path, tmp_path: Path,

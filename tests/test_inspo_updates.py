@@ -18,6 +18,7 @@ VARIANTS = {
     "weighted-2-local-steps": {"weighting": "weighted", "local_critic_steps": 2},
     "simultaneous-weighted": {"order": "simultaneous", "weighting": "weighted"},
     "no-rho": {"use_rho": False},
+    "critic-alpha": {"critic_alpha": 2.0},
 }
 
 
@@ -57,3 +58,28 @@ def test_compiled_critic_losses_train_like_eager() -> None:
         compiled.update(b)
         eager.update(b)
     assert_learners_close(compiled, eager, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", ["fused", "torch"])
+def test_critic_alpha_sets_the_critic_temperature_apart(backend: str) -> None:
+    """``TrainConfig.critic_alpha`` (an ablation): the joint critic learns as with ``alpha=critic_alpha``, the
+    policies and local critics as with the run's own alpha, bit for bit."""
+    apart = make_learner(torch.float64, backend=backend, alpha=0.1, critic_alpha=2.0)
+    critic_like = make_learner(torch.float64, backend=backend, alpha=2.0)
+    policy_like = make_learner(torch.float64, backend=backend, alpha=0.1)
+    mu = copy.deepcopy(apart.pi)
+    for it in range(3):
+        b = make_batch(40 + it, mu, torch.float64)
+        qbar, _, _ = apart.critic_step(b)
+        qbar_c, _, _ = critic_like.critic_step(b)
+        policy_like.critic_step(b)
+        assert torch.equal(qbar, qbar_c)
+        # Both policy passes read the ablation's Qbar: only their temperature may tell them apart.
+        apart.policy_pass(b, qbar)
+        policy_like.policy_pass(b, qbar)
+    got, critic, policy = everything(apart), everything(critic_like), everything(policy_like)
+    for name in got:
+        want = critic if name.split(".")[0] in ("q", "q_target", "v", "critic_opt") else policy
+        assert torch.equal(got[name], want[name]), name
+    # The temperature is not idle: the run's own alpha gives the critic another value function.
+    assert not torch.equal(got["v.0.weight"], policy["v.0.weight"])

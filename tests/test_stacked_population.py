@@ -29,7 +29,7 @@ ITERS = 5
 CPU = torch.device("cpu")
 # Per-member hyper-parameters: every one a member may have of its own, different in each member.
 PER_MEMBER = [{"alpha": 0.5, "beta": 0.3, "lr_policy": 3e-3, "lr_critic": 3e-3, "rho_max": 4.0, "z_max": 2.0,
-               "gamma": 0.99, "polyak": 0.005},
+               "gamma": 0.99, "polyak": 0.005, "critic_alpha": 1.5},
               {"alpha": 0.2, "beta": 0.0, "lr_policy": 1e-3, "lr_critic": 2e-3, "rho_max": 100.0, "z_max": 10.0,
                "gamma": 0.9, "polyak": 0.05},
               {"alpha": 1.0, "beta": 0.5, "lr_policy": 3e-3, "lr_critic": 1e-3, "rho_max": 2.0, "z_max": 1.0,
@@ -139,8 +139,8 @@ def test_population_equals_single_runs(variant: dict[str, Any], backend: str) ->
 
 @pytest.mark.parametrize("variant", ["default", "simultaneous-weighted", "weighted-2-local-steps"])
 def test_population_with_hyper_parameters_per_member(variant: str) -> None:
-    """Members that differ in alpha, beta, lr_policy, lr_critic, rho_max, z_max, gamma and polyak: each still
-    trains as its single run (the fused ops; beta 0 in member 1)."""
+    """Members that differ in alpha, beta, lr_policy, lr_critic, rho_max, z_max, gamma, polyak and critic_alpha
+    (member 0's only): each still trains as its single run (the fused ops; beta 0 in member 1)."""
     change = VARIANTS[variant]
     stacked = members(torch.float64, "fused", PER_MEMBER, **change)
     singles = members(torch.float64, "fused", PER_MEMBER, **change)

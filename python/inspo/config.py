@@ -25,7 +25,7 @@ EVALS = ("env", "none")
 LOGGERS = ("csv", "tensorboard", "wandb")
 """The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-MEMBER_FIELDS = ("lr_policy", "lr_critic", "alpha", "beta", "gamma", "polyak", "rho_max", "z_max")
+MEMBER_FIELDS = ("lr_policy", "lr_critic", "alpha", "beta", "gamma", "polyak", "rho_max", "z_max", "critic_alpha")
 """The hyper-parameters that ``TrainConfig.per_member`` may set per member of a population."""
 POPULATION_FIELDS = ("seeds", "per_member")
 """The TrainConfig fields that make a population (:meth:`TrainConfig.members`)."""
@@ -143,6 +143,11 @@ class TrainConfig:
     lr_critic: float = 1e-3
     alpha: float = 0.2
     beta: float = 0.0
+    critic_alpha: float | None = field(default=None, metadata={
+        "help": "InSPO ablation: the alpha of the joint critic's in-sample soft value V, whose temperature becomes "
+                "critic_alpha + beta while the policy's stays alpha + beta; default: alpha, the paper's method, where "
+                "critic and policy share one temperature (larger: V nearer the data's mean value, smaller: nearer "
+                "its in-sample maximum)"})
     gamma: float = 0.99
     polyak: float = 0.005
     rho_max: float = 100.0
@@ -233,6 +238,13 @@ class TrainConfig:
                 raise ValueError(f"config.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.algo == "inspo" and not self.alpha + self.beta > 0:
             raise ValueError(f"config.alpha + config.beta must be > 0 (tau), got {self.alpha} + {self.beta}")
+        if self.critic_alpha is not None:
+            if self.algo != "inspo":
+                raise ValueError(f"config.critic_alpha is InSPO's (the joint critic's own alpha), got it with "
+                                 f"algo {self.algo!r}: leave it unset (None)")
+            if not (self.critic_alpha >= 0 and self.critic_alpha + self.beta > 0):
+                raise ValueError(f"config.critic_alpha must be >= 0 with critic_alpha + beta > 0 (the critic's "
+                                 f"temperature), got {self.critic_alpha} + {self.beta}")
         if self.algo in ("icq", "omiga") and not self.alpha > 0:
             raise ValueError(f"config.alpha must be > 0 for {self.algo} (its temperature), got {self.alpha}")
         if not 0 <= self.gamma <= 1:

@@ -48,6 +48,9 @@ class InSPO(Learner):
         super().__init__(cfg, mu, state_dim, device, generator, shard)
         n_actions = self.n_actions
         self.tau = cfg.alpha + cfg.beta
+        # The joint critic's soft value has the policy's temperature unless the critic_alpha ablation sets it apart.
+        self.critic_alpha = cfg.alpha if cfg.critic_alpha is None else cfg.critic_alpha
+        self.critic_tau = self.critic_alpha + cfg.beta
         self.pi = copy.deepcopy(mu)
         # One Adam state per agent (per member of the stacks): updating agent i changes nothing of its teammates.
         self.pi_opt = FusedAdam(self.pi.nets.stacked(), cfg.lr_policy, stacked=True)
@@ -76,14 +79,15 @@ class InSPO(Learner):
     def critic_losses(self, b: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """``(Qbar(s, a) of the whole batch, Q loss, V loss)`` (losses: this rank's rows): the losses of
         ``critic_update`` for data-parallel training and ``compile=True``."""
-        cfg, tau, rows = self.cfg, self.tau, self.shard.rows(b.reward.shape[0])
+        cfg, tau, rows = self.cfg, self.critic_tau, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             target = b.reward[rows] + cfg.gamma * (1.0 - b.terminated[rows]) * self.v(b.next_state[rows]).squeeze(-1)
             qbar = self.q_target(b.state, b.actions)  # every row: the policy pass needs all of them
         state = b.state[rows]
         q_loss = (self.q(state, b.actions[rows]) - target).pow(2).mean()
         v = self.v(state).squeeze(-1)
-        # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau).
+        # Exponential loss whose minimiser is the regularised soft value tau log sum_a mu^(alpha/tau) exp(Q/tau)
+        # (tau and alpha the critic's).
         z = torch.clamp((qbar[rows] - v) / tau - (cfg.beta / tau) * b.logp_mu[:, rows].sum(0), max=cfg.z_max)
         v_loss = torch.exp(z).mean() + v.mean() / tau
         return qbar, q_loss, v_loss
@@ -95,7 +99,7 @@ class InSPO(Learner):
             return self.k.critic_update(
                 list(self.q.parameters()), list(self.q_target.parameters()), list(self.v.parameters()),
                 *opt.state(), b.state, b.actions, b.reward, b.terminated, b.next_state, b.logp_mu,
-                n_actions=self.q.n_actions, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, z_max=cfg.z_max,
+                n_actions=self.q.n_actions, alpha=self.critic_alpha, beta=cfg.beta, gamma=cfg.gamma, z_max=cfg.z_max,
                 polyak=cfg.polyak, lr=cfg.lr_critic, adam_betas=BETAS, adam_eps=EPS, matmul_dtype=self.matmul_dtype)
         qbar, q_loss, v_loss = self._critic_losses(b)
         grads = torch.autograd.grad(q_loss + v_loss, self.critic_opt.params)

@@ -71,7 +71,7 @@ class StackedInSPO:
     learner, whose generator (``gen``) member p draws from."""
 
     # Settings every member must share: they shape the networks or the pass. The others (seed, alpha, beta, gamma,
-    # polyak, lr_policy, lr_critic, rho_max, z_max, and what only the trainer reads) may differ.
+    # polyak, lr_policy, lr_critic, rho_max, z_max, critic_alpha, and what only the trainer reads) may differ.
     SHARED = ("batch_size", "hidden", "order", "weighting", "use_rho", "local_critic_steps", "dtype", "device")
 
     def __init__(self, learners: Sequence[InSPO]) -> None:
@@ -102,6 +102,9 @@ class StackedInSPO:
         self.tau = column(tau)
         self.alpha_tau = column([c.alpha / t for c, t in zip(cfgs, tau)])
         self.beta_tau = column([c.beta / t for c, t in zip(cfgs, tau)])
+        critic_tau = [m.critic_tau for m in learners]
+        self.critic_tau = column(critic_tau)
+        self.critic_beta_tau = column([c.beta / t for c, t in zip(cfgs, critic_tau)])
         self.gamma = column([c.gamma for c in cfgs])
         self.log_rho_max = column([math.log(c.rho_max) for c in cfgs])
         self.z_max = column([c.z_max for c in cfgs])
@@ -171,8 +174,8 @@ class StackedInSPO:
             q_loss = (batched_mlp(x, params[:nq]).squeeze(-1) - target).pow(2).mean(1)
             value = batched_mlp(b.state, params[nq:]).squeeze(-1)
             # clamp, not minimum: a tie passes the whole gradient, as in the single learner.
-            z = torch.clamp((qbar - value) / self.tau - self.beta_tau * b.logp_mu.sum(1), max=self.z_max)
-            v_loss = torch.exp(z).mean(1) + value.mean(1) / self.tau[:, 0]
+            z = torch.clamp((qbar - value) / self.critic_tau - self.critic_beta_tau * b.logp_mu.sum(1), max=self.z_max)
+            v_loss = torch.exp(z).mean(1) + value.mean(1) / self.critic_tau[:, 0]
             grads = torch.autograd.grad((q_loss + v_loss).sum(), params)
         c.adam_step(grads, self.lr_critic)
         q = c.params[:nq]

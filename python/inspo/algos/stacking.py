@@ -51,7 +51,8 @@ def agreed(what: str, values: Sequence[Any]) -> Any:
     if any(v != values[0] for v in values[1:]):
         listed = ", ".join(f"member {p}: {v!r}" for p, v in enumerate(values))
         raise ValueError(f"cannot stack the members: {what} differs ({listed}); a population stacks members that "
-                         "differ in seed and in alpha, beta, gamma, polyak, lr_policy, lr_critic, rho_max, z_max only")
+                         "differ in seed and in alpha, beta, gamma, polyak, lr_policy, lr_critic, rho_max, z_max, "
+                         "critic_alpha only")
     return values[0]
 
 
