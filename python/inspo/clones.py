@@ -37,7 +37,7 @@ AFTER_CLONING = frozenset({
     "out", "dataset", "algo", "iters", "lr_critic", "alpha", "beta", "gamma", "polyak", "rho_max", "z_max", "order",
     "weighting", "use_rho", "local_critic_steps", "icq", "cfcql", "eval", "eval_every", "eval_episodes",
     "eval_episode_limit", "eval_greedy", "checkpoint_every", "check_every", "cuda_graph", "logger", "seeds",
-    "per_member", "env_options", "normalize_state"})
+    "per_member", "env_options", "normalize_state", "critic_alpha"})
 """The TrainConfig fields that the cloning does not read (the method, its hyper-parameters, the critics' state
 scaling, evaluation and output): runs that differ only in these share a clone. ``seeds`` and ``per_member``
 describe a population; each member's key holds its own seed and hyper-parameters."""
