@@ -111,6 +111,17 @@ def test_cache_misses_a_changed_setting(tmp_path: Path, capsys: pytest.CaptureFi
     assert [r["dataset"] for r in rows] == ["xor-ab-ba"] * 5 and {r["config"]["iters"] for r in rows} == {5}
 
 
+def test_a_field_added_later_keeps_the_cache_and_the_headers() -> None:
+    """A run recorded before ``critic_alpha`` existed matches a config that leaves it unset; headers name it only
+    where it is set."""
+    config = inspo.TrainConfig(dataset="d").to_dict()
+    recorded = {k: v for k, v in config.items() if k != "critic_alpha"}
+    assert runner.settings(recorded, "sha", "0.1.0") == runner.settings(config, "sha", "0.1.0")
+    assert runner.settings({**config, "critic_alpha": 0.5}, "sha", "0.1.0") != runner.settings(config, "sha", "0.1.0")
+    assert "critic_alpha" not in runner.hyper(config)
+    assert runner.hyper({**config, "critic_alpha": 0.5}).endswith(", critic_alpha=0.5")
+
+
 def test_a_finished_run_on_other_data_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "results"

@@ -283,6 +283,18 @@ def test_multi_fidelity_search_over_the_iteration_budget(xor_data: Path, tmp_pat
         tune(base, tmp_path / "other", trials=6, fidelity="iters", min_iters=50)
 
 
+def test_critic_alpha_is_searched_from_alpha_when_unset(xor_data: Path, tmp_path: Path) -> None:
+    """Unset (None), InSPO's critic_alpha is alpha: a search over it starts from that value, the same run."""
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    base = TrainConfig(dataset=str(xor_data), **{**SMALL, "iters": 30, "eval_every": 30, "alpha": 0.3})
+    result = tune(base, tmp_path / "search", trials=3, params=["critic_alpha"])
+    default = [t for t in result.trials if t["default"]]
+    assert len(default) == 1 and default[0]["params"] == {"critic_alpha": 0.3}
+    assert len({t["params"]["critic_alpha"] for t in result.trials}) == 3
+    with pytest.raises(ValueError, match="cannot tune 'critic_alpha' from its unset"):
+        resolve_space(TrainConfig(dataset="d"), ["critic_alpha"])
+
+
 def test_a_search_leaves_absl_logging_stream_open(xor_data: Path, tmp_path: Path) -> None:
     """SMAC3's logging setup closes every logging handler; absl's (loaded with jax or flashbax) would then close the
     stream it writes to, e.g. a notebook's or a test's captured stderr."""

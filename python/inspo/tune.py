@@ -48,7 +48,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +300,8 @@ def tune(base: TrainConfig, out: str | Path, trials: int = 20, workers: int | Cl
     from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
     from smac.callback import Callback
 
+    if base.critic_alpha is None and "critic_alpha" in [*(params or ()), *(ranges or {})]:
+        base = replace(base, critic_alpha=base.alpha)  # the same run: unset, it is alpha
     space = resolve_space(base, params, ranges)
     if fid is not None and "iters" in space:
         raise ValueError("cannot search 'iters' with --fidelity iters: the iteration budget is the fidelity")

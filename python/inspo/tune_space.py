@@ -44,6 +44,7 @@ Space = dict[str, Param | Choice]
 
 SPACE: Space = {
     "alpha": Param(1e-3, 10.0, log=True),
+    "critic_alpha": Param(1e-3, 10.0, log=True),
     "beta": Param(0.0, 2.0),
     "lr_policy": Param(1e-5, 1e-2, log=True),
     "lr_critic": Param(1e-5, 1e-2, log=True),
@@ -169,6 +170,8 @@ def resolve_space(base: TrainConfig, params: list[str] | None = None, ranges: Sp
             if not isinstance(given, Param):
                 raise ValueError(f"{name} is numeric: give a range as --range {name}=LO:HI[:log], "
                                  f"not the values {','.join(map(str, given.choices))}")
+            if values[name] is None:
+                raise ValueError(f"cannot tune {name!r} from its unset (None) base value: set it in the base config")
             space[name] = _as_range(name, field, given, values[name])
     if not space:
         raise ValueError("nothing to tune: --params is empty")

@@ -306,6 +306,8 @@ def hyper(config: dict[str, Any]) -> str:
     pairs = [f"{name}={config[name]}" for name in _HYPER]
     if config.get("normalize_state"):  # named only where set: the tables made without it read as before
         pairs.append("normalize_state=True")
+    if config.get("critic_alpha") is not None:
+        pairs.append(f"critic_alpha={config['critic_alpha']}")
     return ", ".join(pairs)
 
 
