@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,22 @@ def test_a_search_does_not_resume_on_other_data_at_the_same_path(tmp_path: Path)
     save_dataset(generate_matrix("xor", "xor-aa-ab-ba", 300, seed=1), data, overwrite=True)  # e.g. made elsewhere
     with pytest.raises(ValueError, match=f"dataset_sha256: '{recorded}' in the search, '[0-9a-f]{{64}}' now"):
         tune(base, tmp_path / "search", trials=3, params=["lr_policy"], resume=True)
+
+
+def test_a_search_recorded_before_a_field_was_added_resumes(xor_data: Path, tmp_path: Path) -> None:
+    """A base config recorded without a field added since (critic_alpha) is the same search at the field's default;
+    a different value of it is another search."""
+    pytest.importorskip("smac", reason="SMAC3 is the optional extra 'tune': pip install 'inspo[tune]'")
+    base = TrainConfig(dataset=str(xor_data), **SMALL)
+    tune(base, tmp_path / "search", trials=2, params=["lr_policy"])
+    path = tmp_path / "search" / "tune.json"
+    older = json.loads(path.read_text())
+    del older["base_config"]["critic_alpha"]
+    path.write_text(json.dumps(older))
+    result = tune(base, tmp_path / "search", trials=3, params=["lr_policy"], resume=True)
+    assert len(result.trials) == 3 and json.loads(path.read_text())["base_config"]["critic_alpha"] is None
+    with pytest.raises(ValueError, match=r"base_config.critic_alpha: None in the search, 0.5 now"):
+        tune(replace(base, critic_alpha=0.5), tmp_path / "search", trials=4, params=["lr_policy"], resume=True)
 
 
 def test_multi_fidelity_search_over_the_iteration_budget(xor_data: Path, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inspo.config import TrainConfig
+
 __all__ = ["SAME_SEARCH", "check_same_search", "finished_trials", "load_search", "trial_key"]
 
 SAME_SEARCH = ("space", "base_config", "dataset_sha256", "objective", "seeds", "smac_seed", "fidelity")
@@ -47,11 +49,21 @@ def check_same_search(saved: dict[str, Any], now: dict[str, Any], out: Path) -> 
     diffs: list[str] = []
     for key in SAME_SEARCH:
         if key in saved:  # a search recorded by an older inspo lacks the newer settings: those are not compared
-            diffs += _differences(key, saved[key], now.get(key))
+            value = _with_defaults(saved[key]) if key == "base_config" else saved[key]
+            diffs += _differences(key, value, now.get(key))
     if diffs:
         raise ValueError(f"cannot resume the search in {out}: it is not the same search; " + "; ".join(diffs)
                          + ". Give the same settings (or none: --resume reads them from tune.json), or start a new "
                            "search with --overwrite or another --out")
+
+
+def _with_defaults(config: Any) -> Any:
+    """A recorded base config with the fields added to :class:`TrainConfig` since it was recorded at their defaults
+    (the same runs), as the search that resumes it records its own; one that is no longer valid as it was."""
+    try:
+        return {**TrainConfig.from_dict(config).to_dict(), "out": config.get("out")}
+    except (TypeError, ValueError, AttributeError):
+        return config
 
 
 def trial_key(params: dict[str, Any], iters: int) -> str:
