@@ -61,7 +61,7 @@ def _with_defaults(config: Any) -> Any:
     """A recorded base config with the fields added to :class:`TrainConfig` since it was recorded at their defaults
     (the same runs), as the search that resumes it records its own; one that is no longer valid as it was."""
     try:
-        return {**TrainConfig.from_dict(config).to_dict(), "out": config.get("out")}
+        return TrainConfig.from_dict(config).to_dict()
     except (TypeError, ValueError, AttributeError):
         return config
 
