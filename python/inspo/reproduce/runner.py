@@ -144,13 +144,16 @@ def population_groups(configs: Sequence[dict[str, Any]]) -> list[list[int]]:
     return list(groups.values())
 
 
+def pathless(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with every field (one added to `TrainConfig` since it was recorded takes its default, the
+    same runs) but its output folder and its dataset's path, which differ between machines."""
+    return {k: v for k, v in TrainConfig.from_dict(config).to_dict().items() if k not in ("out", "dataset")}
+
+
 def settings(config: dict[str, Any], dataset_sha256: str | None, version: str | None) -> dict[str, Any]:
-    """What a cached run must match: the config with every field (a field added to `TrainConfig` after the run
-    was made takes its default) but its output folder and its dataset's path, which differ between machines; the
-    dataset's content (its manifest SHA-256) and the inspo version that trained instead."""
-    full = TrainConfig.from_dict(config).to_dict()
-    return {**{k: v for k, v in full.items() if k not in ("out", "dataset")}, "dataset_sha256": dataset_sha256,
-            "version": version}
+    """What a cached run must match: its :func:`pathless` config, the dataset's content (its manifest SHA-256) and
+    the inspo version that trained."""
+    return {**pathless(config), "dataset_sha256": dataset_sha256, "version": version}
 
 
 def _saved_run(out: str) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from inspo.cluster import Cluster
 from inspo.config import TrainConfig
 from inspo.data import dataset_digest
 from inspo.reproduce.baselines import BASELINES, BaselinesSuite, reproduce_baselines
-from inspo.reproduce.runner import METHOD_NAMES, markdown_table, write_text
+from inspo.reproduce.runner import METHOD_NAMES, markdown_table, pathless, write_text
 from inspo.reproduce.smax import auto_bc_length, smax_dataset
 from inspo.tune_space import Param
 
@@ -83,10 +83,6 @@ def _search(folder: Path, base: TrainConfig | None, dataset_sha256: str | None) 
         return None
     if not (found.get("incumbent") and len(found["trials"]) >= found["n_trials"]):
         return None
-
-    def pathless(config: dict[str, Any]) -> dict[str, Any]:  # a field added since the search takes its default
-        return {k: v for k, v in TrainConfig.from_dict(config).to_dict().items() if k not in ("out", "dataset")}
-
     if base is not None and (pathless(found["base_config"]) != pathless(base.to_dict())
                              or found.get("dataset_sha256") != dataset_sha256):
         raise ValueError(f"{folder} holds a finished search from other settings than this study's (another dataset, "
