@@ -50,8 +50,8 @@ from inspo.provenance import package_info
 from inspo.training import train
 
 __all__ = ["METHOD_NAMES", "Progress", "best_after_start", "cache_note", "cached", "cached_dataset", "hyper",
-           "machines", "markdown_table", "pm", "population_groups", "provenance", "publish", "run_all", "settings",
-           "stats", "train_group", "train_one", "write_text"]
+           "machines", "markdown_table", "pathless", "pm", "population_groups", "provenance", "publish", "run_all",
+           "settings", "stats", "train_group", "train_one", "write_text"]
 
 METHOD_NAMES = {"bc": "BC", "icq": "MA-ICQ", "omiga": "OMIGA", "cfcql": "CFCQL", "inspo": "InSPO"}
 """How the tables name each ``TrainConfig.algo``."""
