@@ -14,9 +14,10 @@ import pytest
 
 from inspo.bc_length import BCLengthSettings
 from inspo.cli import main
+from inspo.config import TrainConfig
 from inspo.reproduce import runner
 from inspo.reproduce.baselines import BASELINES, reproduce_baselines
-from inspo.reproduce.study import STUDY, _tuning_markdown
+from inspo.reproduce.study import STUDY, _search, _tuning_markdown
 
 RECORDS = ("runs/**/metrics.json", "tune/*/*/tune.json", "tune/*/*/trials/*/result.json", "bc_length/*.json")
 """The files of ``<out>/cache`` that ``results/.gitignore`` keeps: what says that a run, search or measurement is
@@ -208,6 +209,19 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
             reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=other, suite=suite)
     assert (out / "smax_study_table.md").read_text().startswith(
         "# The SMAX study: BC, MA-ICQ, OMIGA, CFCQL and InSPO, each tuned with the same budget\n")
+
+
+def test_a_search_recorded_before_a_field_or_elsewhere_is_the_same_search(tmp_path: Path) -> None:
+    # Recorded in another checkout (its paths) by a version without critic_alpha: the same search at its default.
+    base = TrainConfig(dataset="here/data", out="here/tune", iters=10)
+    recorded = {k: v for k, v in base.to_dict().items() if k != "critic_alpha"}
+    found = {"base_config": {**recorded, "dataset": "elsewhere/data", "out": "elsewhere/tune"}, "n_trials": 1,
+             "trials": [{"trial": 1}], "incumbent": {"params": {}}, "dataset_sha256": "sha"}
+    (tmp_path / "tune.json").write_text(json.dumps(found))
+    assert _search(tmp_path, base, "sha") == found
+    for other, sha in ((replace(base, critic_alpha=0.5), "sha"), (replace(base, iters=11), "sha"), (base, "other")):
+        with pytest.raises(ValueError, match="holds a finished search from other settings"):
+            _search(tmp_path, other, sha)
 
 
 def test_tuning_summary_counts_the_trials_of_every_sitting() -> None:
