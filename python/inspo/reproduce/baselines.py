@@ -344,7 +344,9 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
 Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
 {record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache)}; the runs in the table took \
 {record['compute_cpu_hours']} CPU-hours of training and evaluation: CPU time of the training process, a \
-population's shared by its members; made on {made_on}).
+population's shared by its members; a run that started from a behaviour clone made by an earlier run on the same \
+data and seeds (`inspo.clones`) leaves the cloning out, so BC reads 0 s where another method cloned first; made on \
+{made_on}).
 
 - Return: mean ± std (ddof=1) over seeds {list(seeds)} of the final policy and of the best evaluated policy after \
 the learner started (iteration 0, the policy before any update, is left out of *best*); evaluation: {evaluation}.
