@@ -68,6 +68,19 @@ def test_partial_table_shows_the_cached_runs_and_lists_the_missing(tmp_path: Pat
     assert "no run of this table is in the run cache" in capsys.readouterr().err
 
 
+def test_a_partial_table_counts_the_runs_of_data_not_made_yet(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    assert main([*TINY, "--seeds", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--datasets", "xor-ab-ba", "xor-uniform", "--seeds", "1", "--partial", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert json.loads((out / "baselines_xor.json").read_text())["unmade_datasets"] == ["xor-uniform"]
+    # Five methods, one seed: xor-ab-ba's five runs are there, xor-uniform's five are not, nor are its data.
+    assert "5 of 10 runs read from the run cache" in text and "partial table: 5 runs not made yet" in text
+    assert "- xor-uniform (no dataset or cloning length yet)" in text
+
+
 def test_partial_table_of_an_empty_cache_makes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*TINY, "--seeds", "1", "--partial", "--out", str(tmp_path / "results")]) == 2
     assert "none of this table's datasets (with its cloning length) is in" in capsys.readouterr().err

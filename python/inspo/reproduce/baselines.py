@@ -244,7 +244,8 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     outcomes = run_all(configs, jobs, lambda k, o: progress(" ".join(map(str, keys[k])), o), populations,
                        train=not partial, clones=cache / "clones")
 
-    rows, missing = [], [f"{d} (no dataset or cloning length yet)" for d in datasets if d not in paths]
+    unmade = [d for d in datasets if d not in paths]
+    rows, missing = [], [f"{d} (no dataset or cloning length yet)" for d in unmade]
     for dataset in ready:
         for method in suite.methods:
             mine = [(cfg, key, o) for cfg, key, o in zip(configs, keys, outcomes) if key[:2] == (dataset, method)]
@@ -277,7 +278,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     record = {**provenance(command, seeds, time.perf_counter() - started), "env": env, "env_title": spec.title,
               "title": title or f"Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer",
               "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
-              "hyper": hyper or {}, "partial": partial, "missing": missing,
+              "hyper": hyper or {}, "partial": partial, "missing": missing, "unmade_datasets": unmade,
               "compute_cpu_hours": round(sum(r["cpu_time_s"]["mean"] * len(r["seeds_done"]) for r in rows) / 3600, 2),
               "machines": machines(outcomes),
               "bc_lengths": {d: f.to_dict() for d, f in lengths.items()}, "rows": rows}
@@ -338,11 +339,12 @@ def _markdown(record: dict[str, Any], spec: BaselineEnv, config: dict[str, Any],
     sections_text = "\n\n".join(sections)
     made_on = ", ".join(f"{cpu} ({count} runs)" for cpu, count in record["machines"].items())
     missing = record["missing"]
+    unmade_runs = len(record["unmade_datasets"]) * len(record["methods"]) * len(seeds)
     missing_text = "\n\n## Not made yet\n\n" + "\n".join(f"- {m}" for m in missing) if missing else ""
     return f"""# {record['title']}
 
 Made by `{record['command']}` on {record['date']} (torch {record['torch']}, {record['cpu_count']} CPUs, \
-{record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache)}; the runs in the table took \
+{record['wall_time_s']:.0f} s wall time; {cache_note(outcomes, cache, unmade_runs)}; the runs in the table took \
 {record['compute_cpu_hours']} CPU-hours of training and evaluation: CPU time of the training process, a \
 population's shared by its members; a run that started from a behaviour clone made by an earlier run on the same \
 data and seeds (`inspo.clones`) leaves the cloning out, so BC reads 0 s where another method cloned first; made on \

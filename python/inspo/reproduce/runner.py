@@ -327,11 +327,13 @@ def machines(outcomes: Sequence[dict[str, Any] | None]) -> dict[str, int]:
     return dict(Counter(o["machine"] or "not recorded" for o in outcomes if o is not None))
 
 
-def cache_note(outcomes: Sequence[dict[str, Any] | None], cache: Path) -> str:
-    """How many runs the run cache supplied (and how many are missing from a partial table), for a table's header."""
+def cache_note(outcomes: Sequence[dict[str, Any] | None], cache: Path, unmade: int = 0) -> str:
+    """How many runs the run cache supplied (and how many are missing from a partial table), for a table's header.
+    ``unmade``: the runs of a partial table's datasets that are not made yet, which have no outcome."""
     count = sum(o is not None and o["cached"] for o in outcomes)
-    missing = sum(o is None for o in outcomes)
-    note = f"{count} of {len(outcomes)} runs read from the run cache `{cache}`" if count else "no run cached"
+    missing = sum(o is None for o in outcomes) + unmade
+    note = (f"{count} of {len(outcomes) + unmade} runs read from the run cache `{cache}`" if count
+            else "no run cached")
     return note + (f"; partial table: {missing} runs not made yet" if missing else "")
 
 
