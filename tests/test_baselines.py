@@ -15,6 +15,7 @@ ends at (A, A), J = 0, where InSPO reaches 0.99.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import signal
 import threading
@@ -190,6 +191,28 @@ def test_cfcql_counterfactuals_mix_one_changed_action_at_a_time() -> None:
             torch.testing.assert_close(got[:, i, a], expected, rtol=1e-12, atol=1e-12)
     assert torch.equal(got.gather(-1, b.actions[..., None]).squeeze(-1),  # the data's own action: Q_tot itself
                        learner.mixer(q_taken, b.state)[:, None].expand(rows, n))
+
+
+def test_icq_logs_the_largest_bootstrap_factor_of_its_critic_target() -> None:
+    # The target bootstraps each row with gamma * n * softmax(Qbar_tot / critic_temp) over the n rows that have a next
+    # data action: a cold softmax puts all n on the row of the largest Qbar_tot, a hot one weighs every row 1, and
+    # without such rows nothing is bootstrapped.
+    batches, mu, state_dim = _batches(1, seed=1)
+    b = batches[0]
+    learner = _make("icq", mu, state_dim, seed=7)
+    with torch.no_grad():
+        q_next = learner.q_target(b.next_obs).gather(-1, b.next_actions[..., None]).squeeze(-1)
+        qtot_next = learner.mixer_target(q_next, b.next_state)[b.has_next]
+    n_next, n_top = len(qtot_next), int((qtot_next == qtot_next.max()).sum())
+    assert 1 < n_next < len(b.has_next) and n_top == 1
+    for temp, expected in ((1e-9, 0.9 * n_next / n_top), (1e12, 0.9)):
+        learner = _make("icq", mu, state_dim, seed=7)
+        learner.cfg.icq.critic_temp = temp
+        assert learner.update(b)["target_weight_max"].item() == pytest.approx(expected, rel=1e-9)
+    learner = _make("icq", mu, state_dim, seed=7)
+    stats = learner.update(dataclasses.replace(b, has_next=torch.zeros_like(b.has_next)))
+    assert stats["target_weight_max"].item() == 0.0
+    assert torch.isfinite(stats["q_loss"])
 
 
 @pytest.mark.parametrize("algo", BASELINES)

@@ -26,6 +26,13 @@ Deviations from the paper (and its code), all deliberate:
   the start); ``alpha`` is ``cfg.alpha`` (the same KL-to-behaviour strength as InSPO's), ``alpha_Q`` is
   ``cfg.icq_critic_temp`` (1000 in the paper's code, i.e. nearly SARSA on the data).
 
+Why the critic temperature must stay large: the target bootstraps a row with ``gamma`` times its weight,
+``exp((Qbar_tot - m)/alpha_Q)`` with ``m = alpha_Q log mean exp(Qbar_tot/alpha_Q)`` over the batch, so a row whose
+next value lies more than ``alpha_Q * ln(1/gamma)`` above ``m`` is bootstrapped with a factor above 1. Data whose
+values spread wider than that let the critic run away (``results/smax_study.md``, twentieth sitting: at
+``alpha_Q = 45``, a bound of 0.45, on SMAX data whose returns spread over 0-2). The iteration's largest factor is
+logged as ``target_weight_max``.
+
 Data-parallel training (:mod:`inspo.algos.parallel`): both softmaxes over the batch, and the critic loss's
 normaliser, are computed on the whole global batch on every rank; only the trained networks' forward/backward is
 split into the ranks' shards.
@@ -65,7 +72,7 @@ class ICQ(Learner):
         self.critic_opt = adam([*self.q.parameters(), *self.mixer.parameters()], cfg.lr_critic)
 
     # -- 1. critic: in-sample implicit-constraint target -------------------------------------------------------
-    def critic_step(self, b: Batch) -> Tensor:
+    def critic_step(self, b: Batch) -> dict[str, Tensor]:
         cfg, mine = self.cfg, self.shard.rows(b.reward.shape[0])
         with torch.no_grad():
             q_next = self.q_target(b.next_obs).gather(-1, b.next_actions[..., None]).squeeze(-1)  # [B, N]
@@ -83,7 +90,8 @@ class ICQ(Learner):
         self.shard.require_finite(q_loss=loss)
         self.gradient_step(loss, self.critic_opt)
         self.update_targets()
-        return loss.detach()
+        factor = cfg.gamma * torch.where(b.has_next, ic_weight, 0.0).max()  # 0 where nothing is bootstrapped
+        return {"q_loss": loss.detach(), "target_weight_max": factor}
 
     # -- 2. actors: decomposed in-sample advantage weighting ---------------------------------------------------
     def actor_step(self, b: Batch) -> dict[str, Tensor]:
@@ -109,5 +117,4 @@ class ICQ(Learner):
     @precision.matmuls
     def update(self, b: Batch) -> dict[str, Tensor]:
         """One MA-ICQ iteration (critic step, then actor step) on a uniformly sampled batch."""
-        q_loss = self.critic_step(b)
-        return {"q_loss": q_loss, **self.actor_step(b)}
+        return {**self.critic_step(b), **self.actor_step(b)}
