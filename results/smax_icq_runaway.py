@@ -1,0 +1,60 @@
+"""MA-ICQ's critic runaway on 3s_vs_5z-medium-replay (`smax_study.md`, twentieth sitting): the largest bootstrap
+factor of the critic's target (``target_weight_max``), the critic's TD loss and the evaluation return, per
+iteration, for the table's seed-0 config at its searched critic temperature (45.14), at the paper code's 1000, and
+at 45.14 with a critic learning rate ten times smaller.
+
+The runs' ``progress.csv`` files are kept in ``smax_icq_runaway/``; made from the study's clone with ``inspo train
+--config <the table's seed-0 config> --clones results/smax_study_avx512/cache/clones --iters 30000
+[--icq-critic-temp 1000 | --lr-critic 0.0003322]``, then::
+
+    python results/smax_icq_runaway.py
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RUNS = {"critic temperature 45.14 (the search's)": "temp45.csv", "critic temperature 1000 (the paper's code)":
+        "temp1000.csv", "45.14, lr_critic / 10": "lr_critic_tenth.csv"}
+DATA_RETURN = 0.741  # 3s_vs_5z-medium-replay's own return (the AVX-512 type's data)
+
+
+def _columns(path: Path) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            it = int(row["iteration"])
+            for key in ("target_weight_max", "q_loss", "return"):
+                if row[key] and (it > 0 or key == "return"):
+                    out.setdefault(key, []).append((it, float(row[key])))
+    return out
+
+
+def main() -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    for label, name in RUNS.items():
+        cols = _columns(HERE / "smax_icq_runaway" / name)
+        for ax, key in zip(axes, ("target_weight_max", "q_loss", "return"), strict=True):
+            its, values = zip(*cols[key], strict=True)
+            ax.plot(its, values, label=label)
+    axes[0].axhline(1.0, color="grey", lw=0.8, ls=":")
+    axes[2].axhline(DATA_RETURN, color="black", lw=0.8, ls="--", label="data")
+    for ax, title in zip(axes, ("largest bootstrap factor (gamma x weight)", "critic TD loss", "evaluation return"),
+                         strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("log")
+    axes[2].legend(fontsize=8)
+    fig.suptitle("MA-ICQ on 3s_vs_5z-medium-replay, seed 0")
+    fig.savefig(HERE / "smax_icq_runaway.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
