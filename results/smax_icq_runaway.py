@@ -5,7 +5,8 @@ at 45.14 with a critic learning rate ten times smaller.
 
 The runs' ``progress.csv`` files are kept in ``smax_icq_runaway/``; made from the study's clone with ``inspo train
 --config <the table's seed-0 config> --clones results/smax_study_avx512/cache/clones --iters 30000
-[--icq-critic-temp 1000 | --lr-critic 0.0003322]``, then::
+[--icq-critic-temp 1000 | --lr-critic 0.0003322]``. (``2s3z_expert_avx512_seed1.csv``, not plotted: the AVX-512
+type's 2s3z-expert seed 1 at its searched 309.1, trained again with the factor logged.) Then::
 
     python results/smax_icq_runaway.py
 """
