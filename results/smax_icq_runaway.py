@@ -15,10 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from inspo.report import figure_class, save_png
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"critic temperature 45.14 (the search's)": "temp45.csv", "critic temperature 1000 (the paper's code)":
@@ -38,7 +35,8 @@ def _columns(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def main() -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig = figure_class()(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     for label, name in RUNS.items():
         cols = _columns(HERE / "smax_icq_runaway" / name)
         for ax, key in zip(axes, ("target_weight_max", "q_loss", "return"), strict=True):
@@ -54,7 +52,7 @@ def main() -> None:
     axes[1].set_yscale("log")
     axes[2].legend(fontsize=8)
     fig.suptitle("MA-ICQ on 3s_vs_5z-medium-replay, seed 0")
-    fig.savefig(HERE / "smax_icq_runaway.png", dpi=110)
+    save_png(fig, HERE / "smax_icq_runaway.png")
 
 
 if __name__ == "__main__":
