@@ -27,10 +27,9 @@ def _columns(path: Path) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     with path.open() as f:
         for row in csv.DictReader(f):
-            it = int(row["iteration"])
             for key in ("target_weight_max", "q_loss", "return"):
-                if row[key] and (it > 0 or key == "return"):
-                    out.setdefault(key, []).append((it, float(row[key])))
+                if row[key]:  # losses are empty on the cloning and evaluation-only rows
+                    out.setdefault(key, []).append((int(row["iteration"]), float(row[key])))
     return out
 
 
