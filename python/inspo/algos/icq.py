@@ -31,8 +31,9 @@ Why the critic temperature must stay large: the target bootstraps a row with ``g
 next value lies more than ``alpha_Q * ln(1/gamma)`` above ``m`` is bootstrapped with a factor above 1. Data whose
 values spread wider than that let the critic run away (``results/smax_study.md``, twentieth sitting: at
 ``alpha_Q = 45``, a bound of 0.45, on SMAX data whose returns spread over 0-2). The iteration's largest factor is
-logged as ``target_weight_max``. It is not the only way: a critic can also run away with the factor mostly below 1
-(the same record, 2s3z-expert at ``alpha_Q = 309``).
+logged as ``target_weight_max``. It is not the only way: with the factor mostly below 1 a critic can also run away
+through the mixer's weights, which nothing bounds (the same record, twenty-first sitting: 2s3z-expert at
+``alpha_Q = 309``, where the released code's weights normalised to sum to one hold).
 
 Data-parallel training (:mod:`inspo.algos.parallel`): both softmaxes over the batch, and the critic loss's
 normaliser, are computed on the whole global batch on every rank; only the trained networks' forward/backward is
