@@ -10,20 +10,19 @@
   the mixer's weights over a batch's states, the TD loss and the return, with the paper's mixer and with the
   normalised one.
 
-``train CONFIG OUT [--normalise]`` trains one of these runs with the mixer's scale logged beside the learner's own
+``train CONFIG OUT [FLAGS]`` trains one of these runs with the mixer's scale logged beside the learner's own
 metrics (``w_sum``, ``w_sum_max``: the mean and largest ``sum_i w_i(s)`` of the batch; ``bias_mean``: the mixer's
 mean state bias; ``q_taken``: the mean utility of the data actions; ``q_avail_max``, ``q_avail_min``: the extreme
-utilities of any available action; ``qtot``: the mean mixed value of the data actions) and, with ``--normalise``,
-the weights divided by their sum. Run from the study's clone, where the table's configs and clones are, e.g. for
-the bottom row::
+utilities of any available action; ``qtot``: the mean mixed value of the data actions), FLAGS added to ``inspo
+train``'s. Run from the study's clone, where the table's configs and clones are, e.g. for the bottom row::
 
-    python results/smax_icq_runaway.py train <2s3z-expert icq seed1 config.json> OUT --normalise
+    python results/smax_icq_runaway.py train <2s3z-expert icq seed1 config.json> OUT [--icq-mixer normalised]
     python results/smax_icq_runaway.py plot
 
 The other seeds' normalised runs (``2s3z_expert_avx512_seed{0,2,3,4}_normalised.csv``, not plotted) are those of
 the record's five-seed table. The top row's first three runs were made with ``inspo train --config <the table's
 seed-0 config> --clones results/smax_study_avx512/cache/clones --iters 30000 [--icq-critic-temp 1000 | --lr-critic
-0.0003322]``; its fourth, 40,000 iterations long, with ``train <that config> OUT --normalise``.
+0.0003322]``; its fourth, 40,000 iterations long, with ``train <that config> OUT --icq-mixer normalised``.
 """
 from __future__ import annotations
 
@@ -35,7 +34,6 @@ import torch
 
 from inspo import cli
 from inspo.algos.icq import ICQ
-from inspo.algos.mixers import LinearMixer
 from inspo.report import figure_class, save_png
 
 HERE = Path(__file__).resolve().parent / "smax_icq_runaway"
@@ -47,15 +45,8 @@ SECOND = {"the paper's mixer (the table's run)": "2s3z_expert_avx512_seed1.csv",
 DATA_RETURN = {"3s_vs_5z-medium-replay": 0.741, "2s3z-expert": 1.954}  # the AVX-512 type's data
 
 
-def train(config: str, out: str, normalise: bool) -> int:
-    """One ``inspo train`` run with the mixer's scale logged and, if ``normalise``, its weights summing to one."""
-    if normalise:
-        weights = LinearMixer.weights
-
-        def normalised(self: LinearMixer, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            w, b = weights(self, state)
-            return w / w.sum(-1, keepdim=True).clamp(min=1e-8), b
-        LinearMixer.weights = normalised
+def train(config: str, out: str, flags: list[str]) -> int:
+    """One ``inspo train --config config --out out *flags`` run with the mixer's scale logged."""
     critic_step = ICQ.critic_step
 
     def logged(self: ICQ, b):  # noqa: ANN001, ANN202
@@ -69,7 +60,8 @@ def train(config: str, out: str, normalise: bool) -> int:
                 "q_taken": taken.mean(), "q_avail_max": available.max(), "q_avail_min": available.min(),
                 "qtot": ((w * taken).sum(-1) + bias).mean()}
     ICQ.critic_step = logged
-    return cli.main(["train", "--config", config, "--clones", "results/smax_study_avx512/cache/clones", "--out", out])
+    return cli.main(["train", "--config", config, "--clones", "results/smax_study_avx512/cache/clones", "--out", out,
+                     *flags])
 
 
 def _column(path: Path, key: str) -> tuple[list[int], list[float]]:
@@ -109,11 +101,11 @@ def main() -> None:
     t = sub.add_parser("train", help="one instrumented MA-ICQ run")
     t.add_argument("config")
     t.add_argument("out")
-    t.add_argument("--normalise", action="store_true", help="divide the mixer's weights by their sum")
+    t.add_argument("flags", nargs=argparse.REMAINDER, help="more `inspo train` flags, e.g. --icq-mixer normalised")
     sub.add_parser("plot", help="draw smax_icq_runaway.png")
     args = parser.parse_args()
     if args.command == "train":
-        raise SystemExit(train(args.config, args.out, args.normalise))
+        raise SystemExit(train(args.config, args.out, args.flags))
     plot()
 
 

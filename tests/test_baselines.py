@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,8 +127,8 @@ def _batches(n: int, seed: int) -> tuple[list[Batch], AgentPolicies, int]:
     return out, mu, data["state"].shape[-1]
 
 
-def _make(algo: str, mu: AgentPolicies, state_dim: int, seed: int, backend: str = "fused"):
-    cfg = TrainConfig(dataset="unused", algo=algo, hidden=16, gamma=0.9, dtype="float64", backend=backend)
+def _make(algo: str, mu: AgentPolicies, state_dim: int, seed: int, backend: str = "fused", **config: Any):
+    cfg = TrainConfig(dataset="unused", algo=algo, hidden=16, gamma=0.9, dtype="float64", backend=backend, **config)
     torch.manual_seed(seed)
     learner = LEARNERS[algo](cfg, mu, state_dim, torch.device("cpu"), torch.Generator().manual_seed(seed))
     for module in vars(learner).values():
@@ -213,6 +214,26 @@ def test_icq_logs_the_largest_bootstrap_factor_of_its_critic_target() -> None:
     stats = learner.update(dataclasses.replace(b, has_next=torch.zeros_like(b.has_next)))
     assert stats["target_weight_max"].item() == 0.0
     assert torch.isfinite(stats["q_loss"])
+
+
+def test_icq_normalised_mixer_weights_sum_to_one_where_the_papers_are_unbounded() -> None:
+    # The released code's mixer divides the paper's |hypernet(s)| weights by their sum (the second runaway route of
+    # results/smax_study.md, twenty-first sitting); the paper's stays the default, so older configs mean what they did.
+    batches, mu, state_dim = _batches(2, seed=1)
+    paper = _make("icq", mu, state_dim, seed=7)
+    normalised = _make("icq", mu, state_dim, seed=7, icq={"mixer": "normalised"})
+    older = TrainConfig.from_dict({"dataset": "d", "icq": {"critic_temp": 5.0}})  # a config from before the option
+    assert paper.cfg.icq.mixer == older.icq.mixer == "paper"
+    state = batches[0].state
+    w_paper, b_paper = paper.mixer.weights(state)
+    w_norm, b_norm = normalised.mixer.weights(state)
+    assert not torch.allclose(w_paper.sum(-1), torch.ones(len(state), dtype=w_paper.dtype))
+    torch.testing.assert_close(w_norm, w_paper / w_paper.sum(-1, keepdim=True))  # the same hypernetwork at the start
+    assert torch.equal(b_norm, b_paper)
+    for b in batches:
+        assert torch.isfinite(normalised.update(b)["q_loss"])
+    for mixer in (normalised.mixer, normalised.mixer_target):
+        torch.testing.assert_close(mixer.weights(state)[0].sum(-1), torch.ones(len(state), dtype=w_norm.dtype))
 
 
 @pytest.mark.parametrize("algo", BASELINES)

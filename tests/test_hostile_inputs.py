@@ -136,6 +136,8 @@ CONFIGS: dict[str, tuple[Any, str]] = {
     "alpha not finite": ({"alpha": math.inf}, "config.alpha must be a finite number"),
     "nested a string": ({"icq": "hot"}, "config.icq must be a ICQConfig"),
     "nested field a string": ({"icq": {"critic_temp": "1"}}, "config.icq.critic_temp must be a number"),
+    "nested field not a choice": ({"icq": {"mixer": "qmix"}},
+                                  "config.icq.mixer must be one of ('paper', 'normalised'), got 'qmix'"),
     "flat nested field a boolean": ({"cql_alpha": False}, "config.cfcql.cql_alpha must be a number"),
     "env_options a list": ({"env_options": [1]}, "config.env_options must be a mapping"),
     "threads a float": ({"threads": 1.0}, "config.threads must be an integer"),

@@ -146,7 +146,7 @@ def test_impossible_values_raise_before_any_work(tmp_path: Path, change: dict, m
 def test_method_settings_nest_and_keep_their_flat_names(tmp_path: Path) -> None:
     cfg = TrainConfig(dataset="d", icq=ICQConfig(critic_temp=10.0), cfcql={"cql_alpha": 2.0})
     assert cfg.cfcql == CFCQLConfig(cql_alpha=2.0)
-    assert cfg.to_dict()["icq"] == {"critic_temp": 10.0}
+    assert cfg.to_dict()["icq"] == {"critic_temp": 10.0, "mixer": "paper"}
     assert cfg.to_dict()["cfcql"] == {"cql_alpha": 2.0, "lambda_temp": 5.0, "policy_temp": 1e-3}
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     # A config written before the settings were nested (metrics.json, --config files) loads into the nested form.

@@ -22,6 +22,8 @@ PRECISIONS = ("fp32", "bf16")
 """``TrainConfig.precision``: the dtype of the updates' matrix products (:mod:`inspo.precision`)."""
 EVALS = ("env", "none")
 """What a run evaluates its policy on (``TrainConfig.eval``): the dataset's environment, or nothing."""
+ICQ_MIXERS = ("paper", "normalised")
+"""``ICQConfig.mixer``: the paper's unbounded mixer weights, or its released code's, normalised to sum to one."""
 LOGGERS = ("csv", "tensorboard", "wandb")
 """The loggers ``TrainConfig.logger`` may name (:mod:`inspo.loggers`)."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -50,6 +52,9 @@ class ICQConfig:
 
     critic_temp: float = field(default=1000.0, metadata={
         "help": "MA-ICQ: temperature of the in-sample softmax weights of the critic's target"})
+    mixer: str = field(default="paper", metadata={"choices": ICQ_MIXERS, "help": (
+        "MA-ICQ: the mixer's per-agent weights as in the paper's text (|hypernet(s)|, unbounded) or as in its "
+        "released code (normalised to sum to one in every state)")})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +64,8 @@ class ICQConfig:
         flags.check_types(self, "config.icq")
         if not self.critic_temp > 0:
             raise ValueError(f"config.icq.critic_temp must be > 0, got {self.critic_temp!r}")
+        if self.mixer not in ICQ_MIXERS:
+            raise ValueError(f"config.icq.mixer must be one of {ICQ_MIXERS}, got {self.mixer!r}")
 
 
 @dataclass

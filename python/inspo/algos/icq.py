@@ -20,8 +20,9 @@ Deviations from the paper (and its code), all deliberate:
   environments are fully observed), MLPs instead of RNNs, Adam instead of RMSprop, no gradient clipping;
 - Polyak-averaged target networks (rate ``cfg.polyak``) instead of hard copies every 600 steps;
 - the mixer is ``|hypernet(s)|`` weights plus a state bias as written in the paper (the released code normalises
-  the weights to sum to one and drops the bias), and ``w_i`` multiplies the advantage inside the exponential as in
-  the paper's decomposed objective (the released code multiplies the whole weight by ``w_i`` outside);
+  the weights to sum to one and drops the bias; ``cfg.icq.mixer = "normalised"`` normalises them and keeps the
+  bias), and ``w_i`` multiplies the advantage inside the exponential as in the paper's decomposed objective (the
+  released code multiplies the whole weight by ``w_i`` outside);
 - the actors start from the behaviour-cloned ``mu`` (the fixed point of the weighted likelihood does not depend on
   the start); ``alpha`` is ``cfg.alpha`` (the same KL-to-behaviour strength as InSPO's), ``alpha_Q`` is
   ``cfg.icq_critic_temp`` (1000 in the paper's code, i.e. nearly SARSA on the data).
@@ -32,8 +33,8 @@ next value lies more than ``alpha_Q * ln(1/gamma)`` above ``m`` is bootstrapped 
 values spread wider than that let the critic run away (``results/smax_study.md``, twentieth sitting: at
 ``alpha_Q = 45``, a bound of 0.45, on SMAX data whose returns spread over 0-2). The iteration's largest factor is
 logged as ``target_weight_max``. It is not the only way: with the factor mostly below 1 a critic can also run away
-through the mixer's weights, which nothing bounds (the same record, twenty-first sitting: 2s3z-expert at
-``alpha_Q = 309``, where the released code's weights normalised to sum to one hold).
+through the paper's mixer weights, which nothing bounds (the same record, twenty-first sitting: 2s3z-expert at
+``alpha_Q = 309``, where ``cfg.icq.mixer = "normalised"`` holds).
 
 Data-parallel training (:mod:`inspo.algos.parallel`): both softmaxes over the batch, and the critic loss's
 normaliser, are computed on the whole global batch on every rank; only the trained networks' forward/backward is
@@ -68,7 +69,7 @@ class ICQ(Learner):
         self.pi = copy.deepcopy(mu)
         self.pi_opt = adam(self.pi.parameters(), cfg.lr_policy)
         self.q = AgentUtilities(n, self.obs_dim, self.n_actions, cfg.hidden, cfg.shared_policy).to(device)
-        self.mixer = LinearMixer(state_dim, n, cfg.hidden).to(device)
+        self.mixer = LinearMixer(state_dim, n, cfg.hidden, normalise=cfg.icq.mixer == "normalised").to(device)
         self.q_target = self.target(self.q)
         self.mixer_target = self.target(self.mixer)
         self.critic_opt = adam([*self.q.parameters(), *self.mixer.parameters()], cfg.lr_critic)

@@ -27,17 +27,21 @@ class AgentUtilities(AgentPolicies):
 
 
 class LinearMixer(nn.Module):
-    """``Q_tot = sum_i w_i(s) Q_i + b(s)``, ``w_i = |h_w(s)|``, ``(h_w, b)`` one hidden ReLU layer on the state."""
+    """``Q_tot = sum_i w_i(s) Q_i + b(s)``, ``w_i = |h_w(s)|``, ``(h_w, b)`` one hidden ReLU layer on the state;
+    ``normalise``: ``w_i = |h_w(s)|_i / sum_j |h_w(s)|_j``, weights that sum to one in every state."""
 
-    def __init__(self, state_dim: int, n_agents: int, hidden: int) -> None:
+    def __init__(self, state_dim: int, n_agents: int, hidden: int, normalise: bool = False) -> None:
         super().__init__()
-        self.n_agents = n_agents
+        self.n_agents, self.normalise = n_agents, normalise
         self.hyper = mlp(state_dim, hidden, n_agents + 1, layers=1)
 
     def weights(self, state: Tensor) -> tuple[Tensor, Tensor]:
         """Non-negative per-agent weights ``[..., N]`` and the bias ``[...]``."""
         out = self.hyper(state)
-        return out[..., :self.n_agents].abs(), out[..., self.n_agents]
+        w = out[..., :self.n_agents].abs()
+        if self.normalise:  # the clamp keeps a state whose weights all vanish finite (its Q_tot is then its bias)
+            w = w / w.sum(-1, keepdim=True).clamp(min=1e-8)
+        return w, out[..., self.n_agents]
 
     def forward(self, qs: Tensor, state: Tensor) -> Tensor:
         """Mix per-agent values ``[..., N]`` at ``state [..., state_dim]`` into ``[...]``."""
