@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from inspo import cli
+from inspo.algos.batch import Batch
 from inspo.algos.icq import ICQ
 from inspo.report import figure_class, save_png
 
@@ -49,7 +50,7 @@ def train(config: str, out: str, flags: list[str]) -> int:
     """One ``inspo train --config config --out out *flags`` run with the mixer's scale logged."""
     critic_step = ICQ.critic_step
 
-    def logged(self: ICQ, b):  # noqa: ANN001, ANN202
+    def logged(self: ICQ, b: Batch) -> dict[str, torch.Tensor]:
         metrics = critic_step(self, b)
         with torch.no_grad():
             w, bias = self.mixer.weights(b.state)
@@ -87,7 +88,8 @@ def plot() -> None:
         for ax, title in zip(row, (scale_title, "critic TD loss", "evaluation return"), strict=True):
             ax.set_title(title)
             ax.set_xlabel("iteration")
-            ax.set_yscale("log" if ax is not row[2] else "linear")
+        row[0].set_yscale("log")
+        row[1].set_yscale("log")
         row[0].set_ylabel(dataset)
         row[2].legend(fontsize=8)
     axes[0][0].axhline(1.0, color="grey", lw=0.8, ls=":")

@@ -64,8 +64,6 @@ class ICQConfig:
         flags.check_types(self, "config.icq")
         if not self.critic_temp > 0:
             raise ValueError(f"config.icq.critic_temp must be > 0, got {self.critic_temp!r}")
-        if self.mixer not in ICQ_MIXERS:
-            raise ValueError(f"config.icq.mixer must be one of {ICQ_MIXERS}, got {self.mixer!r}")
 
 
 @dataclass
@@ -230,11 +228,6 @@ class TrainConfig:
         flags.check_types(self, "config")
         for name in _METHOD_CONFIGS:
             getattr(self, name).validate()
-        choices = {"algo": ALGOS, "order": ORDERS, "weighting": WEIGHTINGS, "backend": BACKENDS, "dtype": DTYPES,
-                   "precision": PRECISIONS, "eval": EVALS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"config.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("batch_size", "hidden", "lr_policy", "lr_critic", "rho_max", "z_max", "eval_episodes",
                     "eval_every", "local_critic_steps", "checkpoint_every", "check_every", "log_every")
         for name in positive:

@@ -311,13 +311,16 @@ def _type_error(hint: Any, value: Any) -> str | None:
 
 def check_types(obj: Any, what: str) -> None:
     """Raise ValueError naming the first field of dataclass instance ``obj`` whose value does not fit its type hint
-    (``what.field``: found, expected); nested dataclasses are checked by their own ``validate``."""
+    or is not one of its metadata's ``choices`` (``what.field``: found, expected); nested dataclasses are checked by
+    their own ``validate``."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         expected = _type_error(hints[f.name], value)
         if expected is not None:
             raise ValueError(f"{what}.{f.name} must be {expected}, got {_show(value)} ({type(value).__name__})")
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ValueError(f"{what}.{f.name} must be one of {tuple(f.metadata['choices'])}, got {value!r}")
 
 
 def _show(value: Any, limit: int = 80) -> str:
