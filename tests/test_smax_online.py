@@ -88,6 +88,21 @@ def test_mappo_options_change_training_and_stay_deterministic(policy_dir: Path, 
     assert load_snapshots(tmp_path / "a")["config"] | options == load_snapshots(tmp_path / "a")["config"]
 
 
+def test_separate_clip_clips_actor_and_critic_apart(tmp_path: Path) -> None:
+    # Unclipped (a bound no gradient reaches) the two rules are one; with a bound every step passes, they differ.
+    from inspo.online import train_online
+
+    def weights(name: str, **changes: object) -> list[torch.Tensor]:
+        run = train_online(_tiny(**changes), tmp_path / name)
+        assert all(s["actor_grad_norm"] > 0 and s["critic_grad_norm"] > 0 for s in run.snapshots[1:])
+        return _weights(tmp_path / name / "policy.pt")
+
+    loose = [weights(f"loose_{v}", max_grad_norm=1e9, separate_clip=v) for v in (False, True)]
+    assert all(torch.equal(x, y) for x, y in zip(*loose))
+    tight = [weights(f"tight_{v}", max_grad_norm=1e-3, separate_clip=v) for v in (False, True)]
+    assert any(not torch.equal(x, y) for x, y in zip(*tight))
+
+
 def test_annealed_learning_rate_starts_at_lr(tmp_path: Path) -> None:
     # One update runs at the full rate, so annealing changes nothing; over four, the later updates are smaller.
     from inspo.online import train_online

@@ -10,6 +10,8 @@
   2022) for the harder maps: `agent_state` gives the critic each agent's own observation and id beside the world
   state (one value, hence one advantage, per agent), and `value_norm` has it learn returns normalised by their
   running mean and standard deviation. `anneal_lr` lowers the learning rate linearly to 0 over the run.
+  `separate_clip` bounds the actor's and the critic's gradient norms apart (JaxMARL's MAPPO, two optimisers) rather
+  than their joint norm, under which a large critic gradient shrinks the actor's step.
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
@@ -69,6 +71,9 @@ class OnlineConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    separate_clip: bool = field(default=False, metadata={
+        "help": "clip the actor's and the critic's gradient norms each to max_grad_norm (JaxMARL's MAPPO), not "
+                "their joint norm"})
     hidden: int = 64
     agent_state: bool = field(default=False, metadata={
         "help": "critic input: the world state with each agent's observation and one-hot id (a value per agent)"})
@@ -354,7 +359,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         f_adv, f_ret = adv.view(rows, n)[:, cols], norm.normalise(ret).view(rows, n)[:, cols]
         # A recurrent actor's minibatches are whole episode rows (all T steps), replayed from their first memory.
         size = (B if cfg.recurrent else rows) // cfg.minibatches
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+        stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "actor_grad_norm",
+                               "critic_grad_norm"), 0.0)
         for _ in range(cfg.epochs):
             perm = torch.randperm(B if cfg.recurrent else rows, generator=gen)
             for k in range(cfg.minibatches):
@@ -377,12 +383,19 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
                 optim.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                # Before clipping: a joint clip scales the actor's step by the critic's norm too.
+                grad_norms = [nn.utils.get_total_norm([p.grad for p in net.parameters()]) for net in (actor, critic)]
+                if cfg.separate_clip:
+                    for net, grad_norm in zip((actor, critic), grad_norms):
+                        nn.utils.clip_grads_with_norm_(net.parameters(), cfg.max_grad_norm, grad_norm)
+                else:
+                    nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optim.step()
                 with torch.no_grad():
                     kl = ((ratio - 1) - (new_logp - f_logp[idx])).mean()
                 for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy),
-                                    ("approx_kl", kl)):
+                                    ("approx_kl", kl), ("actor_grad_norm", grad_norms[0]),
+                                    ("critic_grad_norm", grad_norms[1])):
                     stats[name] += float(value.detach()) / (cfg.epochs * cfg.minibatches)
         if not all(math.isfinite(v) for v in stats.values()):
             raise FloatingPointError(f"non-finite MAPPO losses at update {update}: {stats}")
