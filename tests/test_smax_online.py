@@ -89,7 +89,7 @@ def test_mappo_options_change_training_and_stay_deterministic(policy_dir: Path, 
 
 
 def test_separate_clip_clips_actor_and_critic_apart(tmp_path: Path) -> None:
-    # Unclipped (a bound no gradient reaches) the two rules are one; with a bound every step passes, they differ.
+    # Under a bound no gradient reaches the two rules are one; under a bound every gradient exceeds they differ.
     from inspo.online import train_online
 
     def weights(name: str, **changes: object) -> list[torch.Tensor]:
