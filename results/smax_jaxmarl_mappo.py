@@ -6,9 +6,11 @@ Needs a checkout of FLAIROx/JaxMARL (its `baselines/MAPPO`) and, beside jaxmarl 
 
     python results/smax_jaxmarl_mappo.py JAXMARL_CHECKOUT 5m_vs_6m 1e7 results/smax_online_reference/x.csv
 
-The config is the checkout's `mappo_homogenous_rnn_smax.yaml` with the map and the step count replaced. Each row
-is one update: environment steps so far, the mean return and win rate of the training episodes that ended during it
-(sampled actions), the policy's entropy, and the wall time.
+The config is the checkout's `mappo_homogenous_rnn_smax.yaml` with the map and the step count replaced. The rows
+go to `OUT.part` as they come (JaxMARL's compiled loop cannot resume, so that is the run's progress) and the file
+becomes OUT when training ends; an existing OUT is refused. Each row is one update: environment steps so far, the
+mean return and win rate of the training episodes that ended during it (sampled actions), the policy's entropy, and
+the wall time.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ def main() -> None:
     parser.add_argument("steps", type=float, help="TOTAL_TIMESTEPS")
     parser.add_argument("out", type=Path, help="CSV to write")
     args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose another path or remove it")
     baseline = args.jaxmarl / "baselines" / "MAPPO"
     sys.path.insert(0, str(baseline))
     import jax
@@ -36,7 +40,8 @@ def main() -> None:
     config = yaml.safe_load((baseline / "config" / "mappo_homogenous_rnn_smax.yaml").read_text())
     config.update(MAP_NAME=args.map, TOTAL_TIMESTEPS=args.steps)
     started = time.perf_counter()
-    with args.out.open("w", newline="") as f:
+    part = args.out.with_name(args.out.name + ".part")
+    with part.open("w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["env_step", "returns", "win_rate", "entropy", "wall_s"])
 
@@ -49,6 +54,7 @@ def main() -> None:
         wandb.log = log
         train = jax.jit(mappo_rnn_smax.make_train(config))
         jax.block_until_ready(train(jax.random.PRNGKey(config["SEED"])))
+    part.replace(args.out)
 
 
 if __name__ == "__main__":

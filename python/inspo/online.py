@@ -383,7 +383,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
                 optim.zero_grad()
                 loss.backward()
-                # Before clipping: a joint clip scales the actor's step by the critic's norm too.
+                # Logged before clipping (a joint clip scales the actor's step by the critic's norm too). The joint
+                # rule keeps its own call, whose rounding earlier runs were made with, so they resume bit for bit.
                 grad_norms = [nn.utils.get_total_norm([p.grad for p in net.parameters()]) for net in (actor, critic)]
                 if cfg.separate_clip:
                     for net, grad_norm in zip((actor, critic), grad_norms):
