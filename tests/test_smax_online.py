@@ -103,6 +103,51 @@ def test_separate_clip_clips_actor_and_critic_apart(tmp_path: Path) -> None:
     assert any(not torch.equal(x, y) for x, y in zip(*tight))
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_orthogonal_init_gives_jaxmarls_starting_weights(recurrent: bool) -> None:
+    from inspo.algos.networks import AgentPolicies, RecurrentPolicies
+    from inspo.online import Critic, _orthogonal_init
+
+    torch.manual_seed(0)
+    n, obs_dim, n_actions, hidden = 3, 5, 4, 8
+    actor = (RecurrentPolicies(n, obs_dim, n_actions, hidden) if recurrent
+             else AgentPolicies(n, obs_dim, n_actions, hidden, shared=True))
+    critic = Critic(n, obs_dim, 6, hidden, agent_state=True)
+    _orthogonal_init(actor, critic)
+
+    def gram(w: torch.Tensor) -> torch.Tensor:  # W W^T of a wide matrix, W^T W of a tall one
+        w = w.reshape(-1, w.shape[-1])
+        return w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+
+    def eye(w: torch.Tensor) -> torch.Tensor:
+        return torch.eye(min(w.reshape(-1, w.shape[-1]).shape))
+
+    weights = dict(actor.named_parameters())
+    actor_weights = [w for name, w in weights.items() if "weight" in name]
+    assert torch.allclose(gram(actor_weights[-1]), 1e-4 * eye(actor_weights[-1]), atol=1e-9)  # gain 0.01
+    assert torch.allclose(gram(actor_weights[0]), 2 * eye(actor_weights[0]), atol=1e-5)  # sqrt(2)
+    if recurrent:
+        assert torch.allclose(gram(weights["fc.weight"]), 4 * eye(weights["fc.weight"]), atol=1e-5)  # gain 2
+        for gate in weights["gru.weight_hh"].view(3, hidden, hidden):
+            assert torch.allclose(gate @ gate.T, torch.eye(hidden), atol=1e-5)
+        std = float(weights["gru.weight_ih"].std())
+        assert 0.5 * hidden ** -0.5 < std < 1.5 * hidden ** -0.5  # LeCun: variance 1 / fan_in
+    value_out = critic.net[-1].weight
+    assert torch.allclose(value_out.norm(), torch.tensor(1.0))
+    assert not any(p.detach().any() for net in (actor, critic)
+               for name, p in net.named_parameters() if "bias" in name)
+
+
+def test_clip_value_changes_the_critics_steps(tmp_path: Path) -> None:
+    # With a tiny clip the clipped value stays at the rollout's, so the critic's loss, hence the weights, differ.
+    from inspo.online import train_online
+
+    runs = [train_online(_tiny(clip=1e-4, clip_value=v), tmp_path / str(v)) for v in (False, True)]
+    assert all(math.isfinite(s["value_loss"]) for run in runs for s in run.snapshots[1:])
+    plain, clipped = (_weights(tmp_path / str(v) / "policy.pt") for v in (False, True))
+    assert any(not torch.equal(x, y) for x, y in zip(plain, clipped))
+
+
 def test_annealed_learning_rate_starts_at_lr(tmp_path: Path) -> None:
     # One update runs at the full rate, so annealing changes nothing; over four, the later updates are smaller.
     from inspo.online import train_online

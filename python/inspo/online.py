@@ -11,7 +11,9 @@
   state (one value, hence one advantage, per agent), and `value_norm` has it learn returns normalised by their
   running mean and standard deviation. `anneal_lr` lowers the learning rate linearly to 0 over the run.
   `separate_clip` bounds the actor's and the critic's gradient norms apart (JaxMARL's MAPPO, two optimisers) rather
-  than their joint norm, under which a large critic gradient shrinks the actor's step.
+  than their joint norm, under which a large critic gradient shrinks the actor's step. `orthogonal_init` starts
+  from JaxMARL's MAPPO weights rather than PyTorch's defaults, and `clip_value` clips the critic's step per target
+  as the PPO ratio is clipped (the MAPPO paper's value clipping).
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
@@ -74,6 +76,12 @@ class OnlineConfig:
     separate_clip: bool = field(default=False, metadata={
         "help": "clip the actor's and the critic's gradient norms each to max_grad_norm (JaxMARL's MAPPO), not "
                 "their joint norm"})
+    orthogonal_init: bool = field(default=False, metadata={
+        "help": "orthogonal starting weights (JaxMARL's MAPPO: gain sqrt(2) into a ReLU, 2 after the GRU, 0.01 "
+                "for the logits, 1 for the value), not PyTorch's defaults"})
+    clip_value: bool = field(default=False, metadata={
+        "help": "value clipping: the critic's loss is the larger of the new value's and the value moved at most "
+                "`clip` from the rollout's"})
     hidden: int = 64
     agent_state: bool = field(default=False, metadata={
         "help": "critic input: the world state with each agent's observation and one-hot id (a value per agent)"})
@@ -227,11 +235,14 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
     actor = (RecurrentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden) if cfg.recurrent
              else AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True))
-    with torch.no_grad():  # a near-uniform first policy: small output-layer weights (usual for PPO)
-        *_, out_weight, out_bias = actor.parameters()  # registered last, whatever the layout of the networks
-        out_weight.mul_(0.01)
-        out_bias.zero_()
     critic = Critic(n, info.obs_dim, info.state_dim, cfg.hidden, cfg.agent_state)
+    if cfg.orthogonal_init:
+        _orthogonal_init(actor, critic)
+    else:
+        with torch.no_grad():  # a near-uniform first policy: small output-layer weights (usual for PPO)
+            *_, out_weight, out_bias = actor.parameters()  # registered last, whatever the layout of the networks
+            out_weight.mul_(0.01)
+            out_bias.zero_()
     norm = ReturnNorm(cfg.value_norm)
     params = [*actor.parameters(), *critic.parameters()]
     optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
@@ -357,6 +368,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         # Without agent_state every agent has the episode's value, advantage and target: one column stands for all.
         cols = slice(None) if cfg.agent_state else slice(0, 1)
         f_adv, f_ret = adv.view(rows, n)[:, cols], norm.normalise(ret).view(rows, n)[:, cols]
+        f_val = norm.normalise(buf_val).view(rows, n)[:, cols]  # the rollout's values, for clip_value
         # A recurrent actor's minibatches are whole episode rows (all T steps), replayed from their first memory.
         size = (B if cfg.recurrent else rows) // cfg.minibatches
         stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "actor_grad_norm",
@@ -379,7 +391,12 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 ratio = (new_logp - f_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
-                value_loss = 0.5 * (critic(f_state[idx], f_obs[idx])[:, cols] - f_ret[idx]).pow(2).mean()
+                value = critic(f_state[idx], f_obs[idx])[:, cols]
+                value_err = (value - f_ret[idx]).pow(2)
+                if cfg.clip_value:
+                    moved = f_val[idx] + (value - f_val[idx]).clamp(-cfg.clip, cfg.clip)
+                    value_err = torch.maximum(value_err, (moved - f_ret[idx]).pow(2))
+                value_loss = 0.5 * value_err.mean()
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
                 optim.zero_grad()
                 loss.backward()
@@ -416,6 +433,28 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         ckpt_io.atomic_write(out_dir / "policy.pt", lambda fh: fh.write(expert))
     return OnlineResult(snapshots=snapshots, out=None if out_dir is None else str(out_dir),
                         wall_time=time.perf_counter() - started, env_steps=snapshots[-1]["env_steps"])
+
+
+def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic) -> None:
+    """JaxMARL MAPPO's starting weights: each weight matrix orthogonal with gain sqrt(2) (into a ReLU), 2 for the
+    layer after the GRU, 0.01 for the logits (a near-uniform first policy) and 1 for the value; the GRU's input
+    weights LeCun-normal and its recurrent ones orthogonal per gate (flax's GRUCell); biases zero."""
+    with torch.no_grad():
+        for net, out_gain in ((actor, 0.01), (critic, 1.0)):
+            weights = [(name, p) for name, p in net.named_parameters() if "weight" in name]
+            for name, p in net.named_parameters():
+                if "bias" in name:
+                    p.zero_()
+            for k, (name, w) in enumerate(weights):
+                if name == "gru.weight_ih":
+                    std = w.shape[1] ** -0.5 / 0.87962566  # flax's truncated normal, rescaled to variance 1/fan_in
+                    nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
+                    continue
+                gain = out_gain if k == len(weights) - 1 else 2.0 if name == "fc.weight" else math.sqrt(2)
+                # one matrix per gate of the GRU, per member of a stacked MLP
+                blocks = w.view(3, -1, w.shape[1]) if name == "gru.weight_hh" else w.view(-1, *w.shape[-2:])
+                for block in blocks:
+                    nn.init.orthogonal_(block, 1.0 if name == "gru.weight_hh" else gain)
 
 
 def _replay(actor: RecurrentPolicies, obs: torch.Tensor, done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
