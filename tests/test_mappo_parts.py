@@ -1,12 +1,13 @@
-"""The parts of online MAPPO (`inspo.online`) that need no environment: the critic's two inputs, the running
-normalisation of its targets, and the recurrent actor's memory."""
+"""The parts of online MAPPO (`inspo.online`, `inspo.online_critics`) that need no environment: the critic's two
+inputs, the running normalisation of its targets, and the recurrent actor's and critic's memory."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from inspo.algos.networks import RecurrentPolicies
-from inspo.online import Critic, ReturnNorm, _replay
+from inspo.online import _replay
+from inspo.online_critics import Critic, RecurrentCritic, ReturnNorm
 from inspo.policy import Policy
 
 
@@ -85,9 +86,38 @@ def test_replay_clears_the_memory_where_an_episode_ended() -> None:
     done = torch.zeros(4, 3)
     done[1, 0] = 1.0  # row 0's episode ends at step 1: its step 2 starts a new one
     memory = torch.randn(3, 2, 8)
-    replayed = _replay(actor, obs, done, memory)
+    replayed = _replay(actor.step, (obs,), done, memory)
     with torch.no_grad():
         fresh = actor.step(obs[2, :1], actor.initial_state(1))[0]
         carried = actor.step(obs[2, 1:], actor.step(obs[1, 1:], actor.step(obs[0, 1:], memory[1:])[1])[1])[0]
     torch.testing.assert_close(replayed[2, :1], fresh)
     torch.testing.assert_close(replayed[2, 1:], carried)
+
+
+def test_recurrent_critic_remembers_and_gives_the_critics_values() -> None:
+    torch.manual_seed(0)
+    state, obs = torch.randn(5, 6), torch.randn(5, 3, 4)
+    for agent_state in (False, True):
+        critic = RecurrentCritic(n_agents=3, obs_dim=4, state_dim=6, hidden=8, agent_state=agent_state)
+        memory = critic.initial_state(5)
+        assert memory.shape == (5, 3 if agent_state else 1, 8)
+        first, memory = critic.step(state, obs, memory)
+        second, _ = critic.step(state, obs, memory)  # the same input a step later: the memory differs
+        assert first.shape == (5, 3) and not torch.allclose(first, second)
+        unseen, _ = critic.step(state, torch.zeros_like(obs), critic.initial_state(5))
+        if agent_state:  # one value per agent, from its own observation and id
+            assert not torch.equal(unseen, first) and not torch.allclose(first[:, 0], first[:, 1])
+        else:  # the world state alone: one value, repeated for every agent
+            assert torch.equal(unseen, first) and torch.equal(first, first[:, :1].expand(5, 3))
+    # Replayed over rollout rows, it gives the values of the steps taken one by one.
+    done = torch.zeros(3, 5)
+    done[0, 2] = 1.0
+    states, observations = torch.randn(3, 5, 6), torch.randn(3, 5, 3, 4)
+    replayed = _replay(critic.step, (states, observations), done, critic.initial_state(5))
+    memory, steps = critic.initial_state(5), []
+    with torch.no_grad():
+        for t in range(3):
+            values, memory = critic.step(states[t], observations[t], memory)
+            steps.append(values)
+            memory = memory * (1.0 - done[t])[:, None, None]
+    torch.testing.assert_close(replayed, torch.stack(steps))

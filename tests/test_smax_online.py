@@ -130,7 +130,7 @@ def test_orthogonal_init_gives_jaxmarls_starting_weights(recurrent: bool) -> Non
         assert torch.allclose(gram(weights["fc.weight"]), 4 * eye(weights["fc.weight"]), atol=1e-5)  # gain 2
         for gate in weights["gru.weight_hh"].view(3, hidden, hidden):
             assert torch.allclose(gate @ gate.T, torch.eye(hidden), atol=1e-5)
-        std = float(weights["gru.weight_ih"].std())
+        std = float(weights["gru.weight_ih"].detach().std())
         assert 0.5 * hidden ** -0.5 < std < 1.5 * hidden ** -0.5  # LeCun: variance 1 / fan_in
     value_out = critic.net[-1].weight
     assert torch.allclose(value_out.norm(), torch.tensor(1.0))
@@ -198,8 +198,10 @@ def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> 
     assert result.snapshots[-1]["update"] == 4
 
 
-@pytest.mark.parametrize("options", [{}, dict(recurrent=True, agent_state=True, value_norm=True, anneal_lr=True)],
-                         ids=["mlp", "gru-all-options"])
+@pytest.mark.parametrize("options", [{}, dict(recurrent=True, agent_state=True, value_norm=True, anneal_lr=True),
+                                     dict(recurrent=True, recurrent_critic=True, agent_state=True, anneal_lr=True,
+                                          orthogonal_init=True, clip_value=True, separate_clip=True)],
+                         ids=["mlp", "gru-all-options", "gru-critic-jaxmarl"])
 def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture, options: dict) -> None:
     from inspo import checkpoint as ckpt_io
@@ -250,6 +252,8 @@ def test_online_refuses_bad_config() -> None:
         train_online(_tiny(num_envs=0))
     with pytest.raises(ValueError, match=r"must be divisible by minibatches \(3\)"):
         train_online(_tiny(minibatches=3))
+    with pytest.raises(ValueError, match=r"recurrent_critic needs recurrent=True"):
+        train_online(_tiny(recurrent_critic=True))
 
 
 def test_snapshot_checksums_are_verified(policy_dir: Path, tmp_path: Path) -> None:

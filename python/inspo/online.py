@@ -13,7 +13,8 @@
   `separate_clip` bounds the actor's and the critic's gradient norms apart (JaxMARL's MAPPO, two optimisers) rather
   than their joint norm, under which a large critic gradient shrinks the actor's step. `orthogonal_init` starts
   from JaxMARL's MAPPO weights rather than PyTorch's defaults, and `clip_value` clips the critic's step per target
-  as the PPO ratio is clipped (the MAPPO paper's value clipping).
+  as the PPO ratio is clipped (the MAPPO paper's value clipping). `recurrent_critic` gives the critic a GRU memory
+  of the episode too (`inspo.online_critics`; JaxMARL's MAPPO).
 - Data: `SMAXVector`, a batch of `num_envs` SMAX episodes stepped by one compiled jax call, restarting episodes as
   they end. A truncated episode (the step limit) is bootstrapped with the value of the state it reached.
 - Snapshots: every `snapshot_every` updates (and at the end), the actor is evaluated on `eval_episodes` sampled
@@ -45,7 +46,8 @@ from torch import nn
 
 from inspo import checkpoint as ckpt_io
 from inspo import flags, jsonio, run_folder
-from inspo.algos.networks import AgentPolicies, RecurrentPolicies, mlp
+from inspo.algos.networks import AgentPolicies, RecurrentPolicies
+from inspo.online_critics import Critic, RecurrentCritic, ReturnNorm
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, mask_unavailable, policy_checkpoint, snapshot_eval_seed
 
 __all__ = ["CHECKPOINT", "OnlineConfig", "OnlineResult", "add_parser", "resumed_config", "train_online"]
@@ -90,6 +92,8 @@ class OnlineConfig:
     anneal_lr: bool = field(default=False, metadata={"help": "lower the learning rate linearly to 0 over the run"})
     recurrent: bool = field(default=False, metadata={
         "help": "a GRU actor with memory of the episode (minibatches of whole rollout rows)"})
+    recurrent_critic: bool = field(default=False, metadata={
+        "help": "a GRU critic with memory of the episode (needs --recurrent: whole rollout rows)"})
     snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
     eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
     target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
@@ -109,6 +113,8 @@ class OnlineConfig:
         if (self.num_envs * self.rollout) % self.minibatches:
             raise ValueError(f"num_envs * rollout ({self.num_envs * self.rollout}) must be divisible by "
                              f"minibatches ({self.minibatches})")
+        if self.recurrent_critic and not self.recurrent:
+            raise ValueError("OnlineConfig.recurrent_critic needs recurrent=True (minibatches of whole rollout rows)")
         if self.recurrent and self.num_envs % self.minibatches:
             raise ValueError(f"a recurrent actor trains on whole rollout rows: num_envs ({self.num_envs}) must be "
                              f"divisible by minibatches ({self.minibatches})")
@@ -135,51 +141,6 @@ class OnlineResult:
     out: str | None
     wall_time: float
     env_steps: int
-
-
-class Critic(nn.Module):
-    """V(world state) -> values ``[..., N]``: one value shared by the agents (they share the team reward), repeated
-    per agent; or, with ``agent_state``, V(world state, agent's observation, agent's id), one per agent."""
-
-    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool) -> None:
-        super().__init__()
-        self.n_agents, self.agent_state = n_agents, agent_state
-        self.net = mlp(state_dim + (obs_dim + n_agents if agent_state else 0), hidden, 1)
-
-    def forward(self, state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """``state [..., state_dim]``, ``obs [..., N, obs_dim]`` -> values ``[..., N]``."""
-        n = self.n_agents
-        if not self.agent_state:
-            return self.net(state).expand(*state.shape[:-1], n)
-        ids = torch.eye(n, dtype=obs.dtype).expand(*obs.shape[:-1], n)
-        return self.net(torch.cat([state[..., None, :].expand(*obs.shape[:-1], -1), obs, ids], -1)).squeeze(-1)
-
-
-class ReturnNorm:
-    """Running mean and variance of the critic's targets (batched Welford); identity until the first update and
-    when disabled, so that one code path serves both settings."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.count, self.mean, self.var = enabled, 0.0, 0.0, 1.0
-
-    def update(self, x: torch.Tensor) -> None:
-        if not self.enabled:
-            return
-        n, mean, var = x.numel(), float(x.mean()), float(x.var(unbiased=False))
-        total = self.count + n
-        delta = mean - self.mean
-        self.var = (self.var * self.count + var * n + delta * delta * self.count * n / total) / total
-        self.mean, self.count = self.mean + delta * n / total, total
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.var) + 1e-8 if self.enabled else 1.0
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std if self.enabled else x
-
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean if self.enabled else x
 
 
 def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +196,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
     actor = (RecurrentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden) if cfg.recurrent
              else AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True))
-    critic = Critic(n, info.obs_dim, info.state_dim, cfg.hidden, cfg.agent_state)
+    critic = (RecurrentCritic if cfg.recurrent_critic else Critic)(n, info.obs_dim, info.state_dim, cfg.hidden,
+                                                                   cfg.agent_state)
     if cfg.orthogonal_init:
         _orthogonal_init(actor, critic)
     else:
@@ -247,14 +209,18 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     params = [*actor.parameters(), *critic.parameters()]
     optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
 
-    def estimate(state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """The critic's estimate in return units, ``[..., N]``."""
+    def estimate(state: torch.Tensor, obs: torch.Tensor, memory: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+        """The critic's estimate in return units ``[..., N]``, and a recurrent critic's memory after it."""
         with torch.no_grad():
-            return norm.denormalise(critic(state, obs))
+            if memory is None:
+                return norm.denormalise(critic(state, obs)), None
+            values, memory = critic.step(state, obs, memory)
+            return norm.denormalise(values), memory
 
     vec = SMAXVector(env, B, seed=cfg.seed)
     obs, state, avail = vec.reset()
     memory = actor.initial_state(B) if cfg.recurrent else None  # the recurrent actor's, per episode row
+    critic_memory = critic.initial_state(B) if cfg.recurrent_critic else None
     updates = max(cfg.steps // (B * T), 1)
     snapshots: list[dict[str, Any]] = []
     digests: dict[str, str] = {}  # the SHA-256 of each snapshot file written
@@ -289,6 +255,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
             "actor": actor.state_dict(), "critic": critic.state_dict(), "optim": optim.state_dict(),
             "norm": [norm.count, norm.mean, norm.var], "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "vector": vec.state_dict(), "now": [torch.from_numpy(x) for x in (obs, state, avail)], "memory": memory,
+            "critic_memory": critic_memory,
             "episode_returns": torch.from_numpy(episode_returns), "snapshots": snapshots, "losses": losses},
             out_dir / CHECKPOINT)
 
@@ -305,6 +272,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         vec.load_state_dict(saved["vector"])
         obs, state, avail = (x.numpy() for x in saved["now"])
         memory, episode_returns = saved["memory"], saved["episode_returns"].numpy().copy()
+        critic_memory = saved.get("critic_memory")  # absent from the checkpoints of earlier versions
         snapshots, losses = saved["snapshots"], saved["losses"]
         started -= saved["wall_time"]
     for update in range(1 if saved is None else saved["update"] + 1, updates + 1):
@@ -317,7 +285,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         buf_val = torch.zeros(T, B, n)
         buf_rew = torch.zeros(T, B, n)
         buf_done = torch.zeros(T, B)  # the episode ended at this step (no bootstrap across it)
-        first_memory = memory
+        first_memory, first_critic_memory = memory, critic_memory
         for t in range(T):
             o, s, a = torch.as_tensor(obs), torch.as_tensor(state), torch.as_tensor(avail)
             with torch.no_grad():
@@ -328,16 +296,19 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 probs = torch.softmax(mask_unavailable(logits, a), -1)
                 act = torch.multinomial(probs.flatten(0, 1), 1, generator=gen).view(B, n)
                 logp = probs.gather(-1, act[..., None]).squeeze(-1).clamp_min(1e-12).log()
-            values = estimate(s, o)
+            values, critic_next = estimate(s, o, critic_memory)
             obs, state, avail, step = vec.step(act.numpy())
             reward = torch.as_tensor(step["reward"], dtype=torch.float32)[:, None].expand(B, n)
             truncated = torch.as_tensor(step["truncated"])
             if truncated.any():  # the step limit is not an end of the task: bootstrap from the state reached
-                final_value = estimate(torch.as_tensor(step["final_state"]), torch.as_tensor(step["final_obs"]))
+                final_value, _ = estimate(torch.as_tensor(step["final_state"]), torch.as_tensor(step["final_obs"]),
+                                          critic_next)
                 reward = reward + cfg.gamma * torch.where(truncated[:, None], final_value, 0.0)
             done = step["terminated"] | step["truncated"]
             if cfg.recurrent:  # an episode that ended leaves its row to a new one, which starts afresh
                 memory = memory * torch.as_tensor(~done, dtype=memory.dtype)[:, None, None]
+            if cfg.recurrent_critic:
+                critic_memory = critic_next * torch.as_tensor(~done, dtype=critic_next.dtype)[:, None, None]
             episode_returns += step["reward"]
             finished.extend(episode_returns[done].tolist())
             finished_won.extend(step["won"][done].tolist())
@@ -346,7 +317,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
             buf_val[t], buf_rew[t], buf_done[t] = values, reward, torch.as_tensor(done, dtype=torch.float32)
 
         # -- generalised advantage estimation --------------------------------------------------------------
-        next_value = estimate(torch.as_tensor(state), torch.as_tensor(obs))
+        next_value, _ = estimate(torch.as_tensor(state), torch.as_tensor(obs), critic_memory)
         adv = torch.zeros(T, B, n)
         last = torch.zeros(B, n)
         for t in reversed(range(T)):
@@ -379,7 +350,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 pick = perm[k * size:(k + 1) * size]
                 if cfg.recurrent:
                     idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
-                    logits = _replay(actor, buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
+                    logits = _replay(actor.step, (buf_obs[:, pick],), buf_done[:, pick], first_memory[pick])
+                    logits = logits.flatten(0, 1)
                 else:
                     idx = pick
                     logits = actor.all_logits(f_obs[idx])
@@ -391,7 +363,11 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 ratio = (new_logp - f_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
-                value = critic(f_state[idx], f_obs[idx])[:, cols]
+                if cfg.recurrent_critic:
+                    value = _replay(critic.step, (buf_state[:, pick], buf_obs[:, pick]), buf_done[:, pick],
+                                    first_critic_memory[pick]).flatten(0, 1)[:, cols]
+                else:
+                    value = critic(f_state[idx], f_obs[idx])[:, cols]
                 value_err = (value - f_ret[idx]).pow(2)
                 if cfg.clip_value:
                     moved = f_val[idx] + (value - f_val[idx]).clamp(-cfg.clip, cfg.clip)
@@ -435,7 +411,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                         wall_time=time.perf_counter() - started, env_steps=snapshots[-1]["env_steps"])
 
 
-def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic) -> None:
+def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic | RecurrentCritic) -> None:
     """JaxMARL MAPPO's starting weights: each weight matrix orthogonal with gain sqrt(2) (into a ReLU), 2 for the
     layer after the GRU, 0.01 for the logits (a near-uniform first policy) and 1 for the value; the GRU's input
     weights LeCun-normal and its recurrent ones orthogonal per gate (flax's GRUCell); biases zero."""
@@ -457,15 +433,16 @@ def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic) -
                     nn.init.orthogonal_(block, 1.0 if name == "gru.weight_hh" else gain)
 
 
-def _replay(actor: RecurrentPolicies, obs: torch.Tensor, done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    """Logits ``[T, b, N, A]`` of rollout rows ``obs [T, b, N, obs_dim]`` played again from their first memory,
-    cleared after each step that ended an episode (``done [T, b]``), as during the rollout."""
-    steps = []
-    for t in range(obs.shape[0]):
-        logits, memory = actor.step(obs[t], memory)
-        steps.append(logits)
+def _replay(step: Any, inputs: tuple[torch.Tensor, ...], done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """The outputs ``[T, b, ...]`` of a recurrent network's `step` (``*inputs[t], memory -> output, memory``) over
+    rollout rows ``inputs`` (each ``[T, b, ...]``) played again from their first memory, cleared after each step that
+    ended an episode (``done [T, b]``), as during the rollout."""
+    outputs = []
+    for t in range(done.shape[0]):
+        output, memory = step(*(x[t] for x in inputs), memory)
+        outputs.append(output)
         memory = memory * (1.0 - done[t])[:, None, None]
-    return torch.stack(steps)
+    return torch.stack(outputs)
 
 
 def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]], digests: dict[str, str]) -> None:
