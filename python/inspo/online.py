@@ -36,6 +36,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     params = [*actor.parameters(), *critic.parameters()]
     optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
 
-    def estimate(state: torch.Tensor, obs: torch.Tensor, memory: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+    def estimate(state: torch.Tensor, obs: torch.Tensor,
+                 memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The critic's estimate in return units ``[..., N]``, and a recurrent critic's memory after it."""
         with torch.no_grad():
             if memory is None:
@@ -433,7 +435,8 @@ def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic | 
                     nn.init.orthogonal_(block, 1.0 if name == "gru.weight_hh" else gain)
 
 
-def _replay(step: Any, inputs: tuple[torch.Tensor, ...], done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+def _replay(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], inputs: tuple[torch.Tensor, ...],
+            done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
     """The outputs ``[T, b, ...]`` of a recurrent network's `step` (``*inputs[t], memory -> output, memory``) over
     rollout rows ``inputs`` (each ``[T, b, ...]``) played again from their first memory, cleared after each step that
     ended an episode (``done [T, b]``), as during the rollout."""
