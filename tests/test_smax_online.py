@@ -106,13 +106,14 @@ def test_separate_clip_clips_actor_and_critic_apart(tmp_path: Path) -> None:
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_orthogonal_init_gives_jaxmarls_starting_weights(recurrent: bool) -> None:
     from inspo.algos.networks import AgentPolicies, RecurrentPolicies
-    from inspo.online import Critic, _orthogonal_init
+    from inspo.online import _orthogonal_init
+    from inspo.online_critics import Critic, RecurrentCritic
 
     torch.manual_seed(0)
     n, obs_dim, n_actions, hidden = 3, 5, 4, 8
     actor = (RecurrentPolicies(n, obs_dim, n_actions, hidden) if recurrent
              else AgentPolicies(n, obs_dim, n_actions, hidden, shared=True))
-    critic = Critic(n, obs_dim, 6, hidden, agent_state=True)
+    critic = (RecurrentCritic if recurrent else Critic)(n, obs_dim, 6, hidden, agent_state=True)
     _orthogonal_init(actor, critic)
 
     def gram(w: torch.Tensor) -> torch.Tensor:  # W W^T of a wide matrix, W^T W of a tall one
@@ -132,8 +133,10 @@ def test_orthogonal_init_gives_jaxmarls_starting_weights(recurrent: bool) -> Non
             assert torch.allclose(gate @ gate.T, torch.eye(hidden), atol=1e-5)
         std = float(weights["gru.weight_ih"].detach().std())
         assert 0.5 * hidden ** -0.5 < std < 1.5 * hidden ** -0.5  # LeCun: variance 1 / fan_in
-    value_out = critic.net[-1].weight
-    assert torch.allclose(value_out.norm(), torch.tensor(1.0))
+    value_out = critic.out.weight if recurrent else critic.net[-1].weight
+    assert torch.allclose(value_out.norm(), torch.tensor(1.0))  # gain 1
+    if recurrent:  # the critic's layer after its GRU: gain 2, as the actor's
+        assert torch.allclose(gram(critic.fc.weight), 4 * eye(critic.fc.weight), atol=1e-5)
     assert not any(p.detach().any() for net in (actor, critic)
                for name, p in net.named_parameters() if "bias" in name)
 

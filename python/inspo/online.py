@@ -428,11 +428,13 @@ def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic | 
                     std = w.shape[1] ** -0.5 / 0.87962566  # flax's truncated normal, rescaled to variance 1/fan_in
                     nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
                     continue
-                gain = out_gain if k == len(weights) - 1 else 2.0 if name == "fc.weight" else math.sqrt(2)
-                # one matrix per gate of the GRU, per member of a stacked MLP
-                blocks = w.view(3, -1, w.shape[1]) if name == "gru.weight_hh" else w.view(-1, *w.shape[-2:])
+                if name == "gru.weight_hh":  # one matrix per gate
+                    gain, blocks = 1.0, w.view(3, -1, w.shape[1])
+                else:  # one matrix per member of a stacked MLP
+                    gain = out_gain if k == len(weights) - 1 else 2.0 if name == "fc.weight" else math.sqrt(2)
+                    blocks = w.view(-1, *w.shape[-2:])
                 for block in blocks:
-                    nn.init.orthogonal_(block, 1.0 if name == "gru.weight_hh" else gain)
+                    nn.init.orthogonal_(block, gain)
 
 
 def _replay(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], inputs: tuple[torch.Tensor, ...],
