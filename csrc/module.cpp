@@ -24,6 +24,10 @@ TORCH_LIBRARY(inspo, m) {
       "Tensor next_state, Tensor logp_mu, int n_actions, float alpha, float beta, float gamma, float z_max, "
       "float polyak, float lr, float adam_beta1, float adam_beta2, float adam_eps, ScalarType? matmul_dtype=None) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def("gru_sequence(Tensor gi, Tensor keep, Tensor h0, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor)");
+  m.def(
+      "gru_sequence_backward(Tensor grad_hs, Tensor saved, Tensor hs, Tensor keep, Tensor h0, Tensor w_hh) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(_C, mod) {

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from inspo.algos.networks import RecurrentPolicies
-from inspo.online import _replay
 from inspo.online_critics import Critic, RecurrentCritic, ReturnNorm
 from inspo.policy import Policy
 
@@ -86,7 +85,7 @@ def test_replay_clears_the_memory_where_an_episode_ended() -> None:
     done = torch.zeros(4, 3)
     done[1, 0] = 1.0  # row 0's episode ends at step 1: its step 2 starts a new one
     memory = torch.randn(3, 2, 8)
-    replayed = _replay(actor.step, (obs,), done, memory)
+    replayed = actor.replay(obs, done, memory)
     with torch.no_grad():
         fresh = actor.step(obs[2, :1], actor.initial_state(1))[0]
         carried = actor.step(obs[2, 1:], actor.step(obs[1, 1:], actor.step(obs[0, 1:], memory[1:])[1])[1])[0]
@@ -113,7 +112,7 @@ def test_recurrent_critic_remembers_and_gives_the_critics_values() -> None:
     done = torch.zeros(3, 5)
     done[0, 2] = 1.0
     states, observations = torch.randn(3, 5, 6), torch.randn(3, 5, 3, 4)
-    replayed = _replay(critic.step, (states, observations), done, critic.initial_state(5))
+    replayed = critic.replay(states, observations, done, critic.initial_state(5))
     memory, steps = critic.initial_state(5), []
     with torch.no_grad():
         for t in range(3):

@@ -36,7 +36,6 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -352,8 +351,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 pick = perm[k * size:(k + 1) * size]
                 if cfg.recurrent:
                     idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
-                    logits = _replay(actor.step, (buf_obs[:, pick],), buf_done[:, pick], first_memory[pick])
-                    logits = logits.flatten(0, 1)
+                    logits = actor.replay(buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
                 else:
                     idx = pick
                     logits = actor.all_logits(f_obs[idx])
@@ -366,8 +364,8 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 ratio = (new_logp - f_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
                 if cfg.recurrent_critic:
-                    value = _replay(critic.step, (buf_state[:, pick], buf_obs[:, pick]), buf_done[:, pick],
-                                    first_critic_memory[pick]).flatten(0, 1)[:, cols]
+                    value = critic.replay(buf_state[:, pick], buf_obs[:, pick], buf_done[:, pick],
+                                          first_critic_memory[pick]).flatten(0, 1)[:, cols]
                 else:
                     value = critic(f_state[idx], f_obs[idx])[:, cols]
                 value_err = (value - f_ret[idx]).pow(2)
@@ -435,19 +433,6 @@ def _orthogonal_init(actor: AgentPolicies | RecurrentPolicies, critic: Critic | 
                     blocks = w.view(-1, *w.shape[-2:])
                 for block in blocks:
                     nn.init.orthogonal_(block, gain)
-
-
-def _replay(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], inputs: tuple[torch.Tensor, ...],
-            done: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    """The outputs ``[T, b, ...]`` of a recurrent network's `step` (``*inputs[t], memory -> output, memory``) over
-    rollout rows ``inputs`` (each ``[T, b, ...]``) played again from their first memory, cleared after each step that
-    ended an episode (``done [T, b]``), as during the rollout."""
-    outputs = []
-    for t in range(done.shape[0]):
-        output, memory = step(*(x[t] for x in inputs), memory)
-        outputs.append(output)
-        memory = memory * (1.0 - done[t])[:, None, None]
-    return torch.stack(outputs)
 
 
 def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]], digests: dict[str, str]) -> None:

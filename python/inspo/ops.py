@@ -18,7 +18,7 @@ from torch import Tensor
 
 from inspo._extension import built_with_cuda  # importing it loads the library that registers torch.ops.inspo
 
-__all__ = ["advantage_weights", "critic_update", "masked_softmax_stats", "sequential_update"]
+__all__ = ["advantage_weights", "critic_update", "gru_sequence", "masked_softmax_stats", "sequential_update"]
 
 
 # A constant, read once: torch.compile cannot trace a call into the pybind11 module.
@@ -111,6 +111,19 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
             n_actions, alpha, beta, gamma, z_max, polyak, lr, adam_betas[0], adam_betas[1], adam_eps, matmul_dtype)
 
 
+def gru_sequence(gi: Tensor, keep: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """The memories ``hs [T, R, H]`` of a GRU cell's recurrence over ``T`` steps with episode ends, differentiable
+    with respect to ``gi``, ``h0``, ``w_hh`` and ``b_hh`` (docs/design.md 5.5).
+
+    See :func:`inspo.reference.gru_sequence` for the definition and shapes. The kernel is the CPU's; on another device
+    the call runs that twin, whose per-step operations are what a GPU runs well anyway.
+    """
+    if not gi.device.type == "cpu":
+        from inspo import reference
+        return reference.gru_sequence(gi, keep, h0, w_hh, b_hh)
+    return torch.ops.inspo.gru_sequence.default(gi, keep, h0, w_hh, b_hh)[0]
+
+
 def _check_same_device(anchor_name: str, anchor: Tensor, **others: Tensor | None) -> None:
     # A meta tensor among real ones sends the whole call here, so the fake kernels repeat the C++ device checks.
     for name, t in others.items():
@@ -153,6 +166,36 @@ def _(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, reward, termina
     _check_same_device("state", state, actions=actions, reward=reward, terminated=terminated, next_state=next_state,
                        logp_mu=logp_mu)
     return state.new_empty(state.shape[0]), state.new_empty(()), state.new_empty(())
+
+
+@torch.library.register_fake("inspo::gru_sequence")
+def _(gi, keep, h0, w_hh, b_hh):
+    _check_same_device("h0", h0, gi=gi, keep=keep, w_hh=w_hh, b_hh=b_hh)
+    t, (r, h) = gi.shape[0], h0.shape
+    return h0.new_empty(t, r, h), h0.new_empty(t, r, 4 * h)
+
+
+@torch.library.register_fake("inspo::gru_sequence_backward")
+def _(grad_hs, saved, hs, keep, h0, w_hh):
+    _check_same_device("h0", h0, grad_hs=grad_hs, saved=saved, hs=hs, keep=keep, w_hh=w_hh)
+    t, (r, h) = hs.shape[0], h0.shape
+    return h0.new_empty(t, r, 3 * h), torch.empty_like(h0), torch.empty_like(w_hh), w_hh.new_empty(3 * h)
+
+
+def _gru_setup_context(ctx, inputs, output):
+    gi, keep, h0, w_hh, b_hh = inputs
+    hs, saved = output
+    ctx.save_for_backward(saved, hs, keep, h0, w_hh)
+
+
+def _gru_backward(ctx, grad_hs, grad_saved):
+    saved, hs, keep, h0, w_hh = ctx.saved_tensors
+    # The gates (second output) are the backward's own record: no loss reaches them through gru_sequence.
+    d_gi, d_h0, d_w, d_b = torch.ops.inspo.gru_sequence_backward.default(grad_hs, saved, hs, keep, h0, w_hh)
+    return d_gi, None, d_h0, d_w, d_b
+
+
+torch.library.register_autograd("inspo::gru_sequence", _gru_backward, setup_context=_gru_setup_context)
 
 
 def _setup_context(ctx, inputs, output):

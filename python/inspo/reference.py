@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["advantage_weights", "critic_update", "masked_softmax_stats", "sequential_update"]
+__all__ = ["advantage_weights", "critic_update", "gru_sequence", "masked_softmax_stats", "sequential_update"]
 
 
 def _check_weights_args(q: Tensor, v: Tensor, logp_pi: Tensor, logp_mu: Tensor, mask: Tensor | None, agent: int,
@@ -428,3 +428,21 @@ def _critic_update(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, re
     _adam_step([*q, *v], grads, exp_avg, exp_avg_sq, step, lr, adam_betas, adam_eps)
     torch._foreach_lerp_(list(q_target), list(q), polyak)
     return qbar, q_loss.detach(), v_loss.detach()
+
+
+# -------------------------------------------------------------------- the recurrence of a GRU cell (docs/design.md 5.5)
+def gru_sequence(gi: Tensor, keep: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """The memories ``hs [T, R, H]`` of a :class:`torch.nn.GRUCell` played over ``T`` steps of ``R`` rows from ``h0
+    [R, H]``, given each step's input products ``gi [T, R, 3H]`` (``x_t W_ih^T + b_ih``) and the cell's ``w_hh [3H,
+    H]`` and ``b_hh [3H]``; a row's memory is multiplied by ``keep [T, R]`` after each step (0 where the step ended
+    its episode). ``hs[t]`` is the memory after step ``t``, before that clearing."""
+    outputs, h = [], h0
+    for gi_t, keep_t in zip(gi.unbind(0), keep.unbind(0)):  # unbind: one backward node, not one per step
+        i_r, i_z, i_n = gi_t.chunk(3, -1)
+        h_r, h_z, h_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)
+        outputs.append(h)
+        h = h * keep_t[:, None]
+    return torch.stack(outputs)

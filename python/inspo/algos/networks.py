@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from inspo import ops
+
 
 class MLP(nn.Sequential):
     """Linear layers with ReLU between them: an ``nn.Sequential`` (same children, same ``state_dict`` keys) whose
@@ -141,6 +143,19 @@ class AgentPolicies(nn.Module):
         return self.nets(x).transpose(0, 1).reshape(*lead, self.n_agents, -1)
 
 
+def gru_replay(gru: nn.GRUCell, x: Tensor, done: Tensor, state: Tensor) -> Tensor:
+    """The states ``[T, b, M, H]`` of ``gru`` over inputs ``x [T, b, M, in]`` (``M`` memories per episode row) from
+    ``state [b, M, H]``, cleared after each step that ended a row's episode (``done [T, b]``). The input products of
+    all steps are one matrix product (in bfloat16 under autocast); the recurrence runs in the parameters' dtype."""
+    steps, rows, m, hidden = *x.shape[:3], gru.hidden_size
+    dtype = gru.weight_hh.dtype
+    gi = F.linear(x, gru.weight_ih, gru.bias_ih).to(dtype).reshape(steps, rows * m, 3 * hidden)
+    keep = (1.0 - done).to(dtype)[:, :, None].expand(steps, rows, m).reshape(steps, rows * m)
+    with torch.autocast(x.device.type, enabled=False):
+        memory = ops.gru_sequence(gi, keep, state.to(dtype).reshape(rows * m, hidden), gru.weight_hh, gru.bias_hh)
+    return memory.view(steps, rows, m, hidden)
+
+
 class RecurrentPolicies(nn.Module):
     """Categorical policies of N agents with memory: one network shared by the agents (one-hot agent id next to the
     observation), ``observation -> ReLU layer -> GRU cell -> ReLU layer -> logits``, the GRU's state carrying what
@@ -170,6 +185,17 @@ class RecurrentPolicies(nn.Module):
         x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
         state = self.gru(x.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(state)
         return self.out(torch.relu(self.fc(state))), state
+
+    def replay(self, obs: Tensor, done: Tensor, state: Tensor) -> Tensor:
+        """Logits ``[T, b, N, A]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``obs [T, b, N,
+        obs_dim]``) from their states ``[b, N, hidden]``, a row's state cleared after each step that ended its
+        episode (``done [T, b]``, 1.0 there). The same values as the steps taken one by one, to float rounding; only
+        the recurrence runs step by step (:func:`inspo.ops.gru_sequence`), the layers around it on all steps at once,
+        under the caller's autocast if any."""
+        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
+        x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
+        memory = gru_replay(self.gru, x, done, state)
+        return self.out(torch.relu(self.fc(memory))).to(self.out.weight.dtype)
 
     def reset_state(self) -> None:
         """Start new episodes at the next call of :meth:`all_logits`."""
