@@ -78,21 +78,6 @@ def test_recurrent_actor_remembers_within_episodes_and_forgets_on_reset() -> Non
     assert all(np.array_equal(a, b) for a, b in zip(played, [policy.act(obs.numpy()) for _ in range(3)]))
 
 
-def test_replay_clears_the_memory_where_an_episode_ended() -> None:
-    torch.manual_seed(0)
-    actor = RecurrentPolicies(n_agents=2, obs_dim=3, n_actions=4, hidden=8)
-    obs = torch.randn(4, 3, 2, 3)  # [T, rows, N, obs_dim]
-    done = torch.zeros(4, 3)
-    done[1, 0] = 1.0  # row 0's episode ends at step 1: its step 2 starts a new one
-    memory = torch.randn(3, 2, 8)
-    replayed = actor.replay(obs, done, memory)
-    with torch.no_grad():
-        fresh = actor.step(obs[2, :1], actor.initial_state(1))[0]
-        carried = actor.step(obs[2, 1:], actor.step(obs[1, 1:], actor.step(obs[0, 1:], memory[1:])[1])[1])[0]
-    torch.testing.assert_close(replayed[2, :1], fresh)
-    torch.testing.assert_close(replayed[2, 1:], carried)
-
-
 def test_recurrent_critic_remembers_and_gives_the_critics_values() -> None:
     torch.manual_seed(0)
     state, obs = torch.randn(5, 6), torch.randn(5, 3, 4)
@@ -108,15 +93,3 @@ def test_recurrent_critic_remembers_and_gives_the_critics_values() -> None:
             assert not torch.equal(unseen, first) and not torch.allclose(first[:, 0], first[:, 1])
         else:  # the world state alone: one value, repeated for every agent
             assert torch.equal(unseen, first) and torch.equal(first, first[:, :1].expand(5, 3))
-    # Replayed over rollout rows, it gives the values of the steps taken one by one.
-    done = torch.zeros(3, 5)
-    done[0, 2] = 1.0
-    states, observations = torch.randn(3, 5, 6), torch.randn(3, 5, 3, 4)
-    replayed = critic.replay(states, observations, done, critic.initial_state(5))
-    memory, steps = critic.initial_state(5), []
-    with torch.no_grad():
-        for t in range(3):
-            values, memory = critic.step(states[t], observations[t], memory)
-            steps.append(values)
-            memory = memory * (1.0 - done[t])[:, None, None]
-    torch.testing.assert_close(replayed, torch.stack(steps))

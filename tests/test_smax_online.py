@@ -177,6 +177,18 @@ def test_first_minibatch_sees_the_rollout_policy(recurrent: bool) -> None:
     assert abs(result.snapshots[-1]["approx_kl"]) < 1e-6
 
 
+def test_bf16_products_replay_the_rollout_within_their_rounding() -> None:
+    # As above, with both networks recurrent and bfloat16 products: the first minibatch's policy is still the
+    # rollout's (to bfloat16 rounding), and the critic's loss moves by that rounding only.
+    from inspo.online import train_online
+
+    last = {p: train_online(_tiny(epochs=1, minibatches=1, recurrent=True, recurrent_critic=True, precision=p,
+                                  steps=8 * 32 * 2, rollout=32)).snapshots[-1] for p in ("fp32", "bf16")}
+    assert all(abs(s["approx_kl"]) < 1e-6 for s in last.values())
+    fp32, bf16 = last["fp32"]["value_loss"], last["bf16"]["value_loss"]
+    assert fp32 != bf16 and abs(bf16 - fp32) < 0.05 * fp32, (fp32, bf16)
+
+
 def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> None:
     from inspo.data.smax import generate_smax
     from inspo.evaluation import evaluate
@@ -230,6 +242,9 @@ def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatc
         train_online(_tiny(**options), out)  # a fresh start would overwrite it
     with pytest.raises(ValueError, match="holds a run of another config"):
         train_online(_tiny(**options, seed=3), out, resume=True)
+    saved = ckpt_io.load(out / CHECKPOINT)  # as an earlier version wrote it, before the precision field existed
+    del saved["config"]["precision"]
+    ckpt_io.save(saved, out / CHECKPOINT)
     assert main(["online", "train", "--resume", str(out), "--max-minutes", "60"]) == 0
     capsys.readouterr()
     assert load_snapshots(out)["config"] == asdict(_tiny(**options, max_minutes=60))  # the new sitting's limit
@@ -257,6 +272,8 @@ def test_online_refuses_bad_config() -> None:
         train_online(_tiny(minibatches=3))
     with pytest.raises(ValueError, match=r"recurrent_critic needs recurrent=True"):
         train_online(_tiny(recurrent_critic=True))
+    with pytest.raises(ValueError, match=r"OnlineConfig.precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        train_online(_tiny(precision="fp16"))
 
 
 def test_snapshot_checksums_are_verified(policy_dir: Path, tmp_path: Path) -> None:

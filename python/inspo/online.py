@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from inspo import checkpoint as ckpt_io
-from inspo import flags, jsonio, run_folder
+from inspo import flags, jsonio, precision, run_folder
 from inspo.algos.networks import AgentPolicies, RecurrentPolicies
+from inspo.config import PRECISIONS
 from inspo.online_critics import Critic, RecurrentCritic, ReturnNorm
 from inspo.policy import SNAPSHOT_FORMAT, SampledPolicy, mask_unavailable, policy_checkpoint, snapshot_eval_seed
 
@@ -85,6 +86,9 @@ class OnlineConfig:
         "help": "value clipping: the critic's loss is the larger of the new value's and the value moved at most "
                 "`clip` from the rollout's"})
     hidden: int = 64
+    precision: str = field(default="fp32", metadata={
+        "choices": PRECISIONS, "help": "matrix products of the PPO updates: fp32, or bf16 (bfloat16 products, "
+                                       "float32 weights, recurrence and losses; fast on CPUs with AMX)"})
     agent_state: bool = field(default=False, metadata={
         "help": "critic input: the world state with each agent's observation and one-hot id (a value per agent)"})
     value_norm: bool = field(default=False, metadata={
@@ -113,6 +117,8 @@ class OnlineConfig:
         if (self.num_envs * self.rollout) % self.minibatches:
             raise ValueError(f"num_envs * rollout ({self.num_envs * self.rollout}) must be divisible by "
                              f"minibatches ({self.minibatches})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"OnlineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.recurrent_critic and not self.recurrent:
             raise ValueError("OnlineConfig.recurrent_critic needs recurrent=True (minibatches of whole rollout rows)")
         if self.recurrent and self.num_envs % self.minibatches:
@@ -178,7 +184,8 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
     with run_folder.claim(out, resume=resume, files=(CHECKPOINT, "snapshots", "snapshots.json"),
                           command="inspo online train") as out_dir:
         saved = _saved_state(out_dir) if resume else None
-        if saved is not None and {**saved["config"], "max_minutes": None} != {**asdict(cfg), "max_minutes": None}:
+        # resumed_config: a run of an earlier version ran with the defaults of the fields added since
+        if saved is not None and replace(resumed_config(out_dir), max_minutes=None) != replace(cfg, max_minutes=None):
             raise ValueError(f"{out_dir} holds a run of another config: resume it with its own (resumed_config)")
         return _train(cfg, out_dir, saved, progress)
 
@@ -349,12 +356,18 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
             perm = torch.randperm(B if cfg.recurrent else rows, generator=gen)
             for k in range(cfg.minibatches):
                 pick = perm[k * size:(k + 1) * size]
-                if cfg.recurrent:
-                    idx = (torch.arange(T)[:, None] * B + pick).flatten()  # the flat rows t * B + row, t-major
-                    logits = actor.replay(buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
-                else:
-                    idx = pick
-                    logits = actor.all_logits(f_obs[idx])
+                # A recurrent minibatch's flat rows are t * B + row, t-major.
+                idx = (torch.arange(T)[:, None] * B + pick).flatten() if cfg.recurrent else pick
+                with precision.autocast(cfg.precision, "cpu"):  # the networks' products; their outputs are float32
+                    if cfg.recurrent:
+                        logits = actor.replay(buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
+                    else:
+                        logits = actor.all_logits(f_obs[idx])
+                    if cfg.recurrent_critic:
+                        value = critic.replay(buf_state[:, pick], buf_obs[:, pick], buf_done[:, pick],
+                                              first_critic_memory[pick]).flatten(0, 1)[:, cols]
+                    else:
+                        value = critic(f_state[idx], f_obs[idx])[:, cols]
                 logits = mask_unavailable(logits, f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
@@ -363,11 +376,6 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 ratio = (new_logp - f_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * mb_adv).mean()
-                if cfg.recurrent_critic:
-                    value = critic.replay(buf_state[:, pick], buf_obs[:, pick], buf_done[:, pick],
-                                          first_critic_memory[pick]).flatten(0, 1)[:, cols]
-                else:
-                    value = critic(f_state[idx], f_obs[idx])[:, cols]
                 value_err = (value - f_ret[idx]).pow(2)
                 if cfg.clip_value:
                     moved = f_val[idx] + (value - f_val[idx]).clamp(-cfg.clip, cfg.clip)
