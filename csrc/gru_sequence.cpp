@@ -1,4 +1,4 @@
-// Kernel 5 (docs/design.md 5.5), CPU: a GRU cell's recurrence over T steps of R rows, forward and backward, with the
+// Kernel 5 (docs/design.md 5.7), CPU: a GRU cell's recurrence over T steps of R rows, forward and backward, with the
 // memory of a row cleared after each step that ended its episode. The input products x_t W_ih^T + b_ih of all steps
 // are one matrix product made by the caller; what is left per step is the small product h W_hh^T and the gates.
 // Autograd over a Python loop of GRUCell calls spends most of its time on the twenty-odd small operations per step
@@ -93,8 +93,7 @@ struct StepArgs {
 template <bool kAvx2, typename T>
 INSPO_INLINE void forward_rows(const StepArgs<T>& p) {
   for (int64_t r = 0; r < p.rows; ++r)
-    forward_row<kAvx2, T>(p.a + r * 3 * p.H, p.b + r * 3 * p.H, p.c + r * p.H, p.H, p.x + r * 4 * p.H,
-                          p.y + r * p.H);
+    forward_row<kAvx2, T>(p.a + r * 3 * p.H, p.b + r * 3 * p.H, p.c + r * p.H, p.H, p.x + r * 4 * p.H, p.y + r * p.H);
 }
 template <typename T>
 INSPO_AVX2_FMA void forward_avx2(const StepArgs<T>& p) {
@@ -108,8 +107,8 @@ void forward_base(const StepArgs<T>& p) {
 template <bool kAvx2, typename T>
 INSPO_INLINE void backward_rows(const StepArgs<T>& p) {
   for (int64_t r = 0; r < p.rows; ++r)
-    backward_row<kAvx2, T>(p.a + r * p.H, p.b + r * 4 * p.H, p.c + r * p.H, p.H, p.x + r * 3 * p.H,
-                           p.y + r * 3 * p.H, p.z + r * p.H);
+    backward_row<kAvx2, T>(p.a + r * p.H, p.b + r * 4 * p.H, p.c + r * p.H, p.H, p.x + r * 3 * p.H, p.y + r * 3 * p.H,
+                           p.z + r * p.H);
 }
 template <typename T>
 INSPO_AVX2_FMA void backward_avx2(const StepArgs<T>& p) {
@@ -134,8 +133,8 @@ void check_args(const at::Tensor& gi, const at::Tensor& keep, const at::Tensor& 
                     b_hh.sizes());
   TORCH_CHECK_TYPE(h0.scalar_type() == at::kFloat || h0.scalar_type() == at::kDouble,
                    "h0 must be float32 or float64, got ", h0.scalar_type());
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"gi", gi}, {"keep", keep}, {"w_hh", w_hh},
-                                {"b_hh", b_hh}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor&>{"gi", gi}, {"keep", keep}, {"w_hh", w_hh}, {"b_hh", b_hh}}) {
     TORCH_CHECK_TYPE(t.scalar_type() == h0.scalar_type(), name, " has dtype ", t.scalar_type(), " but h0 has ",
                      h0.scalar_type(), "; all must match");
     TORCH_CHECK_VALUE(t.device().is_cpu(), "gru_sequence: CPU kernel got ", name, " on ", t.device());
@@ -177,8 +176,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_sequence_backward
     const at::Tensor& grad_hs_in, const at::Tensor& saved_in, const at::Tensor& hs_in, const at::Tensor& keep_in,
     const at::Tensor& h0, const at::Tensor& w_hh) {
   const int64_t T = hs_in.size(0), R = h0.size(0), H = h0.size(1);
-  TORCH_CHECK_VALUE(grad_hs_in.sizes() == hs_in.sizes(), "grad_hs must have the shape of hs ", hs_in.sizes(),
-                    ", got ", grad_hs_in.sizes());
+  TORCH_CHECK_VALUE(grad_hs_in.sizes() == hs_in.sizes(), "grad_hs must have the shape of hs ", hs_in.sizes(), ", got ",
+                    grad_hs_in.sizes());
   TORCH_CHECK_VALUE(saved_in.dim() == 3 && saved_in.size(0) == T && saved_in.size(1) == R && saved_in.size(2) == 4 * H,
                     "saved must be [T, R, 4H], got shape ", saved_in.sizes());
   const auto grad_hs = grad_hs_in.contiguous(), saved = saved_in.contiguous(), keep = keep_in.contiguous();
@@ -200,8 +199,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_sequence_backward
       else
         prev.copy_(h0);
       at::add_out(dh, grad_hs[t], carried);
-      step({dh.data_ptr<scalar_t>(), saved_p + t * R * 4 * H, prev.data_ptr<scalar_t>(), R, H,
-            d_gi_p + t * R * 3 * H, d_gh.data_ptr<scalar_t>(), dh_z.data_ptr<scalar_t>()});
+      step({dh.data_ptr<scalar_t>(), saved_p + t * R * 4 * H, prev.data_ptr<scalar_t>(), R, H, d_gi_p + t * R * 3 * H,
+            d_gh.data_ptr<scalar_t>(), dh_z.data_ptr<scalar_t>()});
       d_w.addmm_(d_gh.t(), prev);
       d_b.add_(d_gh.sum(0));
       at::addmm_out(carried, dh_z, d_gh, w_hh);  // the gradient reaching the memory this step started from

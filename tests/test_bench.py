@@ -92,6 +92,30 @@ def test_bench_needs_a_known_case(which: str, case: str, capsys: pytest.CaptureF
     assert exc.value.code == 2
     assert f"unknown case '{case}': expected bridge, smax or n<N>" in capsys.readouterr().err
 
+def test_bench_mappo_writes_its_table_and_counts_the_products(tmp_path: Path) -> None:
+    from inspo.algos.networks import RecurrentPolicies
+    from inspo.benchmarks import mappo
+    from inspo.online_critics import RecurrentCritic
+
+    sizes = ["--steps", "4", "--rows", "3", "--agents", "2", "--obs-dim", "7", "--state-dim", "5", "--n-actions", "3",
+             "--hidden", "8"]
+    assert main(["bench", "mappo", *sizes, "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "mappo_cpu.json").read_text())
+    assert set(report["result"]["variants"]) == {"fused+fp32", "torch+fp32", "fused+bf16", "torch+bf16"}
+    assert "| torch+bf16 |" in (tmp_path / "mappo_cpu.md").read_text()
+    assert report["command"].startswith("inspo bench mappo --steps 4") and str(tmp_path) not in json.dumps(report)
+    # The count from the layer shapes is what the PyTorch twin multiplies (torch.profiler's count of its products;
+    # the starting memory needs a gradient, as the kernel always computes it).
+    actor, critic = RecurrentPolicies(2, 7, 3, 8), RecurrentCritic(2, 7, 5, 8, agent_state=True)
+    obs, state, done, memory = torch.randn(4, 3, 2, 7), torch.randn(4, 3, 5), torch.zeros(4, 3), torch.zeros(3, 2, 8)
+    with torch.profiler.profile(with_flops=True) as prof:
+        (actor.replay(obs, done, memory.requires_grad_(), "torch").sum()
+         + critic.replay(state, obs, done, memory, "torch").sum()).backward()
+    counted = sum(e.flops for e in prof.key_averages() if e.key in ("aten::addmm", "aten::mm"))
+    gemms = mappo.network_gemms(24, 4, 6, 7 + 2, 8, 3) + mappo.network_gemms(24, 4, 6, 5 + 7 + 2, 8, 1)
+    assert report["result"]["gflop_per_step"] * 1e9 == pytest.approx(roofline.flops(gemms)) and counted == \
+        roofline.flops(gemms)
+
 
 @pytest.mark.parametrize("order", ["random", "simultaneous"])
 @pytest.mark.parametrize("backend", ["fused", "torch"])

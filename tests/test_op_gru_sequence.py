@@ -1,4 +1,4 @@
-"""Op 5, ``gru_sequence`` (docs/design.md 5.5): a GRU cell's recurrence over rollout rows with episode ends. Forward
+"""Op 5, ``gru_sequence`` (docs/design.md 5.7): a GRU cell's recurrence over rollout rows with episode ends. Forward
 and backward against the reference twin and against ``torch.nn.GRUCell`` stepped by hand, PyTorch's op tooling
 (opcheck, gradcheck), bad input, and the recurrent MAPPO networks' ``replay`` that runs on it."""
 from __future__ import annotations

@@ -62,12 +62,12 @@ class RecurrentCritic(nn.Module):
         values = self.out(torch.relu(self.fc(memory))).squeeze(-1)
         return values.expand(*state.shape[:-1], self.n_agents), memory
 
-    def replay(self, state: Tensor, obs: Tensor, done: Tensor, memory: Tensor) -> Tensor:
+    def replay(self, state: Tensor, obs: Tensor, done: Tensor, memory: Tensor, backend: str = "fused") -> Tensor:
         """Values ``[T, b, N]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``state [T, b,
         state_dim]``, ``obs [T, b, N, obs_dim]``) from their memories, cleared after each step that ended an episode
         (``done [T, b]``); as :meth:`RecurrentPolicies.replay <inspo.algos.networks.RecurrentPolicies.replay>`."""
         x = _inputs(state, obs, self.n_agents) if self.agent_state else state[..., None, :]
-        hidden = gru_replay(self.gru, torch.relu(self.inp(x)), done, memory)
+        hidden = gru_replay(self.gru, torch.relu(self.inp(x)), done, memory, backend)
         values = self.out(torch.relu(self.fc(hidden))).squeeze(-1).to(self.out.weight.dtype)
         return values.expand(*state.shape[:-1], self.n_agents)
 

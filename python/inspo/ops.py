@@ -113,7 +113,7 @@ def critic_update(q: list[Tensor], q_target: list[Tensor], v: list[Tensor], exp_
 
 def gru_sequence(gi: Tensor, keep: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
     """The memories ``hs [T, R, H]`` of a GRU cell's recurrence over ``T`` steps with episode ends, differentiable
-    with respect to ``gi``, ``h0``, ``w_hh`` and ``b_hh`` (docs/design.md 5.5).
+    with respect to ``gi``, ``h0``, ``w_hh`` and ``b_hh`` (docs/design.md 5.7).
 
     See :func:`inspo.reference.gru_sequence` for the definition and shapes. The kernel is the CPU's; on another device
     the call runs that twin, whose per-step operations are what a GPU runs well anyway.

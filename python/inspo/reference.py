@@ -430,7 +430,7 @@ def _critic_update(q, q_target, v, exp_avg, exp_avg_sq, step, state, actions, re
     return qbar, q_loss.detach(), v_loss.detach()
 
 
-# -------------------------------------------------------------------- the recurrence of a GRU cell (docs/design.md 5.5)
+# -------------------------------------------------------------------- the recurrence of a GRU cell (docs/design.md 5.7)
 def gru_sequence(gi: Tensor, keep: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
     """The memories ``hs [T, R, H]`` of a :class:`torch.nn.GRUCell` played over ``T`` steps of ``R`` rows from ``h0
     [R, H]``, given each step's input products ``gi [T, R, 3H]`` (``x_t W_ih^T + b_ih``) and the cell's ``w_hh [3H,

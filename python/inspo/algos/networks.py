@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from inspo import ops
+from inspo.algos.common import kernel_backend
 
 
 class MLP(nn.Sequential):
@@ -143,16 +143,18 @@ class AgentPolicies(nn.Module):
         return self.nets(x).transpose(0, 1).reshape(*lead, self.n_agents, -1)
 
 
-def gru_replay(gru: nn.GRUCell, x: Tensor, done: Tensor, state: Tensor) -> Tensor:
+def gru_replay(gru: nn.GRUCell, x: Tensor, done: Tensor, state: Tensor, backend: str = "fused") -> Tensor:
     """The states ``[T, b, M, H]`` of ``gru`` over inputs ``x [T, b, M, in]`` (``M`` memories per episode row) from
     ``state [b, M, H]``, cleared after each step that ended a row's episode (``done [T, b]``). The input products of
-    all steps are one matrix product (in bfloat16 under autocast); the recurrence runs in the parameters' dtype."""
+    all steps are one matrix product (in bfloat16 under autocast); the recurrence runs in the parameters' dtype, in
+    ``gru_sequence`` of :func:`~inspo.algos.common.kernel_backend` (``backend``: "fused" or "torch")."""
     steps, rows, m, hidden = *x.shape[:3], gru.hidden_size
     dtype = gru.weight_hh.dtype
     gi = F.linear(x, gru.weight_ih, gru.bias_ih).to(dtype).reshape(steps, rows * m, 3 * hidden)
     keep = (1.0 - done).to(dtype)[:, :, None].expand(steps, rows, m).reshape(steps, rows * m)
     with torch.autocast(x.device.type, enabled=False):
-        memory = ops.gru_sequence(gi, keep, state.to(dtype).reshape(rows * m, hidden), gru.weight_hh, gru.bias_hh)
+        memory = kernel_backend(backend).gru_sequence(gi, keep, state.to(dtype).reshape(rows * m, hidden),
+                                                      gru.weight_hh, gru.bias_hh)
     return memory.view(steps, rows, m, hidden)
 
 
@@ -186,15 +188,15 @@ class RecurrentPolicies(nn.Module):
         state = self.gru(x.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(state)
         return self.out(torch.relu(self.fc(state))), state
 
-    def replay(self, obs: Tensor, done: Tensor, state: Tensor) -> Tensor:
+    def replay(self, obs: Tensor, done: Tensor, state: Tensor, backend: str = "fused") -> Tensor:
         """Logits ``[T, b, N, A]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``obs [T, b, N,
         obs_dim]``) from their states ``[b, N, hidden]``, a row's state cleared after each step that ended its
         episode (``done [T, b]``, 1.0 there). The same values as the steps taken one by one, to float rounding; only
         the recurrence runs step by step (:func:`inspo.ops.gru_sequence`), the layers around it on all steps at once,
-        under the caller's autocast if any."""
+        under the caller's autocast if any; ``backend`` as in :func:`gru_replay`."""
         ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
         x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
-        memory = gru_replay(self.gru, x, done, state)
+        memory = gru_replay(self.gru, x, done, state, backend)
         return self.out(torch.relu(self.fc(memory))).to(self.out.weight.dtype)
 
     def reset_state(self) -> None:

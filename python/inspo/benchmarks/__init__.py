@@ -1,13 +1,15 @@
 """Benchmarks against the pure-PyTorch path (``inspo bench``): :mod:`inspo.benchmarks.ops` times the kernels,
 :mod:`inspo.benchmarks.train` InSPO updates per second end to end, :mod:`inspo.benchmarks.workers` the same updates
-in dask's worker processes. Modules are imported only when a benchmark runs."""
+in dask's worker processes, :mod:`inspo.benchmarks.mappo` online MAPPO's recurrent update.
+Modules are imported only when a benchmark runs."""
 from __future__ import annotations
 
 import argparse
 import importlib
 
 BENCHMARKS = {"ops": "the fused kernels against their references", "train": "InSPO updates/s, fused vs PyTorch",
-              "workers": "InSPO updates in this process and in dask workers"}
+              "workers": "InSPO updates in this process and in dask workers",
+              "mappo": "online MAPPO's recurrent minibatch step, gru_sequence fused vs PyTorch, fp32 and bf16"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
