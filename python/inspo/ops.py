@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from inspo import reference
 from inspo._extension import built_with_cuda  # importing it loads the library that registers torch.ops.inspo
 
 __all__ = ["advantage_weights", "critic_update", "gru_sequence", "masked_softmax_stats", "sequential_update"]
@@ -116,10 +117,9 @@ def gru_sequence(gi: Tensor, keep: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tenso
     with respect to ``gi``, ``h0``, ``w_hh`` and ``b_hh`` (docs/design.md 5.7).
 
     See :func:`inspo.reference.gru_sequence` for the definition and shapes. The kernel is the CPU's; on another device
-    the call runs that twin, whose per-step operations are what a GPU runs well anyway.
+    the call runs that twin (no kernel is built for it).
     """
-    if not gi.device.type == "cpu":
-        from inspo import reference
+    if gi.device.type != "cpu":
         return reference.gru_sequence(gi, keep, h0, w_hh, b_hh)
     return torch.ops.inspo.gru_sequence.default(gi, keep, h0, w_hh, b_hh)[0]
 
