@@ -101,7 +101,8 @@ def test_bench_mappo_writes_its_table_and_counts_the_products(tmp_path: Path) ->
              "--hidden", "8"]
     assert main(["bench", "mappo", *sizes, "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "mappo_cpu.json").read_text())
-    assert set(report["result"]["variants"]) == {"fused+fp32", "torch+fp32", "fused+bf16", "torch+bf16"}
+    variants = {f"{backend}+{p}" for backend in ("fused", "torch", "loop") for p in ("fp32", "bf16")}
+    assert set(report["result"]["variants"]) == variants
     assert "| torch+bf16 |" in (tmp_path / "mappo_cpu.md").read_text()
     assert report["command"].startswith("inspo bench mappo --steps 4") and str(tmp_path) not in json.dumps(report)
     # The count from the layer shapes is what the PyTorch twin multiplies (torch.profiler's count of its products;

@@ -1,8 +1,14 @@
 """The parts of online MAPPO (`inspo.online`, `inspo.online_critics`) that need no environment: the critic's two
-inputs, the running normalisation of its targets, and the recurrent actor's and critic's memory."""
+inputs, the running normalisation of its targets, the recurrent actor's and critic's memory, and the allocator
+setting of `inspo online train`."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
+import pytest
 import torch
 
 from inspo.algos.networks import RecurrentPolicies
@@ -93,3 +99,26 @@ def test_recurrent_critic_remembers_and_gives_the_critics_values() -> None:
             assert not torch.equal(unseen, first) and not torch.allclose(first[:, 0], first[:, 1])
         else:  # the world state alone: one value, repeated for every agent
             assert torch.equal(unseen, first) and torch.equal(first, first[:, :1].expand(5, 3))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_serves_large_allocations_without_page_faults() -> None:
+    # In a process of its own (the setting lasts for the process): a freed 64 MB array's pages serve the next one.
+    script = textwrap.dedent("""
+        import resource, sys
+        import numpy as np
+        from inspo.online import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory()
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            np.ones(64 << 20, dtype=np.uint8)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults()
+        print(faults())
+    """)
+    def faults(how: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert faults("keep") < 16 and faults("default") >= 32  # 64 MB is at least 32 huge pages, 16,384 small ones

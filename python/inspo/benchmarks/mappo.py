@@ -1,6 +1,7 @@
 """Online MAPPO's recurrent update (``inspo bench mappo``): one PPO minibatch step of the recurrent actor and critic,
-forward and backward, with ``gru_sequence``'s kernel (``fused``) against its PyTorch twin (``torch``), each with
-float32 and bfloat16 products, and the same run's ceiling for the step's matrix products.
+forward and backward, with ``gru_sequence``'s kernel (``fused``) against its PyTorch twin (``torch``) and against
+the networks stepped one step at a time (``loop``), each with float32 and bfloat16 products, and the same run's
+ceiling for the step's matrix products.
 
 The default shapes are 5m_vs_6m's with the settings of the SMAX study's expert runs (JaxMARL's MAPPO): 128 steps of
 32 episode rows (one of 4 minibatches of 128 parallel episodes), 5 agents, observation 140, world state 132, 11
@@ -27,9 +28,12 @@ from inspo import precision
 from inspo.algos.networks import RecurrentPolicies
 from inspo.benchmarks.ops import RESULTS, machine_info, publish, recorded_args, recorded_command
 from inspo.benchmarks.roofline import Gemm, ceiling, flops
+from inspo.online import keep_freed_memory
 from inspo.online_critics import RecurrentCritic
 
-VARIANTS = [(backend, p) for p in ("fp32", "bf16") for backend in ("fused", "torch")]
+VARIANTS = [(backend, p) for p in ("fp32", "bf16") for backend in ("fused", "torch", "loop")]
+"""``fused``: the networks' ``replay`` on ``gru_sequence``'s kernel; ``torch``: the same on its PyTorch twin; ``loop``:
+the networks' ``step`` called step by step (every layer per step), the way the update replayed rows before."""
 
 
 def network_gemms(rows: int, steps: int, memories: int, in_dim: int, hidden: int, out_dim: int) -> list[Gemm]:
@@ -56,11 +60,24 @@ def measure(args: argparse.Namespace) -> dict:
 
     def step(backend: str, p: str) -> None:
         with precision.autocast(p, "cpu"):
-            logits = actor.replay(obs, done, memory, backend)
-            values = critic.replay(state, obs, done, critic_memory, backend)
+            if backend == "loop":
+                logits, values = stepped()
+            else:
+                logits = actor.replay(obs, done, memory, backend)
+                values = critic.replay(state, obs, done, critic_memory, backend)
         (logits.square().mean() + values.square().mean()).backward()
         actor.zero_grad(set_to_none=True)
         critic.zero_grad(set_to_none=True)
+
+    def stepped() -> tuple[torch.Tensor, torch.Tensor]:
+        logits, values, m, cm = [], [], memory, critic_memory
+        for s in range(t):
+            out, m = actor.step(obs[s], m)
+            value, cm = critic.step(state[s], obs[s], cm)
+            logits.append(out)
+            values.append(value)
+            m, cm = (x * (1.0 - done[s])[:, None, None] for x in (m, cm))
+        return torch.stack(logits), torch.stack(values)
 
     runs: dict[str, Callable[[], None]] = {f"{bk}+{p}": (lambda bk=bk, p=p: step(bk, p)) for bk, p in VARIANTS}
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -84,30 +101,34 @@ def markdown(report: dict) -> str:
     m, r, a = report["machine"], report["result"], report["args"]
     v = r["variants"]
     lines = [
-        "# Online MAPPO: one recurrent PPO minibatch step, gru_sequence's kernel vs its PyTorch twin", "",
+        "# Online MAPPO: one recurrent PPO minibatch step, gru_sequence's kernel vs its PyTorch twin and a step loop",
+        "",
         f"`{report['command']}`", "",
         f"{m['cpu']} ({m['cpu_capability']}), {m['threads']} torch threads, torch {m['torch']}, Python "
         f"{m['python']}; {report['started']} ({report['wall_s']:.0f} s). Load average at start {m['loadavg_start']},"
         f" at end {m['loadavg_end']}: on a shared machine single numbers can be off by 20% or more.", "",
         f"One step: the recurrent actor's and critic's replay of {a['steps']} steps x {a['rows']} episode rows x "
         f"{a['agents']} agents (observation {a['obs_dim']}, state {a['state_dim']}, {a['n_actions']} actions, hidden "
-        f"{a['hidden']}), forward and backward. Median over {a['repeats']} repeats (the variants alternating); "
+        f"{a['hidden']}), forward and backward, "
+        + ("glibc's allocator as it is" if a["default_allocator"] else
+           "freed memory kept for reuse as in `inspo online train` (`inspo.online.keep_freed_memory`)")
+        + f". Median over {a['repeats']} repeats (the variants alternating); "
         "ratios from medians and, in parentheses, from the fastest repeats. `GFLOP/step` counts the matrix products "
         "from the layer shapes (`inspo.benchmarks.mappo.network_gemms`); `ceiling` is the GFLOP/s of the same "
         "products alone in the variant's precision, measured in this run.", "",
-        "| variant | ms/step | torch / fused | GFLOP/step | GFLOP/s | ceiling GFLOP/s | of ceiling |",
+        "| variant | ms/step | time / fused's | GFLOP/step | GFLOP/s | ceiling GFLOP/s | of ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|"]
     for name, t in v.items():
         backend, p = name.split("+")
         fused = v[f"fused+{p}"]
         ratio = (f"{t['median_s'] / fused['median_s']:.2f}x ({t['min_s'] / fused['min_s']:.2f}x)"
-                 if backend == "torch" else "-")
+                 if backend != "fused" else "-")
         achieved = r["gflop_per_step"] / t["median_s"]
         lines.append(f"| {name} | {t['median_s'] * 1e3:.1f} | {ratio} | {r['gflop_per_step']:.2f} | {achieved:.1f} | "
                      f"{r['ceiling_gflops'][p]:.1f} | {100 * achieved / r['ceiling_gflops'][p]:.0f}% |")
     lines += ["", "bfloat16 products against float32, per backend (time in fp32 / time in bf16):", "",
               "| backend | bf16 speed-up | ceiling bf16 / fp32 |", "|---|---:|---:|"]
-    for backend in ("fused", "torch"):
+    for backend in ("fused", "torch", "loop"):
         slow, fast = v[f"{backend}+fp32"], v[f"{backend}+bf16"]
         lines.append(f"| {backend} | {slow['median_s'] / fast['median_s']:.2f}x ({slow['min_s'] / fast['min_s']:.2f}x)"
                      f" | {r['ceiling_gflops']['bf16'] / r['ceiling_gflops']['fp32']:.2f}x |")
@@ -126,6 +147,8 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (inspo online train keeps freed memory: keep_freed_memory)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of mappo_cpu.{md,json}")
     return p.parse_args(argv)
 
@@ -133,6 +156,8 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
 def main(argv: list[str] | None = None, prog: str = "inspo bench mappo") -> int:
     args = parse_args(argv, prog)
     torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        keep_freed_memory()  # as `inspo online train` does
     started = time.time()
     report = {"command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
