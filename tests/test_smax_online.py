@@ -3,6 +3,7 @@ and `inspo reproduce smax`, at toy scale on 3m (the compiled SMAX functions are 
 through the module-level cache of `inspo.envs.smax`)."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -259,6 +260,28 @@ def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatc
         resumed_config(out)
     assert main(["online", "train", "--out", str(tmp_path / "x")]) == 2  # --env is needed for a new run
     assert "needs --env and --out (or --resume DIR)" in capsys.readouterr().err
+
+
+def test_init_from_starts_with_another_runs_networks(policy_dir: Path, tmp_path: Path) -> None:
+    from inspo import checkpoint as ckpt_io
+    from inspo.online import CHECKPOINT, train_online
+    from inspo.policy import load_snapshots
+
+    out = tmp_path / "continued"
+    result = train_online(_tiny(lr=1e-4, init_from=str(policy_dir)), out)
+    # The first snapshot is the source's last networks, evaluated anew; the record names the checkpoint it read.
+    assert all(torch.equal(x, y) for x, y in zip(_weights(out / result.snapshots[0]["file"]),
+                                                 _weights(policy_dir / "policy.pt")))
+    source = ckpt_io.load(policy_dir / CHECKPOINT)
+    first = load_snapshots(out)["snapshots"][0]
+    assert first["init_from"] == {"update": 4, "env_steps": 256, "sha256": hashlib.sha256(
+        (policy_dir / CHECKPOINT).read_bytes()).hexdigest()} and source["update"] == 4
+    assert result.snapshots[-1]["env_steps"] == 256  # its own count of steps and its own schedule
+    assert any(not torch.equal(x, y) for x, y in zip(_weights(out / "policy.pt"), _weights(policy_dir / "policy.pt")))
+    with pytest.raises(ValueError, match=r"has other networks: hidden 16 \(this run: 32\)"):
+        train_online(_tiny(hidden=32, init_from=str(policy_dir)))
+    with pytest.raises(FileNotFoundError, match="holds no online run"):
+        train_online(_tiny(init_from=str(tmp_path / "nothing")))
 
 
 def test_online_refuses_bad_config() -> None:

@@ -99,6 +99,9 @@ class OnlineConfig:
         "help": "a GRU actor with memory of the episode (minibatches of whole rollout rows)"})
     recurrent_critic: bool = field(default=False, metadata={
         "help": "a GRU critic with memory of the episode (needs --recurrent: whole rollout rows)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from the networks of the online run in this folder (its checkpoint: actor, critic, return "
+                "statistics) with a fresh optimiser and schedule; the settings that shape the networks must match"})
     snapshot_every: int = field(default=20, metadata={"help": "updates between snapshots"})
     eval_episodes: int = field(default=128, metadata={"help": "episodes each snapshot is evaluated on"})
     target_win_rate: float | None = field(default=None, metadata={"help": "stop once a snapshot reaches this"})
@@ -157,6 +160,26 @@ def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[st
                              online={"format": SNAPSHOT_FORMAT, **record})
 
 
+_NETWORK_FIELDS = ("env", "hidden", "recurrent", "recurrent_critic", "agent_state", "value_norm")
+"""The settings that shape an online run's networks: `init_from` needs its source to have the same."""
+
+
+def _initial_state(cfg: OnlineConfig) -> dict[str, Any]:
+    """The training state that `cfg.init_from` names, checked against `cfg`; with its SHA-256 (`"sha256"`)."""
+    import hashlib
+
+    path = Path(cfg.init_from) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {cfg.init_from} holds no online run ({path} is missing)")
+    state = ckpt_io.load(path)
+    source = OnlineConfig(**state["config"])
+    differ = [f"{name} {getattr(source, name)!r} (this run: {getattr(cfg, name)!r})" for name in _NETWORK_FIELDS
+              if getattr(source, name) != getattr(cfg, name)]
+    if differ:
+        raise ValueError(f"init_from: the run in {cfg.init_from} has other networks: " + ", ".join(differ))
+    return {**state, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def resumed_config(out: str | Path) -> OnlineConfig:
     """The config of the online run in folder `out`, read from its checkpoint (what `--resume` continues)."""
     return OnlineConfig(**_saved_state(Path(out))["config"])
@@ -199,6 +222,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     started = sitting = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    start = _initial_state(cfg) if saved is None and cfg.init_from is not None else None
     env = make(cfg.env)
     info = env.info
     n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
@@ -237,7 +261,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     finished: list[float] = []  # returns of the training episodes that ended since the last snapshot
     finished_won: list[bool] = []
 
-    def snapshot(update: int, losses: dict[str, float]) -> dict[str, Any]:
+    def snapshot(update: int, losses: dict[str, Any]) -> dict[str, Any]:
         played = env.rollout(SampledPolicy(actor), cfg.eval_episodes, seed=snapshot_eval_seed(cfg.seed))
         record = {"index": len(snapshots), "update": update, "env_steps": update * B * T,
                   "return": played.mean_return, "win_rate": played.win_rate, "eval_episodes": cfg.eval_episodes,
@@ -269,7 +293,15 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
             out_dir / CHECKPOINT)
 
     losses: dict[str, float] = {}
-    if saved is None:
+    if start is not None:
+        actor.load_state_dict(start["actor"])
+        critic.load_state_dict(start["critic"])
+        norm.count, norm.mean, norm.var = start["norm"]
+        source = start["config"]
+        # The first snapshot's record says what the run started from (kept in snapshots.json).
+        snapshot(0, {"init_from": {"update": start["update"], "sha256": start["sha256"],
+                                   "env_steps": start["update"] * source["num_envs"] * source["rollout"]}})
+    elif saved is None:
         snapshot(0, {})
     else:
         actor.load_state_dict(saved["actor"])
