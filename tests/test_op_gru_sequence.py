@@ -112,3 +112,15 @@ def test_replay_is_the_steps_taken_one_by_one(agent_state):
         low = actor.replay(obs, done, start)
     assert low.dtype == torch.float32
     assert 0 < (low - actor.replay(obs, done, start)).abs().max() < 0.05
+
+
+def test_backward_refuses_mismatched_records():
+    gi, keep, h0, w, b = (x.detach() for x in _inputs(4, 3, 5, torch.float32))
+    hs, saved = torch.ops.inspo.gru_sequence.default(gi, keep, h0, w, b)
+    grad = torch.ones_like(hs)
+    with pytest.raises(ValueError, match=r"hs must be \[T, R, H\] with R=3, H=5, got shape \[4, 2, 5\]"):
+        torch.ops.inspo.gru_sequence_backward.default(grad[:, :2], saved, hs[:, :2], keep, h0, w)
+    with pytest.raises(ValueError, match=r"keep must be \[T, R\]=\[4, 3\], got shape \[3, 3\]"):
+        torch.ops.inspo.gru_sequence_backward.default(grad, saved, hs, keep[:3], h0, w)
+    with pytest.raises(TypeError, match="saved has dtype Double but h0 has Float"):
+        torch.ops.inspo.gru_sequence_backward.default(grad, saved.double(), hs, keep, h0, w)
