@@ -383,6 +383,13 @@ def test_cli_online_train_and_generate(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main(["evaluate", str(out / "policy.pt"), "--episodes", "8"]) == 0
     assert 0.0 <= json.loads(capsys.readouterr().out)["win_rate"] <= 1.0
+    # A second run from the first one's networks, with bfloat16 products: the flags reach the config.
+    assert main(["online", "train", "--env", MAP, "--steps", "64", "--num-envs", "8", "--hidden", "16",
+                 "--snapshot-every", "1", "--eval-episodes", "8", "--precision", "bf16", "--init-from", str(out),
+                 "--out", str(tmp_path / "next")]) == 0
+    index = json.loads((tmp_path / "next" / "snapshots.json").read_text())
+    assert index["config"]["precision"] == "bf16" and index["config"]["init_from"] == str(out)
+    assert index["snapshots"][0]["init_from"]["env_steps"] == 256
 
 
 def test_offline_training_beats_random_win_rate(tmp_path: Path) -> None:
