@@ -14,8 +14,6 @@ that the load of a shared machine hits them alike; each number is the median ove
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ import torch
 
 from inspo import precision
 from inspo.algos.networks import RecurrentPolicies
-from inspo.benchmarks.ops import RESULTS, machine_info, publish, recorded_args, recorded_command
+from inspo.benchmarks.ops import RESULTS, close_report, new_report, publish
 from inspo.benchmarks.roofline import Gemm, ceiling, flops
 from inspo.online import keep_freed_memory
 from inspo.online_critics import RecurrentCritic
@@ -159,12 +157,9 @@ def main(argv: list[str] | None = None, prog: str = "inspo bench mappo") -> int:
     if not args.default_allocator:
         keep_freed_memory()  # as `inspo online train` does
     started = time.time()
-    report = {"command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "args": recorded_args(args), "machine": machine_info(torch.device("cpu"))}
+    report = new_report(prog, argv, args, torch.device("cpu"))
     report["result"] = measure(args)
-    report["machine"]["loadavg_end"] = os.getloadavg()
-    report["wall_s"] = time.time() - started
+    close_report(report, started)
     publish(args.out, "mappo_cpu", report, markdown(report))
     return 0
 

@@ -196,6 +196,19 @@ def recorded_command(prog: str, argv: list[str]) -> str:
     return " ".join([prog, *(portable_path(Path(a)) if os.path.isabs(a) else a for a in argv)])
 
 
+def new_report(prog: str, argv: list[str] | None, args: argparse.Namespace, device: torch.device) -> dict:
+    """What a benchmark's report starts with: the command line, the time (UTC), the arguments and the machine."""
+    return {"command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "args": recorded_args(args), "machine": machine_info(device)}
+
+
+def close_report(report: dict, started: float) -> None:
+    """Add the load average at the end and the wall time since ``started`` (``time.time()``)."""
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["wall_s"] = time.time() - started
+
+
 def publish(out: Path, stem: str, report: dict, md: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``out``, each in one rename, and print the markdown."""
     jsonio.write(out / f"{stem}.json", report, indent=1)

@@ -40,7 +40,6 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import os
 import statistics
@@ -58,7 +57,7 @@ from inspo.algos.bc import BehaviourCloning
 from inspo.algos.inspo import InSPO
 from inspo.benchmarks import roofline
 from inspo.benchmarks.cases import BATCH_FIELDS, case_name, case_setup
-from inspo.benchmarks.ops import CHECKOUT, RESULTS, machine_info, publish, recorded_args, recorded_command
+from inspo.benchmarks.ops import CHECKOUT, RESULTS, close_report, new_report, publish
 from inspo.benchmarks.population import measure_population
 from inspo.benchmarks.train_report import BACKENDS, markdown
 from inspo.config import PRECISIONS, TrainConfig
@@ -303,10 +302,7 @@ def main(argv=None, prog: str = "inspo bench train") -> int:
         return 0
     sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.type == "cuda" else (lambda: None)
     started = time.time()
-    report = {"command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "args": recorded_args(args),
-              "machine": machine_info(args.device), "results": []}
+    report = {**new_report(prog, argv, args, args.device), "results": []}
     for case in args.cases:
         r = measure(case, args, sync)
         if args.device.type == "cpu" and not args.no_memory:
@@ -324,8 +320,7 @@ def main(argv=None, prog: str = "inspo bench train") -> int:
         for r in report["population"]:
             print(f"{r['case']:>6}: population of {r['members']}: {r['stacked']['updates_per_s']:.1f} upd/s, "
                   f"{r['ratio']:.2f}x the runs one after another", flush=True)
-    report["machine"]["loadavg_end"] = os.getloadavg()
-    report["wall_s"] = time.time() - started
+    close_report(report, started)
     stem = f"train_{args.device.type}" + (f"_{args.suffix}" if args.suffix else "")
     publish(args.out, stem, report, markdown(report))
     return 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import resource
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 
 from inspo.benchmarks.cases import case_name, case_setup
-from inspo.benchmarks.ops import RESULTS, machine_info, publish, recorded_args, recorded_command
+from inspo.benchmarks.ops import RESULTS, close_report, new_report, publish
 from inspo.benchmarks.population import Member
 from inspo.cluster import Cluster, connect, require_dask
 
@@ -152,13 +151,9 @@ def main(argv: list[str] | None = None, prog: str = "inspo bench workers") -> in
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     started = time.time()
-    report: dict[str, Any] = {
-        "command": recorded_command(prog, sys.argv[1:] if argv is None else argv),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "args": recorded_args(args), "machine": machine_info(torch.device("cpu"))}
+    report = new_report(prog, argv, args, torch.device("cpu"))
     report["results"] = measure(args.cases, args.rows, args.warmup, args.repeats, args.repeat_seconds)
-    report["machine"]["loadavg_end"] = os.getloadavg()
-    report["wall_s"] = time.time() - started
+    close_report(report, started)
     publish(args.out, "workers_cpu", report, markdown(report))
     return 0
 
