@@ -161,7 +161,8 @@ def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[st
 
 
 _NETWORK_FIELDS = ("env", "hidden", "recurrent", "recurrent_critic", "agent_state", "value_norm")
-"""The settings that shape an online run's networks: `init_from` needs its source to have the same."""
+"""The settings that shape an online run's networks and the scale of its critic's output: `init_from` needs its
+source to have the same."""
 
 
 def _initial_state(cfg: OnlineConfig) -> dict[str, Any]:
@@ -493,8 +494,9 @@ def _write_index(out: Path, cfg: OnlineConfig, snapshots: list[dict[str, Any]], 
 def keep_freed_memory() -> bool:
     """Have glibc keep the memory this process frees for its next allocations: no allocation is served by a fresh
     mapping and the heap is not trimmed. A recurrent PPO update allocates and frees tensors of tens of MB many times
-    (the replay's gates and gradients), and by default each one above 32 MB is a fresh mapping whose pages the kernel
-    faults in one by one: a fifth of a 5m_vs_6m minibatch step (`inspo bench mappo` with and without). The process
+    (the replay's gates and gradients); by default a block above glibc's mapping threshold (at most 32 MB) is a fresh
+    mapping whose pages the kernel faults in one by one, and freed heap memory is handed back: 5-17% of a 5m_vs_6m
+    minibatch step in two measurements (`inspo bench mappo`, with and without `--default-allocator`). The process
     then keeps its peak memory. Returns False where there is no glibc (nothing changed)."""
     import ctypes
 
