@@ -294,16 +294,17 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
             out_dir / CHECKPOINT)
 
     losses: dict[str, float] = {}
-    if start is not None:
-        actor.load_state_dict(start["actor"])
-        critic.load_state_dict(start["critic"])
-        norm.count, norm.mean, norm.var = start["norm"]
-        source = start["config"]
-        # The first snapshot's record says what the run started from (kept in snapshots.json).
-        snapshot(0, {"init_from": {"update": start["update"], "sha256": start["sha256"],
-                                   "env_steps": start["update"] * source["num_envs"] * source["rollout"]}})
-    elif saved is None:
-        snapshot(0, {})
+    if saved is None:
+        first: dict[str, Any] = {}
+        if start is not None:
+            actor.load_state_dict(start["actor"])
+            critic.load_state_dict(start["critic"])
+            norm.count, norm.mean, norm.var = start["norm"]
+            source = start["config"]
+            # The first snapshot's record says what the run started from (kept in snapshots.json).
+            first["init_from"] = {"update": start["update"], "sha256": start["sha256"],
+                                  "env_steps": start["update"] * source["num_envs"] * source["rollout"]}
+        snapshot(0, first)
     else:
         actor.load_state_dict(saved["actor"])
         critic.load_state_dict(saved["critic"])

@@ -54,10 +54,14 @@ class RecurrentCritic(nn.Module):
         return torch.zeros(*lead, self.n_agents if self.agent_state else 1, self.hidden,
                            dtype=self.out.weight.dtype, device=self.out.weight.device)
 
+    def _first_layer(self, state: Tensor, obs: Tensor) -> Tensor:
+        """The ReLU layer on the critic's input, ``[..., N or 1, hidden]``."""
+        x = _inputs(state, obs, self.n_agents) if self.agent_state else state[..., None, :]
+        return torch.relu(self.inp(x))
+
     def step(self, state: Tensor, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """``state [..., state_dim]``, ``obs [..., N, obs_dim]``, ``memory`` -> (values ``[..., N]``, memory)."""
-        x = _inputs(state, obs, self.n_agents) if self.agent_state else state[..., None, :]
-        x = torch.relu(self.inp(x))
+        x = self._first_layer(state, obs)
         memory = self.gru(x.reshape(-1, self.hidden), memory.reshape(-1, self.hidden)).view_as(memory)
         values = self.out(torch.relu(self.fc(memory))).squeeze(-1)
         return values.expand(*state.shape[:-1], self.n_agents), memory
@@ -66,8 +70,7 @@ class RecurrentCritic(nn.Module):
         """Values ``[T, b, N]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``state [T, b,
         state_dim]``, ``obs [T, b, N, obs_dim]``) from their memories, cleared after each step that ended an episode
         (``done [T, b]``); as :meth:`RecurrentPolicies.replay <inspo.algos.networks.RecurrentPolicies.replay>`."""
-        x = _inputs(state, obs, self.n_agents) if self.agent_state else state[..., None, :]
-        hidden = gru_replay(self.gru, torch.relu(self.inp(x)), done, memory, backend)
+        hidden = gru_replay(self.gru, self._first_layer(state, obs), done, memory, backend)
         values = self.out(torch.relu(self.fc(hidden))).squeeze(-1).to(self.out.weight.dtype)
         return values.expand(*state.shape[:-1], self.n_agents)
 

@@ -181,10 +181,14 @@ class RecurrentPolicies(nn.Module):
         return torch.zeros(*lead, self.n_agents, self.hidden, dtype=self.out.weight.dtype,
                            device=self.out.weight.device)
 
+    def _first_layer(self, obs: Tensor) -> Tensor:
+        """The ReLU layer on each agent's observation and one-hot id, ``[..., N, hidden]``."""
+        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
+        return torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
+
     def step(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``obs [..., N, obs_dim]``, ``state [..., N, hidden]`` -> (logits ``[..., N, A]``, next state)."""
-        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
-        x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
+        x = self._first_layer(obs)
         state = self.gru(x.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(state)
         return self.out(torch.relu(self.fc(state))), state
 
@@ -194,9 +198,7 @@ class RecurrentPolicies(nn.Module):
         episode (``done [T, b]``, 1.0 there). The same values as the steps taken one by one, to float rounding; only
         the recurrence runs step by step (:func:`inspo.ops.gru_sequence`), the layers around it on all steps at once,
         under the caller's autocast if any; ``backend`` as in :func:`gru_replay`."""
-        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
-        x = torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
-        memory = gru_replay(self.gru, x, done, state, backend)
+        memory = gru_replay(self.gru, self._first_layer(obs), done, state, backend)
         return self.out(torch.relu(self.fc(memory))).to(self.out.weight.dtype)
 
     def reset_state(self) -> None:
