@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -178,13 +179,22 @@ def test_first_minibatch_sees_the_rollout_policy(recurrent: bool) -> None:
     assert abs(result.snapshots[-1]["approx_kl"]) < 1e-6
 
 
-def test_bf16_products_replay_the_rollout_within_their_rounding() -> None:
+def test_bf16_products_replay_the_rollout_within_their_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
     # As above, with both networks recurrent and bfloat16 products: the first minibatch's policy is still the
-    # rollout's (to bfloat16 rounding), and the critic's loss moves by that rounding only.
+    # rollout's (to bfloat16 rounding), and the critic's loss moves by that rounding only. On a CPU without bfloat16
+    # instructions the bf16 run is warned.
+    from inspo import precision
     from inspo.online import train_online
 
-    last = {p: train_online(_tiny(epochs=1, minibatches=1, recurrent=True, recurrent_critic=True, precision=p,
-                                  steps=8 * 32 * 2, rollout=32)).snapshots[-1] for p in ("fp32", "bf16")}
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    last = {}
+    for p in ("fp32", "bf16"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            last[p] = train_online(_tiny(epochs=1, minibatches=1, recurrent=True, recurrent_critic=True, precision=p,
+                                         steps=8 * 32 * 2, rollout=32)).snapshots[-1]
+        assert ["without bfloat16 instructions" in str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == (
+            [True] if p == "bf16" else [])
     assert all(abs(s["approx_kl"]) < 1e-6 for s in last.values())
     fp32, bf16 = last["fp32"]["value_loss"], last["bf16"]["value_loss"]
     assert fp32 != bf16 and abs(bf16 - fp32) < 0.05 * fp32, (fp32, bf16)

@@ -202,6 +202,7 @@ def train_online(cfg: OnlineConfig, out: str | Path | None = None, progress: boo
     the run in `out` (the same config; `max_minutes` may differ). The folder is claimed as a training run's is
     (`inspo.run_folder.claim`): one run at a time, and one that holds a run is refused unless resuming."""
     cfg.validate()
+    precision.warn_if_emulated(cfg.precision, "cpu")
     if out is None:
         if resume:
             raise ValueError("resume needs the folder of the run (out)")

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from inspo import checkpoint as ckpt_io
-from inspo import jsonio, run_folder
+from inspo import jsonio, precision, run_folder
 from inspo.algos import LEARNERS
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.learner import Learner
@@ -102,6 +102,7 @@ def train_population(config: TrainConfig, progress: bool = False, resume: bool =
     every member's: a folder that holds a run is refused without one of them, and a busy one at once. ``clones``:
     a folder of behaviour clones that a fresh population starts from or saves to (:mod:`inspo.clones`)."""
     config.validate()
+    precision.warn_if_emulated(config.precision, config.device)
     if not config.is_population():
         raise ValueError("train_population needs config.seeds or config.per_member; train a single run with "
                          "inspo.train")

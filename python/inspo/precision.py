@@ -13,11 +13,18 @@ kernels' softmax and log-sum-exp statistics. Two mechanisms give the same numeri
   C++ ops, and the op then fails with a dtype mismatch.
 
 Updates that run :func:`matmuls`-decorated do both. Evaluation runs in float32 either way.
+
+bfloat16 pays only where the CPU multiplies it natively (AVX512-BF16 or AMX on x86). Without those instructions
+oneDNN converts the operands on every call: on an AVX-512 Xeon without them the products of online MAPPO's update ran
+at 0.22x their float32 speed (``bench/results/avx512_without_bf16/mappo_cpu.md``), so a run that asks for bf16 there
+gets a warning (:func:`warn_if_emulated`).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import platform
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,7 +32,7 @@ import torch
 
 from inspo.config import PRECISIONS
 
-__all__ = ["autocast", "matmul_dtype", "matmuls"]
+__all__ = ["autocast", "matmul_dtype", "matmuls", "native_bf16", "warn_if_emulated"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -56,3 +63,23 @@ def matmuls(update: _F) -> _F:
             return update(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool | None:
+    """Whether ``device`` multiplies bfloat16 natively: on an x86 CPU, whether it has AVX512-BF16 or AMX; None where
+    this is not known (other devices and architectures, or a torch without the probes)."""
+    if torch.device(device).type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is None for probe in probes):
+        return None
+    return any(probe() for probe in probes)
+
+
+def warn_if_emulated(precision: str, device: str | torch.device) -> None:
+    """A RuntimeWarning when ``precision`` is "bf16" on a CPU known to lack bfloat16 instructions
+    (:func:`native_bf16` False), where it is slower than "fp32"."""
+    if matmul_dtype(precision) is not None and native_bf16(device) is False:
+        warnings.warn("precision 'bf16' on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): its products "
+                      "are converted on every call (measured: 0.22x float32's speed); use precision 'fp32' here",
+                      RuntimeWarning, stacklevel=3)

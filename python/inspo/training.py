@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from inspo import checkpoint as ckpt_io
-from inspo import run_folder
+from inspo import precision, run_folder
 from inspo.algos import LEARNERS
 from inspo.algos.bc import BehaviourCloning
 from inspo.algos.graph import GraphedIteration
@@ -64,6 +64,7 @@ def train(config: TrainConfig, progress: bool = False, resume: bool = False,
     :class:`~inspo.config.TrainConfig`); only rank 0 evaluates and writes files, and every rank returns its result.
     """
     config.validate()
+    precision.warn_if_emulated(config.precision, config.device)
     if resume and overwrite:
         raise ValueError("resume=True continues the run in config.out and overwrite=True deletes it; pass one")
     before = left_behind(config.out, resume)

@@ -98,11 +98,13 @@ def measure(args: argparse.Namespace) -> dict:
 def markdown(report: dict) -> str:
     m, r, a = report["machine"], report["result"], report["args"]
     v = r["variants"]
+    native = {True: "yes", False: "no"}.get(m.get("bf16_native"), "not known")
     lines = [
         "# Online MAPPO: one recurrent PPO minibatch step, gru_sequence's kernel vs its PyTorch twin and a step loop",
         "",
         f"`{report['command']}`", "",
-        f"{m['cpu']} ({m['cpu_capability']}), {m['threads']} torch threads, torch {m['torch']}, Python "
+        f"{m['cpu']} ({m['cpu_capability']}, bfloat16 instructions: {native}), {m['threads']} torch threads, "
+        f"torch {m['torch']}, Python "
         f"{m['python']}; {report['started']} ({report['wall_s']:.0f} s). Load average at start {m['loadavg_start']},"
         f" at end {m['loadavg_end']}: on a shared machine single numbers can be off by 20% or more.", "",
         f"One step: the recurrent actor's and critic's replay of {a['steps']} steps x {a['rows']} episode rows x "

@@ -29,7 +29,7 @@ import torch
 
 import inspo.ops as ops
 import inspo.reference as ref
-from inspo import jsonio, provenance
+from inspo import jsonio, precision, provenance
 from inspo.checkpoint import write_text
 from inspo.provenance import package_info, portable_path
 
@@ -176,7 +176,7 @@ def machine_info(device: torch.device) -> dict:
     return {
         **provenance.machine_info(), "python": platform.python_version(), "torch": torch.__version__,
         "package": package_info(), "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": precision.native_bf16("cpu"),
         "loadavg_start": os.getloadavg(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
