@@ -193,8 +193,8 @@ def test_bf16_products_replay_the_rollout_within_their_rounding(monkeypatch: pyt
             warnings.simplefilter("always")
             last[p] = train_online(_tiny(epochs=1, minibatches=1, recurrent=True, recurrent_critic=True, precision=p,
                                          steps=8 * 32 * 2, rollout=32)).snapshots[-1]
-        assert ["without bfloat16 instructions" in str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == (
-            [True] if p == "bf16" else [])
+        warned = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert ["without bfloat16 instructions" in m for m in warned] == ([True] if p == "bf16" else [])
     assert all(abs(s["approx_kl"]) < 1e-6 for s in last.values())
     fp32, bf16 = last["fp32"]["value_loss"], last["bf16"]["value_loss"]
     assert fp32 != bf16 and abs(bf16 - fp32) < 0.05 * fp32, (fp32, bf16)
@@ -256,15 +256,21 @@ def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatc
     saved = ckpt_io.load(out / CHECKPOINT)  # as an earlier version wrote it, before the precision field existed
     del saved["config"]["precision"]
     ckpt_io.save(saved, out / CHECKPOINT)
+    pruned = load_snapshots(out)["snapshots"][0]
+    (out / pruned["file"]).unlink()  # resuming needs only the checkpoint and the index
+    with pytest.raises(FileNotFoundError, match="0000.pt is missing: snapshots.json lists it"):
+        load_snapshots(out)
     assert main(["online", "train", "--resume", str(out), "--max-minutes", "60"]) == 0
     capsys.readouterr()
-    assert load_snapshots(out)["config"] == asdict(_tiny(**options, max_minutes=60))  # the new sitting's limit
+    index = json.loads((out / "snapshots.json").read_text())
+    assert index["config"] == asdict(_tiny(**options, max_minutes=60))  # the new sitting's limit
 
     drop = ("wall_time", "sha256", "file")
-    expected, got = load_snapshots(Path(whole))["snapshots"], load_snapshots(out)["snapshots"]
+    expected, got = load_snapshots(Path(whole))["snapshots"], index["snapshots"]
     assert [{k: v for k, v in s.items() if k not in drop} for s in got] == \
         [{k: v for k, v in s.items() if k not in drop} for s in expected]
-    for a, b in zip(expected, got):
+    assert got[0] == pruned  # the pruned file's record and digest kept
+    for a, b in zip(expected[1:], got[1:]):
         assert all(torch.equal(x, y) for x, y in zip(_weights(Path(whole) / a["file"]), _weights(out / b["file"])))
     with pytest.raises(ValueError, match="finished at update 4: nothing to resume"):
         resumed_config(out)

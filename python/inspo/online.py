@@ -24,6 +24,8 @@
 - Resuming: with every snapshot, `<out>/checkpoint.pt` keeps the whole training state (networks, optimiser, return
   statistics, generators, the episodes in progress), so a run stopped by `max_minutes` or killed continues with
   `inspo online train --resume <out>` (`train_online(..., resume=True)`) and ends exactly as if never stopped.
+  Resuming reads only `checkpoint.pt` and `snapshots.json`: a long run's snapshot files may be pruned (to keep or
+  move the run), and its index goes on listing their digests.
 
 Deterministic per seed (CPU, one thread): the episodes' PRNG keys, the action sampling and the minibatches all derive
 from `seed`. `target_win_rate` stops training early once a snapshot reaches it (a deterministic rule);
@@ -33,6 +35,7 @@ during which the time ran out, which is not deterministic in length (the snapsho
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -318,6 +321,9 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         memory, episode_returns = saved["memory"], saved["episode_returns"].numpy().copy()
         critic_memory = saved.get("critic_memory")  # absent from the checkpoints of earlier versions
         snapshots, losses = saved["snapshots"], saved["losses"]
+        # The index holds the digests of the snapshots made so far, so that the files themselves may be pruned.
+        listed = json.loads((out_dir / "snapshots.json").read_text())["snapshots"]
+        digests = {s["file"]: s["sha256"] for s in listed}
         started -= saved["wall_time"]
     for update in range(1 if saved is None else saved["update"] + 1, updates + 1):
         # -- collect T steps of B episodes ------------------------------------------------------------------

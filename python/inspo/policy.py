@@ -203,6 +203,9 @@ def load_snapshots(path: str | Path) -> dict[str, Any]:
     if meta.get("format") != SNAPSHOT_FORMAT:
         raise ValueError(f"{index}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
     for snap in meta["snapshots"]:
+        if not (folder / snap["file"]).is_file():
+            raise FileNotFoundError(f"{folder / snap['file']} is missing: snapshots.json lists it (a pruned run "
+                                    f"folder resumes, but its snapshots cannot be read as a set)")
         digest = hashlib.sha256((folder / snap["file"]).read_bytes()).hexdigest()
         if digest != snap["sha256"]:
             raise ValueError(f"{folder / snap['file']}: sha256 {digest}, snapshots.json says {snap['sha256']}")
