@@ -177,7 +177,8 @@ def test_bf16_is_warned_only_where_it_is_emulated(monkeypatch: pytest.MonkeyPatc
     expected = choice == "bf16" and native is False
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == (
         ["precision 'bf16' on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): its products are converted "
-         "on every call (measured: 0.22x float32's speed); use precision 'fp32' here"] if expected else [])
+         "on every call (online MAPPO's ran at 0.22x their float32 speed); use precision 'fp32' here"]
+        if expected else [])
 
 
 @pytest.mark.parametrize("population", [False, True])

@@ -81,5 +81,5 @@ def warn_if_emulated(precision: str, device: str | torch.device) -> None:
     (:func:`native_bf16` False), where it is slower than "fp32"."""
     if matmul_dtype(precision) is not None and native_bf16(device) is False:
         warnings.warn("precision 'bf16' on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): its products "
-                      "are converted on every call (measured: 0.22x float32's speed); use precision 'fp32' here",
-                      RuntimeWarning, stacklevel=3)
+                      "are converted on every call (online MAPPO's ran at 0.22x their float32 speed); use precision "
+                      "'fp32' here", RuntimeWarning, stacklevel=3)
