@@ -107,6 +107,20 @@ def test_replay_is_the_steps_taken_one_by_one(agent_state):
             memory, critic_memory = (m * (1.0 - done[s])[:, None, None] for m in (memory, critic_memory))
     torch.testing.assert_close(logits, torch.stack(stepped_logits))
     torch.testing.assert_close(values, torch.stack(stepped_values))
+    # Rows of one agent each (minibatch_rows "agents"): the same outputs, picked.
+    rows, agents = torch.tensor([2, 0, 3, 2]), torch.tensor([1, 2, 0, 0])
+    memory, critic_memory = torch.randn(b, n, 16), critic.initial_state(b) + 0.5
+    full = actor.replay(obs, done, memory)[:, rows, agents]
+    picked = actor.replay(obs[:, rows, agents], done[:, rows], memory[rows, agents], agents=agents)
+    torch.testing.assert_close(picked, full)
+    if agent_state:
+        full = critic.replay(state, obs, done, critic_memory)[:, rows, agents]
+        picked = critic.replay(state[:, rows], obs[:, rows, agents], done[:, rows], critic_memory[rows, agents],
+                               agents=agents)
+        torch.testing.assert_close(picked, full)
+    else:
+        with pytest.raises(ValueError, match="rows of one agent each need agent_state=True"):
+            critic.replay(state[:, rows], obs[:, rows, agents], done[:, rows], critic_memory[rows, 0], agents=agents)
     start = actor.initial_state(b)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = actor.replay(obs, done, start)

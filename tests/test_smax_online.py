@@ -168,15 +168,36 @@ def test_annealed_learning_rate_starts_at_lr(tmp_path: Path) -> None:
                                                      _weights(tmp_path / "anneal4" / "policy.pt")))
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
-def test_first_minibatch_sees_the_rollout_policy(recurrent: bool) -> None:
+@pytest.mark.parametrize("options", [{}, dict(recurrent=True),
+                                     dict(recurrent=True, recurrent_critic=True, agent_state=True,
+                                          minibatch_rows="agents")], ids=["mlp", "gru", "gru-agent-rows"])
+def test_first_minibatch_sees_the_rollout_policy(options: dict) -> None:
     # One epoch of one minibatch: the policy is evaluated before any step, so its log-probabilities must be the
-    # rollout's (for the recurrent actor: its rows replayed from their first memory, cleared where episodes ended).
+    # rollout's (for the recurrent actor: its rows replayed from their first memory, cleared where episodes ended;
+    # by agent rows, each agent's row picked from the rollout's).
     from inspo.online import train_online
 
-    result = train_online(_tiny(epochs=1, minibatches=1, recurrent=recurrent, steps=8 * 32 * 2, rollout=32))
+    # lr 0.02: the first update moves the policy from its near-uniform start, so that a replay that differed from
+    # the rollout (a wrong memory, episode end or agent id) shows at the second update's first minibatch. The KL is
+    # second order in the log-probabilities' difference: 1e-10 allows float rounding (1e-5), not one agent's id
+    # given to another (4e-7 measured).
+    result = train_online(_tiny(epochs=1, minibatches=1, steps=8 * 32 * 2, rollout=32, lr=0.02, **options))
     assert [s["update"] for s in result.snapshots] == [0, 2]
-    assert abs(result.snapshots[-1]["approx_kl"]) < 1e-6
+    assert abs(result.snapshots[-1]["approx_kl"]) < 1e-10
+
+
+def test_agent_rows_train_otherwise_than_episode_rows(tmp_path: Path) -> None:
+    # Minibatches drawn by agent rows (JaxMARL's MAPPO) rather than episode rows: another run, deterministic.
+    from inspo.online import train_online
+
+    options = dict(recurrent=True, recurrent_critic=True, agent_state=True)
+    runs = {rows: train_online(_tiny(minibatch_rows=rows, **options), tmp_path / rows)
+            for rows in ("episodes", "agents")}
+    again = train_online(_tiny(minibatch_rows="agents", **options))
+    assert [s["value_loss"] for s in runs["agents"].snapshots[1:]] == [s["value_loss"] for s in again.snapshots[1:]]
+    assert runs["agents"].snapshots[-1]["value_loss"] != runs["episodes"].snapshots[-1]["value_loss"]
+    assert any(not torch.equal(x, y) for x, y in zip(_weights(tmp_path / "agents" / "policy.pt"),
+                                                     _weights(tmp_path / "episodes" / "policy.pt")))
 
 
 def test_bf16_products_replay_the_rollout_within_their_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,7 +247,8 @@ def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("options", [{}, dict(recurrent=True, agent_state=True, value_norm=True, anneal_lr=True),
                                      dict(recurrent=True, recurrent_critic=True, agent_state=True, anneal_lr=True,
-                                          orthogonal_init=True, clip_value=True, separate_clip=True)],
+                                          orthogonal_init=True, clip_value=True, separate_clip=True,
+                                          minibatch_rows="agents")],
                          ids=["mlp", "gru-all-options", "gru-critic-jaxmarl"])
 def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture, options: dict) -> None:
@@ -311,6 +333,10 @@ def test_online_refuses_bad_config() -> None:
         train_online(_tiny(minibatches=3))
     with pytest.raises(ValueError, match=r"recurrent_critic needs recurrent=True"):
         train_online(_tiny(recurrent_critic=True))
+    with pytest.raises(ValueError, match=r"minibatch_rows 'agents' needs recurrent_critic=True and agent_state=True"):
+        train_online(_tiny(recurrent=True, recurrent_critic=True, minibatch_rows="agents"))
+    with pytest.raises(ValueError, match=r"minibatch_rows must be one of \('episodes', 'agents'\), got 'steps'"):
+        train_online(_tiny(minibatch_rows="steps"))
     with pytest.raises(ValueError, match=r"OnlineConfig.precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
         train_online(_tiny(precision="fp16"))
 

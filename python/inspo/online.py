@@ -102,6 +102,10 @@ class OnlineConfig:
         "help": "a GRU actor with memory of the episode (minibatches of whole rollout rows)"})
     recurrent_critic: bool = field(default=False, metadata={
         "help": "a GRU critic with memory of the episode (needs --recurrent: whole rollout rows)"})
+    minibatch_rows: str = field(default="episodes", metadata={
+        "choices": ("episodes", "agents"),
+        "help": "what a recurrent minibatch draws: whole episode rows (every agent of an episode together) or "
+                "agent rows (one agent's rollout row each, JaxMARL's MAPPO; needs --recurrent-critic --agent-state)"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from the networks of the online run in this folder (its checkpoint: actor, critic, return "
                 "statistics) with a fresh optimiser and schedule; the settings that shape the networks must match"})
@@ -128,6 +132,9 @@ class OnlineConfig:
             raise ValueError(f"OnlineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.recurrent_critic and not self.recurrent:
             raise ValueError("OnlineConfig.recurrent_critic needs recurrent=True (minibatches of whole rollout rows)")
+        if self.minibatch_rows == "agents" and not (self.recurrent_critic and self.agent_state):
+            raise ValueError("OnlineConfig.minibatch_rows 'agents' needs recurrent_critic=True and agent_state=True "
+                             "(a recurrent value per agent)")
         if self.recurrent and self.num_envs % self.minibatches:
             raise ValueError(f"a recurrent actor trains on whole rollout rows: num_envs ({self.num_envs}) must be "
                              f"divisible by minibatches ({self.minibatches})")
@@ -390,26 +397,35 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
         cols = slice(None) if cfg.agent_state else slice(0, 1)
         f_adv, f_ret = adv.view(rows, n)[:, cols], norm.normalise(ret).view(rows, n)[:, cols]
         f_val = norm.normalise(buf_val).view(rows, n)[:, cols]  # the rollout's values, for clip_value
-        # A recurrent actor's minibatches are whole episode rows (all T steps), replayed from their first memory.
-        size = (B if cfg.recurrent else rows) // cfg.minibatches
+        # A recurrent actor's minibatches are whole rollout rows (all T steps), replayed from their first memory:
+        # an episode's (every agent) or, with minibatch_rows "agents", one agent's.
+        by_agent = cfg.minibatch_rows == "agents"
+        if by_agent:
+            f_avail, f_act, f_logp = f_avail.flatten(0, 1), f_act.flatten(), f_logp.flatten()
+            f_adv, f_ret, f_val = f_adv.flatten(), f_ret.flatten(), f_val.flatten()
+        drawn = B * n if by_agent else B if cfg.recurrent else rows
+        size = drawn // cfg.minibatches
         stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "actor_grad_norm",
                                "critic_grad_norm"), 0.0)
         for _ in range(cfg.epochs):
-            perm = torch.randperm(B if cfg.recurrent else rows, generator=gen)
+            perm = torch.randperm(drawn, generator=gen)
             for k in range(cfg.minibatches):
                 pick = perm[k * size:(k + 1) * size]
-                # A recurrent minibatch's flat rows are t * B + row, t-major.
-                idx = (torch.arange(T)[:, None] * B + pick).flatten() if cfg.recurrent else pick
+                # A recurrent minibatch's flat rows are t-major: t * B + row, or t * B * n + row * n + i by agent.
+                idx = (torch.arange(T)[:, None] * drawn + pick).flatten() if cfg.recurrent else pick
                 with precision.autocast(cfg.precision, "cpu"):  # the networks' products; their outputs are float32
-                    if cfg.recurrent:
-                        logits = actor.replay(buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
+                    if by_agent:
+                        env_i, agent_i = pick // n, pick % n
+                        logits = actor.replay(buf_obs[:, env_i, agent_i], buf_done[:, env_i],
+                                              first_memory[env_i, agent_i], agents=agent_i).flatten(0, 1)
+                        value = critic.replay(buf_state[:, env_i], buf_obs[:, env_i, agent_i], buf_done[:, env_i],
+                                              first_critic_memory[env_i, agent_i], agents=agent_i).flatten(0, 1)
                     else:
-                        logits = actor.all_logits(f_obs[idx])
-                    if cfg.recurrent_critic:
-                        value = critic.replay(buf_state[:, pick], buf_obs[:, pick], buf_done[:, pick],
-                                              first_critic_memory[pick]).flatten(0, 1)[:, cols]
-                    else:
-                        value = critic(f_state[idx], f_obs[idx])[:, cols]
+                        logits = (actor.replay(buf_obs[:, pick], buf_done[:, pick], first_memory[pick]).flatten(0, 1)
+                                  if cfg.recurrent else actor.all_logits(f_obs[idx]))
+                        value = (critic.replay(buf_state[:, pick], buf_obs[:, pick], buf_done[:, pick],
+                                               first_critic_memory[pick]).flatten(0, 1)
+                                 if cfg.recurrent_critic else critic(f_state[idx], f_obs[idx]))[:, cols]
                 logits = mask_unavailable(logits, f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
                 new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]

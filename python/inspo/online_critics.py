@@ -14,10 +14,15 @@ from inspo.algos.networks import gru_replay, mlp
 __all__ = ["Critic", "RecurrentCritic", "ReturnNorm"]
 
 
-def _inputs(state: Tensor, obs: Tensor, n_agents: int) -> Tensor:
-    """``[..., N, state_dim + obs_dim + N]``: the state beside each agent's observation and one-hot id."""
-    ids = torch.eye(n_agents, dtype=obs.dtype).expand(*obs.shape[:-1], n_agents)
-    return torch.cat([state[..., None, :].expand(*obs.shape[:-1], -1), obs, ids], -1)
+def _inputs(state: Tensor, obs: Tensor, n_agents: int, agents: Tensor | None = None) -> Tensor:
+    """``[..., N, state_dim + obs_dim + N]``: the state beside each agent's observation and one-hot id; with
+    ``agents`` (``[rows]``, the agent of each row), ``[..., rows, ...]`` from ``state [..., rows, state_dim]`` and
+    ``obs [..., rows, obs_dim]``, one agent per row."""
+    if agents is None:
+        ids, state = torch.eye(n_agents, dtype=obs.dtype), state[..., None, :]
+    else:
+        ids = nn.functional.one_hot(agents, n_agents).to(obs.dtype)
+    return torch.cat([state.expand(*obs.shape[:-1], -1), obs, ids.expand(*obs.shape[:-1], n_agents)], -1)
 
 
 class Critic(nn.Module):
@@ -54,9 +59,10 @@ class RecurrentCritic(nn.Module):
         return torch.zeros(*lead, self.n_agents if self.agent_state else 1, self.hidden,
                            dtype=self.out.weight.dtype, device=self.out.weight.device)
 
-    def _first_layer(self, state: Tensor, obs: Tensor) -> Tensor:
-        """The ReLU layer on the critic's input, ``[..., N or 1, hidden]``."""
-        x = _inputs(state, obs, self.n_agents) if self.agent_state else state[..., None, :]
+    def _first_layer(self, state: Tensor, obs: Tensor, agents: Tensor | None = None) -> Tensor:
+        """The ReLU layer on the critic's input, ``[..., N or 1, hidden]`` (``[..., rows, hidden]`` with
+        ``agents``, as in :func:`_inputs`)."""
+        x = _inputs(state, obs, self.n_agents, agents) if self.agent_state else state[..., None, :]
         return torch.relu(self.inp(x))
 
     def step(self, state: Tensor, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,13 +72,22 @@ class RecurrentCritic(nn.Module):
         values = self.out(torch.relu(self.fc(memory))).squeeze(-1)
         return values.expand(*state.shape[:-1], self.n_agents), memory
 
-    def replay(self, state: Tensor, obs: Tensor, done: Tensor, memory: Tensor, backend: str = "fused") -> Tensor:
+    def replay(self, state: Tensor, obs: Tensor, done: Tensor, memory: Tensor, backend: str = "fused",
+               agents: Tensor | None = None) -> Tensor:
         """Values ``[T, b, N]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``state [T, b,
         state_dim]``, ``obs [T, b, N, obs_dim]``) from their memories, cleared after each step that ended an episode
-        (``done [T, b]``); as :meth:`RecurrentPolicies.replay <inspo.algos.networks.RecurrentPolicies.replay>`."""
-        hidden = gru_replay(self.gru, self._first_layer(state, obs), done, memory, backend)
+        (``done [T, b]``); as :meth:`RecurrentPolicies.replay <inspo.algos.networks.RecurrentPolicies.replay>`.
+        With ``agents`` (``[b]``; needs ``agent_state``), each row is one agent's: ``obs [T, b, obs_dim]``,
+        ``memory [b, hidden]``, values ``[T, b]``."""
+        if agents is None:
+            hidden = gru_replay(self.gru, self._first_layer(state, obs), done, memory, backend)
+        elif self.agent_state:
+            hidden = gru_replay(self.gru, self._first_layer(state, obs, agents)[:, :, None], done, memory[:, None],
+                                backend)[:, :, 0]
+        else:
+            raise ValueError("RecurrentCritic.replay: rows of one agent each need agent_state=True (a value per agent)")
         values = self.out(torch.relu(self.fc(hidden))).squeeze(-1).to(self.out.weight.dtype)
-        return values.expand(*state.shape[:-1], self.n_agents)
+        return values if agents is not None else values.expand(*state.shape[:-1], self.n_agents)
 
 
 class ReturnNorm:

@@ -181,10 +181,12 @@ class RecurrentPolicies(nn.Module):
         return torch.zeros(*lead, self.n_agents, self.hidden, dtype=self.out.weight.dtype,
                            device=self.out.weight.device)
 
-    def _first_layer(self, obs: Tensor) -> Tensor:
-        """The ReLU layer on each agent's observation and one-hot id, ``[..., N, hidden]``."""
-        ident = torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], -1)
-        return torch.relu(self.inp(torch.cat([obs, ident], dim=-1)))
+    def _first_layer(self, obs: Tensor, agents: Tensor | None = None) -> Tensor:
+        """The ReLU layer on each agent's observation and one-hot id, ``[..., N, hidden]``; with ``agents``
+        (``[rows]``, the agent of each row), on rows of one agent each, ``obs [..., rows, obs_dim]``."""
+        ident = (torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device) if agents is None
+                 else F.one_hot(agents, self.n_agents).to(obs.dtype))
+        return torch.relu(self.inp(torch.cat([obs, ident.expand(*obs.shape[:-1], -1)], dim=-1)))
 
     def step(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``obs [..., N, obs_dim]``, ``state [..., N, hidden]`` -> (logits ``[..., N, A]``, next state)."""
@@ -192,13 +194,21 @@ class RecurrentPolicies(nn.Module):
         state = self.gru(x.reshape(-1, self.hidden), state.reshape(-1, self.hidden)).view_as(state)
         return self.out(torch.relu(self.fc(state))), state
 
-    def replay(self, obs: Tensor, done: Tensor, state: Tensor, backend: str = "fused") -> Tensor:
+    def replay(self, obs: Tensor, done: Tensor, state: Tensor, backend: str = "fused",
+               agents: Tensor | None = None) -> Tensor:
         """Logits ``[T, b, N, A]`` of :meth:`step` played over ``T`` steps of ``b`` episode rows (``obs [T, b, N,
         obs_dim]``) from their states ``[b, N, hidden]``, a row's state cleared after each step that ended its
         episode (``done [T, b]``, 1.0 there). The same values as the steps taken one by one, to float rounding; only
         the recurrence runs step by step (:func:`inspo.ops.gru_sequence`), the layers around it on all steps at once,
-        under the caller's autocast if any; ``backend`` as in :func:`gru_replay`."""
-        memory = gru_replay(self.gru, self._first_layer(obs), done, state, backend)
+        under the caller's autocast if any; ``backend`` as in :func:`gru_replay`.
+
+        With ``agents`` (``[b]``), each row is one agent's (``obs [T, b, obs_dim]``, ``state [b, hidden]``,
+        logits ``[T, b, A]``): the minibatches of agent rows that JaxMARL's MAPPO draws."""
+        if agents is None:
+            memory = gru_replay(self.gru, self._first_layer(obs), done, state, backend)
+        else:
+            memory = gru_replay(self.gru, self._first_layer(obs, agents)[:, :, None], done, state[:, None],
+                                backend)[:, :, 0]
         return self.out(torch.relu(self.fc(memory))).to(self.out.weight.dtype)
 
     def reset_state(self) -> None:
