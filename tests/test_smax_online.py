@@ -170,7 +170,10 @@ def test_annealed_learning_rate_starts_at_lr(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options", [{}, dict(recurrent=True),
                                      dict(recurrent=True, recurrent_critic=True, agent_state=True,
-                                          minibatch_rows="agents")], ids=["mlp", "gru", "gru-agent-rows"])
+                                          minibatch_rows="agents"),
+                                     dict(recurrent=True, recurrent_critic=True, agent_state=True,
+                                          minibatch_rows="agents", actor_id=False, critic_obs=False)],
+                         ids=["mlp", "gru", "gru-agent-rows", "gru-jaxmarl-inputs"])
 def test_first_minibatch_sees_the_rollout_policy(options: dict) -> None:
     # One epoch of one minibatch: the policy is evaluated before any step, so its log-probabilities must be the
     # rollout's (for the recurrent actor: its rows replayed from their first memory, cleared where episodes ended;
@@ -184,6 +187,28 @@ def test_first_minibatch_sees_the_rollout_policy(options: dict) -> None:
     result = train_online(_tiny(epochs=1, minibatches=1, steps=8 * 32 * 2, rollout=32, lr=0.02, **options))
     assert [s["update"] for s in result.snapshots] == [0, 2]
     assert abs(result.snapshots[-1]["approx_kl"]) < 1e-10
+
+
+def test_jaxmarl_inputs_shape_the_networks_and_snapshots(tmp_path: Path) -> None:
+    # An actor without the agent's id and a critic without the agent's observation (JaxMARL's MAPPO): their first
+    # layers read only what they are given, and the snapshots load back as the same id-less policy.
+    from inspo import checkpoint as ckpt_io
+    from inspo.envs import make
+    from inspo.online import CHECKPOINT, train_online
+    from inspo.policy import load_policy
+
+    options = dict(recurrent=True, recurrent_critic=True, agent_state=True, actor_id=False, critic_obs=False)
+    result = train_online(_tiny(**options), tmp_path / "run")
+    env = make(MAP)
+    policy = load_policy(tmp_path / "run" / "policy.pt").network
+    assert not policy.agent_id and policy.inp.in_features == env.info.obs_dim
+    critic = ckpt_io.load(tmp_path / "run" / CHECKPOINT)["critic"]
+    assert critic["inp.weight"].shape[1] == env.info.state_dim + env.info.n_agents
+    train_online(_tiny(agent_state=True, critic_obs=False), tmp_path / "feed-forward")  # the feed-forward critic too
+    critic = ckpt_io.load(tmp_path / "feed-forward" / CHECKPOINT)["critic"]
+    assert critic["net.0.weight"].shape[1] == env.info.state_dim + env.info.n_agents
+    with_id = train_online(_tiny(**{**options, "actor_id": True}))
+    assert result.snapshots[-1]["value_loss"] != with_id.snapshots[-1]["value_loss"]
 
 
 def test_agent_rows_train_otherwise_than_episode_rows(tmp_path: Path) -> None:
@@ -248,7 +273,7 @@ def test_recurrent_actor_trains_evaluates_and_generates_data(tmp_path: Path) -> 
 @pytest.mark.parametrize("options", [{}, dict(recurrent=True, agent_state=True, value_norm=True, anneal_lr=True),
                                      dict(recurrent=True, recurrent_critic=True, agent_state=True, anneal_lr=True,
                                           orthogonal_init=True, clip_value=True, separate_clip=True,
-                                          minibatch_rows="agents")],
+                                          minibatch_rows="agents", actor_id=False, critic_obs=False)],
                          ids=["mlp", "gru-all-options", "gru-critic-jaxmarl"])
 def test_killed_run_resumes_exactly(policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture, options: dict) -> None:
@@ -335,6 +360,10 @@ def test_online_refuses_bad_config() -> None:
         train_online(_tiny(recurrent_critic=True))
     with pytest.raises(ValueError, match=r"minibatch_rows 'agents' needs recurrent_critic=True and agent_state=True"):
         train_online(_tiny(recurrent=True, recurrent_critic=True, minibatch_rows="agents"))
+    with pytest.raises(ValueError, match=r"actor_id=False needs recurrent=True"):
+        train_online(_tiny(actor_id=False))
+    with pytest.raises(ValueError, match=r"critic_obs=False needs agent_state=True"):
+        train_online(_tiny(critic_obs=False))
     with pytest.raises(ValueError, match=r"minibatch_rows must be one of \('episodes', 'agents'\), got 'steps'"):
         train_online(_tiny(minibatch_rows="steps"))
     with pytest.raises(ValueError, match=r"OnlineConfig.precision must be one of \('fp32', 'bf16'\), got 'fp16'"):

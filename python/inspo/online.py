@@ -102,6 +102,12 @@ class OnlineConfig:
         "help": "a GRU actor with memory of the episode (minibatches of whole rollout rows)"})
     recurrent_critic: bool = field(default=False, metadata={
         "help": "a GRU critic with memory of the episode (needs --recurrent: whole rollout rows)"})
+    actor_id: bool = field(default=True, metadata={
+        "help": "the recurrent actor reads each agent's one-hot id beside its observation (--no-actor-id: the "
+                "observation alone, JaxMARL's MAPPO)"})
+    critic_obs: bool = field(default=True, metadata={
+        "help": "with --agent-state, the critic reads the agent's observation beside the world state and id "
+                "(--no-critic-obs: the world state and id alone, JaxMARL's MAPPO)"})
     minibatch_rows: str = field(default="episodes", metadata={
         "choices": ("episodes", "agents"),
         "help": "what a recurrent minibatch draws: whole episode rows (every agent of an episode together) or "
@@ -132,6 +138,11 @@ class OnlineConfig:
             raise ValueError(f"OnlineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.recurrent_critic and not self.recurrent:
             raise ValueError("OnlineConfig.recurrent_critic needs recurrent=True (minibatches of whole rollout rows)")
+        if not self.actor_id and not self.recurrent:
+            raise ValueError("OnlineConfig.actor_id=False needs recurrent=True (the feed-forward actor reads the id)")
+        if not self.critic_obs and not self.agent_state:
+            raise ValueError("OnlineConfig.critic_obs=False needs agent_state=True (only that critic reads the "
+                             "agent's observation)")
         if self.minibatch_rows == "agents" and not (self.recurrent_critic and self.agent_state):
             raise ValueError("OnlineConfig.minibatch_rows 'agents' needs recurrent_critic=True and agent_state=True "
                              "(a recurrent value per agent)")
@@ -170,7 +181,8 @@ def _snapshot(actor: AgentPolicies, cfg: OnlineConfig, env: Any, record: dict[st
                              online={"format": SNAPSHOT_FORMAT, **record})
 
 
-_NETWORK_FIELDS = ("env", "hidden", "recurrent", "recurrent_critic", "agent_state", "value_norm")
+_NETWORK_FIELDS = ("env", "hidden", "recurrent", "recurrent_critic", "agent_state", "actor_id", "critic_obs",
+                   "value_norm")
 """The settings that shape an online run's networks and the scale of its critic's output: `init_from` needs its
 source to have the same."""
 
@@ -238,10 +250,10 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
     env = make(cfg.env)
     info = env.info
     n, B, T = info.n_agents, cfg.num_envs, cfg.rollout
-    actor = (RecurrentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden) if cfg.recurrent
+    actor = (RecurrentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, cfg.actor_id) if cfg.recurrent
              else AgentPolicies(n, info.obs_dim, info.n_actions, cfg.hidden, shared=True))
     critic = (RecurrentCritic if cfg.recurrent_critic else Critic)(n, info.obs_dim, info.state_dim, cfg.hidden,
-                                                                   cfg.agent_state)
+                                                                   cfg.agent_state, cfg.critic_obs)
     if cfg.orthogonal_init:
         _orthogonal_init(actor, critic)
     else:

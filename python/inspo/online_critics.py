@@ -14,31 +14,37 @@ from inspo.algos.networks import gru_replay, mlp
 __all__ = ["Critic", "RecurrentCritic", "ReturnNorm"]
 
 
-def _inputs(state: Tensor, obs: Tensor, n_agents: int, agents: Tensor | None = None) -> Tensor:
-    """``[..., N, state_dim + obs_dim + N]``: the state beside each agent's observation and one-hot id; with
-    ``agents`` (``[rows]``, the agent of each row), ``[..., rows, ...]`` from ``state [..., rows, state_dim]`` and
-    ``obs [..., rows, obs_dim]``, one agent per row."""
+def _inputs(state: Tensor, obs: Tensor, n_agents: int, agents: Tensor | None = None, agent_obs: bool = True) -> Tensor:
+    """``[..., N, state_dim + obs_dim + N]``: the state beside each agent's observation (left out without
+    ``agent_obs``) and one-hot id; with ``agents`` (``[rows]``, the agent of each row), ``[..., rows, ...]`` from
+    ``state [..., rows, state_dim]`` and ``obs [..., rows, obs_dim]``, one agent per row."""
     if agents is None:
         ids, state = torch.eye(n_agents, dtype=obs.dtype), state[..., None, :]
     else:
         ids = nn.functional.one_hot(agents, n_agents).to(obs.dtype)
-    return torch.cat([state.expand(*obs.shape[:-1], -1), obs, ids.expand(*obs.shape[:-1], n_agents)], -1)
+    lead = obs.shape[:-1]
+    return torch.cat([state.expand(*lead, -1), *([obs] if agent_obs else []), ids.expand(*lead, n_agents)], -1)
+
+
+def _input_dim(n_agents: int, obs_dim: int, state_dim: int, agent_state: bool, agent_obs: bool) -> int:
+    return state_dim + (n_agents + (obs_dim if agent_obs else 0) if agent_state else 0)
 
 
 class Critic(nn.Module):
     """V(world state) -> values ``[..., N]``: one value shared by the agents, repeated per agent; or, with
     ``agent_state``, V(world state, agent's observation, agent's id), one per agent."""
 
-    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool) -> None:
+    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool,
+                 agent_obs: bool = True) -> None:
         super().__init__()
-        self.n_agents, self.agent_state = n_agents, agent_state
-        self.net = mlp(state_dim + (obs_dim + n_agents if agent_state else 0), hidden, 1)
+        self.n_agents, self.agent_state, self.agent_obs = n_agents, agent_state, agent_obs
+        self.net = mlp(_input_dim(n_agents, obs_dim, state_dim, agent_state, agent_obs), hidden, 1)
 
     def forward(self, state: Tensor, obs: Tensor) -> Tensor:
         """``state [..., state_dim]``, ``obs [..., N, obs_dim]`` -> values ``[..., N]``."""
         if not self.agent_state:
             return self.net(state).expand(*state.shape[:-1], self.n_agents)
-        return self.net(_inputs(state, obs, self.n_agents)).squeeze(-1)
+        return self.net(_inputs(state, obs, self.n_agents, agent_obs=self.agent_obs)).squeeze(-1)
 
 
 class RecurrentCritic(nn.Module):
@@ -46,10 +52,11 @@ class RecurrentCritic(nn.Module):
     layer -> GRU cell -> ReLU layer -> value``, the memory one per agent with ``agent_state``, else one per
     episode. :meth:`step` is the function (``state, obs, memory -> values, memory``)."""
 
-    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool) -> None:
+    def __init__(self, n_agents: int, obs_dim: int, state_dim: int, hidden: int, agent_state: bool,
+                 agent_obs: bool = True) -> None:
         super().__init__()
-        self.n_agents, self.agent_state, self.hidden = n_agents, agent_state, hidden
-        self.inp = nn.Linear(state_dim + (obs_dim + n_agents if agent_state else 0), hidden)
+        self.n_agents, self.agent_state, self.agent_obs, self.hidden = n_agents, agent_state, agent_obs, hidden
+        self.inp = nn.Linear(_input_dim(n_agents, obs_dim, state_dim, agent_state, agent_obs), hidden)
         self.gru = nn.GRUCell(hidden, hidden)
         self.fc = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, 1)
@@ -62,7 +69,7 @@ class RecurrentCritic(nn.Module):
     def _first_layer(self, state: Tensor, obs: Tensor, agents: Tensor | None = None) -> Tensor:
         """The ReLU layer on the critic's input, ``[..., N or 1, hidden]`` (``[..., rows, hidden]`` with
         ``agents``, as in :func:`_inputs`)."""
-        x = _inputs(state, obs, self.n_agents, agents) if self.agent_state else state[..., None, :]
+        x = _inputs(state, obs, self.n_agents, agents, self.agent_obs) if self.agent_state else state[..., None, :]
         return torch.relu(self.inp(x))
 
     def step(self, state: Tensor, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:

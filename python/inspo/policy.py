@@ -44,7 +44,8 @@ def policy_checkpoint(policy: AgentPolicies | RecurrentPolicies, env: MultiAgent
     describes it): what :func:`load_policy` and ``inspo evaluate`` read. ``config`` records what made it, ``extra``
     entries are added as they are."""
     info = env.info
-    kind = {"recurrent": True} if isinstance(policy, RecurrentPolicies) else {"shared": policy.shared}
+    kind = ({"recurrent": True, **({} if policy.agent_id else {"agent_id": False})}
+            if isinstance(policy, RecurrentPolicies) else {"shared": policy.shared})
     return {"format": POLICY_FORMAT, "iteration": iteration, "env": info.name, "env_options": env.options,
             "env_info": asdict(info), "config": config,
             "policy_kwargs": {"n_agents": info.n_agents, "obs_dim": info.obs_dim, "n_actions": info.n_actions,

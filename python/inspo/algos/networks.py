@@ -160,17 +160,17 @@ def gru_replay(gru: nn.GRUCell, x: Tensor, done: Tensor, state: Tensor, backend:
 
 class RecurrentPolicies(nn.Module):
     """Categorical policies of N agents with memory: one network shared by the agents (one-hot agent id next to the
-    observation), ``observation -> ReLU layer -> GRU cell -> ReLU layer -> logits``, the GRU's state carrying what
-    an agent saw earlier in the episode. Online MAPPO's actor (``OnlineConfig.recurrent``).
+    observation, unless ``agent_id=False``), ``observation -> ReLU layer -> GRU cell -> ReLU layer -> logits``, the
+    GRU's state carrying what an agent saw earlier in the episode. Online MAPPO's actor (``OnlineConfig.recurrent``).
 
     :meth:`step` is the function (``obs, state -> logits, state``); :meth:`all_logits` plays episodes the way the
     feed-forward :class:`AgentPolicies` does, keeping the state between calls: :meth:`reset_state` starts new
     episodes (a call with another batch shape starts them too)."""
 
-    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int) -> None:
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int, agent_id: bool = True) -> None:
         super().__init__()
-        self.n_agents, self.n_actions, self.hidden = n_agents, n_actions, hidden
-        self.inp = nn.Linear(obs_dim + n_agents, hidden)
+        self.n_agents, self.n_actions, self.hidden, self.agent_id = n_agents, n_actions, hidden, agent_id
+        self.inp = nn.Linear(obs_dim + (n_agents if agent_id else 0), hidden)
         self.gru = nn.GRUCell(hidden, hidden)
         self.fc = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, n_actions)  # registered last: online MAPPO scales the output layer at the start
@@ -182,8 +182,11 @@ class RecurrentPolicies(nn.Module):
                            device=self.out.weight.device)
 
     def _first_layer(self, obs: Tensor, agents: Tensor | None = None) -> Tensor:
-        """The ReLU layer on each agent's observation and one-hot id, ``[..., N, hidden]``; with ``agents``
-        (``[rows]``, the agent of each row), on rows of one agent each, ``obs [..., rows, obs_dim]``."""
+        """The ReLU layer on each agent's observation and one-hot id (the observation alone without
+        ``agent_id``), ``[..., N, hidden]``; with ``agents`` (``[rows]``, the agent of each row), on rows of one
+        agent each, ``obs [..., rows, obs_dim]``."""
+        if not self.agent_id:
+            return torch.relu(self.inp(obs))
         ident = (torch.eye(self.n_agents, dtype=obs.dtype, device=obs.device) if agents is None
                  else F.one_hot(agents, self.n_agents).to(obs.dtype))
         return torch.relu(self.inp(torch.cat([obs, ident.expand(*obs.shape[:-1], -1)], dim=-1)))
