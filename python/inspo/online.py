@@ -440,7 +440,7 @@ def _train(cfg: OnlineConfig, out_dir: Path | None, saved: dict[str, Any] | None
                                  if cfg.recurrent_critic else critic(f_state[idx], f_obs[idx]))[:, cols]
                 logits = mask_unavailable(logits, f_avail[idx])
                 logp_all = torch.log_softmax(logits, -1)
-                new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n]
+                new_logp = logp_all.gather(-1, f_act[idx][..., None]).squeeze(-1)  # [b, n], by agent [b]
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
                 mb_adv = f_adv[idx]
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
