@@ -107,7 +107,7 @@ def test_keep_freed_memory_serves_large_allocations_without_page_faults() -> Non
     script = textwrap.dedent("""
         import resource, sys
         import numpy as np
-        from inspo.online import keep_freed_memory
+        from inspo.online_cli import keep_freed_memory
         if sys.argv[1] == "keep":
             assert keep_freed_memory()
         def faults():

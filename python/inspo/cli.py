@@ -289,10 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bc_length_parser(dsub)
     p.set_defaults(func=_cmd_datasets)
 
-    from inspo import benchmarks, online, report, reproduce, tune
+    from inspo import benchmarks, online_cli, report, reproduce, tune
 
     benchmarks.add_parser(sub)
-    online.add_parser(sub)
+    online_cli.add_parser(sub)
     reproduce.add_parser(sub)
     tune.add_parser(sub)
     report.add_parser(sub)

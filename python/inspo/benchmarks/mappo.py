@@ -26,7 +26,7 @@ from inspo import precision
 from inspo.algos.networks import RecurrentPolicies
 from inspo.benchmarks.ops import RESULTS, close_report, new_report, publish
 from inspo.benchmarks.roofline import Gemm, ceiling, flops
-from inspo.online import keep_freed_memory
+from inspo.online_cli import keep_freed_memory
 from inspo.online_critics import RecurrentCritic
 
 VARIANTS = [(backend, p) for p in ("fp32", "bf16") for backend in ("fused", "torch", "loop")]
@@ -111,7 +111,7 @@ def markdown(report: dict) -> str:
         f"{a['agents']} agents (observation {a['obs_dim']}, state {a['state_dim']}, {a['n_actions']} actions, hidden "
         f"{a['hidden']}), forward and backward, "
         + ("glibc's allocator as it is" if a["default_allocator"] else
-           "freed memory kept for reuse as in `inspo online train` (`inspo.online.keep_freed_memory`)")
+           "freed memory kept for reuse as in `inspo online train` (`inspo.online_cli.keep_freed_memory`)")
         + f". Median over {a['repeats']} repeats (the variants alternating); "
         "ratios from medians and, in parentheses, from the fastest repeats. `GFLOP/step` counts the matrix products "
         "from the layer shapes (`inspo.benchmarks.mappo.network_gemms`); `ceiling` is the GFLOP/s of the same "
