@@ -4,13 +4,13 @@ that `inspo online train` is compared with on 5m_vs_6m (results/smax_study.md, t
 Needs a checkout of FLAIROx/JaxMARL (its `baselines/MAPPO`) and, beside jaxmarl 0.2.0, what that script imports
 (flax, optax, distrax, hydra-core, omegaconf, wandb; wandb is never called: its `log` is replaced here):
 
-    python results/smax_jaxmarl_mappo.py JAXMARL_CHECKOUT 5m_vs_6m 1e7 results/smax_online_reference/x.csv
+    python results/smax_jaxmarl_mappo.py JAXMARL_CHECKOUT 5m_vs_6m 1e7 results/smax_online_reference/x.csv [--seed 1]
 
-The config is the checkout's `mappo_homogenous_rnn_smax.yaml` with the map and the step count replaced. The rows
-go to `OUT.part` as they come (JaxMARL's compiled loop cannot resume, so that is the run's progress) and the file
-becomes OUT when training ends; an existing OUT is refused. Each row is one update: environment steps so far, the
-mean return and win rate of the training episodes that ended during it (sampled actions), the policy's entropy, and
-the wall time.
+The config is the checkout's `mappo_homogenous_rnn_smax.yaml` with the map, the step count and the seed replaced.
+The rows go to `OUT.part` as they come (JaxMARL's compiled loop cannot resume, so that is the run's progress) and
+the file becomes OUT when training ends; an existing OUT is refused. Each row is one update: environment steps so
+far, the mean return and win rate of the training episodes that ended during it (sampled actions), the policy's
+entropy, and the wall time.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("map", help="SMAX map, e.g. 5m_vs_6m")
     parser.add_argument("steps", type=float, help="TOTAL_TIMESTEPS")
     parser.add_argument("out", type=Path, help="CSV to write")
+    parser.add_argument("--seed", type=int, default=0, help="SEED (default 0, the config's)")
     args = parser.parse_args()
     if args.out.exists():
         parser.error(f"{args.out} exists; choose another path or remove it")
@@ -38,7 +39,7 @@ def main() -> None:
     import yaml
 
     config = yaml.safe_load((baseline / "config" / "mappo_homogenous_rnn_smax.yaml").read_text())
-    config.update(MAP_NAME=args.map, TOTAL_TIMESTEPS=args.steps)
+    config.update(MAP_NAME=args.map, TOTAL_TIMESTEPS=args.steps, SEED=args.seed)
     started = time.perf_counter()
     part = args.out.with_name(args.out.name + ".part")
     with part.open("w", newline="") as f:
