@@ -175,6 +175,29 @@ def test_baselines_on_smax_clone_for_each_datasets_heldout_length(tmp_path: Path
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("jax", "jaxmarl", "smac")),
                     reason="needs the optional extras smax (jax, jaxmarl) and tune (SMAC3)")
+def test_methods_trains_and_tabulates_a_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hyper = tmp_path / "hyper.json"  # entries of methods left out are allowed, and left out of the record
+    hyper.write_text(json.dumps({"xor-ab-ba": {"inspo": {"alpha": 0.5}, "icq": {"alpha": 0.1}}}))
+    out = tmp_path / "results"
+    assert main([*TINY, "--seeds", "1", "--methods", "inspo", "bc", "--hyper", str(hyper), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "baselines_xor.json").read_text())
+    assert record["methods"] == ["bc", "inspo"] and [r["method"] for r in record["rows"]] == ["bc", "inspo"]
+    assert record["hyper"] == {"xor-ab-ba": {"inspo": {"alpha": 0.5}}}
+    assert "--seeds 1 --iters 4 --bc-steps 2 --episodes 50 --datasets xor-ab-ba --methods bc inspo --out" in text
+    assert sorted(p.parts[-3] for p in (out / "cache" / "runs").rglob("metrics.json")) == ["bc", "inspo"]
+    # The whole table, from the cache: the other methods are still to be made.
+    assert main([*TINY, "--seeds", "1", "--partial", "--hyper", str(hyper), "--out", str(out)]) == 0
+    missing = json.loads((out / "baselines_xor.json").read_text())["missing"]
+    assert missing == [f"xor-ab-ba {m}: seed 0" for m in ("icq", "omiga", "cfcql")]
+    capsys.readouterr()
+    assert main(["reproduce", "matrix", "--methods", "inspo", "--out", str(tmp_path / "m")]) == 2
+    assert "--methods is for the baselines and study suites, not 'matrix'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*TINY, "--methods", "ppo", "--out", str(tmp_path / "m")])
+    assert "invalid choice: 'ppo'" in capsys.readouterr().err
+
+
 def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from inspo.reproduce.study import reproduce_study
@@ -186,13 +209,17 @@ def test_study_tunes_each_method_then_trains_the_table_with_the_incumbents(tmp_p
                     bc_length=BCLengthSettings(max_steps=4, every=2, patience=1, heldout_every=2))
     monkeypatch.chdir(tmp_path)  # --out as a user gives it: relative to the working folder
     out = Path("study")
+    out.mkdir()  # incumbents found in earlier sittings, of other methods and maps, stay
+    earlier = {"3m": {"omiga": {"alpha": 0.1}}, "2s3z": {"icq": {"alpha": 0.3}}}
+    (out / "smax_study_hyper.json").write_text(json.dumps(earlier))
     record = reproduce_study(out, protocol.maps, protocol.qualities, protocol.seeds, protocol=protocol, suite=suite,
                              command="inspo reproduce study --maps 3m", jobs=2)
     search = json.loads((out / "cache" / "tune" / "3m" / "icq" / "tune.json").read_text())
     assert len(search["trials"]) == 2 and search["base_config"]["seed"] == STUDY.tune_seed
     assert search["base_config"]["bc_steps"] == record["bc_lengths"]["3m-random"]["steps"]
     incumbent = search["incumbent"]["params"]
-    assert json.loads((out / "smax_study_hyper.json").read_text()) == {"3m": {"icq": incumbent}}
+    hyper = json.loads((out / "smax_study_hyper.json").read_text())
+    assert hyper == {"3m": {"omiga": {"alpha": 0.1}, "icq": incumbent}, "2s3z": {"icq": {"alpha": 0.3}}}
     icq = next(r for r in record["rows"] if r["method"] == "icq")
     assert icq["config"]["alpha"] == incumbent["alpha"] and record["hyper"] == {"3m": {"icq": incumbent}}
     # Every critic of the study reads the standardised world state, in the searches and in the table.

@@ -131,8 +131,9 @@ def check_hyper(env: str, hyper: dict[str, Any], suite: BaselinesSuite = BASELIN
             raise ValueError(f"hyper-parameters: {key!r} is not a dataset of {env}"
                              + (" or a SMAX map" if env == "smax" else "") + " with a {method: {...}} table")
         for method, fields in methods.items():
-            if method not in suite.methods or not isinstance(fields, dict):
-                raise ValueError(f"hyper-parameters of {key}: {method!r} is not one of {', '.join(suite.methods)} "
+            # A method left out of this suite (--methods) may still have its entry: the file serves every run.
+            if method not in BASELINES.methods or not isinstance(fields, dict):
+                raise ValueError(f"hyper-parameters of {key}: {method!r} is not one of {', '.join(BASELINES.methods)} "
                                  f"with a {{field: value}} table")
             fixed = sorted(set(fields) & set(_PROTOCOL_FIELDS))
             if fixed:
@@ -220,6 +221,8 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     if bc_steps == "auto" and env != "smax":
         raise ValueError(f"bc_steps 'auto' (each dataset's held-out cloning length) is for SMAX; got env {env!r}")
     check_hyper(env, hyper or {}, suite)
+    hyper = {key: {m: fields for m, fields in methods.items() if m in suite.methods}
+             for key, methods in (hyper or {}).items()}
     iters = spec.iters if iters is None else iters
     bc_steps = spec.bc_steps if bc_steps is None else bc_steps
     episodes = spec.episodes if episodes is None else episodes
@@ -278,7 +281,7 @@ def reproduce_baselines(env: str, seeds: Sequence[int], out: Path, iters: int | 
     record = {**provenance(command, seeds, time.perf_counter() - started), "env": env, "env_title": spec.title,
               "title": title or f"Baselines on {spec.title}: BC, MA-ICQ, OMIGA, CFCQL and InSPO in one trainer",
               "methods": list(suite.methods), "iters": iters, "bc_steps": bc_steps, "eval_every": every,
-              "hyper": hyper or {}, "partial": partial, "missing": missing, "unmade_datasets": unmade,
+              "hyper": hyper, "partial": partial, "missing": missing, "unmade_datasets": unmade,
               "compute_cpu_hours": round(sum(r["cpu_time_s"]["mean"] * len(r["seeds_done"]) for r in rows) / 3600, 2),
               "machines": machines(outcomes),
               "bc_lengths": {d: f.to_dict() for d, f in lengths.items()}, "rows": rows}

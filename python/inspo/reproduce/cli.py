@@ -34,7 +34,7 @@ committed; the tables and plots are. The cache is also a run cache: a run whose 
 to retrain it, e.g. after changing the code); a run that stopped part-way resumes from its checkpoint.
 
 ``--partial`` (baselines, study) trains nothing: it tabulates the runs the run cache holds and lists the missing
-ones, for a table made in several sittings.
+ones, for a table made in several sittings; ``--methods`` (baselines, study) makes a subset of the methods.
 
 The runs of a table that differ only in their seed train together as one population (one process, one task):
 the tables are the same as with ``--no-populations``, which trains every run alone.
@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 from inspo.cluster import INSTALL_HINT, add_cluster_flags, cluster_from_args
 from inspo.data import SMAX_QUALITIES
-from inspo.reproduce.baselines import BASELINES, reproduce_baselines
+from inspo.reproduce.baselines import BASELINE_METHODS, BASELINES, BaselinesSuite, reproduce_baselines
 from inspo.reproduce.bridge import BRIDGE, reproduce_bridge
 from inspo.reproduce.collapse import COLLAPSE, reproduce_collapse
 from inspo.reproduce.matrix import MATRIX, reproduce_matrix
@@ -91,7 +91,7 @@ def _command(args: argparse.Namespace, iters: int, bc_steps: int, env: str | Non
         parts += ["--eval-episodes", str(args.eval_episodes)]
     if args.datasets is not None or args.suite == "bridge":
         parts += ["--datasets", *(args.datasets or BRIDGE.datasets)]
-    return " ".join(parts + ["--out", str(args.out)])
+    return " ".join(parts) + _methods_flag(args) + f" --out {args.out}"
 
 
 def _bc_steps(text: str) -> int | str:
@@ -120,13 +120,26 @@ def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
+def _suite(args: argparse.Namespace) -> BaselinesSuite:
+    """The baselines' suite with the methods of ``--methods`` (in table order), or all of them."""
+    if args.methods is None:
+        return BASELINES
+    return dataclasses.replace(BASELINES, methods=tuple(m for m in BASELINES.methods if m in args.methods))
+
+
+def _methods_flag(args: argparse.Namespace) -> str:
+    """``--methods ...`` as the table's command line records it (nothing without the flag)."""
+    return "" if args.methods is None else " --methods " + " ".join(_suite(args).methods)
+
+
 def _study(args: argparse.Namespace) -> None:
     args.seeds = _or(args.seeds, list(STUDY.seeds))
     maps, qualities = _or(args.maps, list(STUDY.maps)), _or(args.qualities, list(STUDY.qualities))
     command = (f"inspo reproduce study --maps {' '.join(maps)} --qualities {' '.join(qualities)} --seeds "
-               f"{','.join(map(str, args.seeds))} --out {args.out}" + " --partial" * args.partial)
+               f"{','.join(map(str, args.seeds))}" + _methods_flag(args) + f" --out {args.out}"
+               + " --partial" * args.partial)
     reproduce_study(args.out, maps, qualities, args.seeds, args.cluster, args.partial, command,
-                    populations=args.populations)
+                    populations=args.populations, suite=_suite(args))
 
 
 def _smax(args: argparse.Namespace) -> None:
@@ -175,7 +188,7 @@ def _baselines(args: argparse.Namespace) -> None:
         command = _command(args, iters, bc_steps, env)
         args.episodes = given
         reproduce_baselines(env, args.seeds, args.out, iters, bc_steps, datasets, episodes, args.eval_episodes,
-                            args.data, args.cluster, command, populations=args.populations,
+                            args.data, args.cluster, command, suite=_suite(args), populations=args.populations,
                             hyper=None if args.hyper is None else _hyper_file(args.hyper), partial=args.partial)
 
 
@@ -186,6 +199,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                          f"baselines --env smax); got suite {args.suite!r}: give a number of steps")
     if args.suite not in ("baselines", "study") and args.partial:
         raise ValueError(f"--partial is for the baselines and study suites, not {args.suite!r}")
+    if args.suite not in ("baselines", "study") and args.methods is not None:
+        raise ValueError(f"--methods is for the baselines and study suites, not {args.suite!r}")
     if args.suite != "baselines" and args.hyper is not None:
         raise ValueError(f"--hyper is for the baselines suite, not {args.suite!r}"
                          + " (the study tunes its own)" * (args.suite == "study"))
@@ -256,6 +271,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hyper", type=Path, default=None,
                    help="baselines: a JSON file of hyper-parameters per dataset (or SMAX map) and method, "
                         "{name: {method: {field: value}}}, e.g. the study's smax_study_hyper.json")
+    p.add_argument("--methods", nargs="+", choices=BASELINE_METHODS, default=None,
+                   help=f"baselines, study: train, tune and tabulate only these (default: all, "
+                        f"{' '.join(BASELINE_METHODS)})")
     p.add_argument("--partial", action="store_true",
                    help="baselines, study: train nothing; tabulate the runs the run cache holds and list the "
                         "missing ones")

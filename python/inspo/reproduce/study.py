@@ -166,10 +166,11 @@ def reproduce_study(out: Path, maps: Sequence[str] = STUDY.maps, qualities: Sequ
              for m, methods in searches.items() if methods}
     if hyper:
         path = out / f"{protocol.name}_hyper.json"
-        try:  # the incumbents of maps tuned in other sittings stay
-            jsonio.write(path, {**json.loads(path.read_text()), **hyper})
+        try:  # the incumbents of maps and methods tuned in other sittings stay
+            known = json.loads(path.read_text())
         except FileNotFoundError:
-            jsonio.write(path, hyper)
+            known = {}
+        jsonio.write(path, {**known, **{m: {**known.get(m, {}), **methods} for m, methods in hyper.items()}})
         write_text(out / f"{protocol.name}_tuning.md", _tuning_markdown(searches, protocol, command))
     return reproduce_baselines(
         "smax", seeds, out, iters=protocol.iters, bc_steps="auto",
